@@ -1,0 +1,7 @@
+"""`python -m printfleet` is the same as the `printfleet` console script."""
+
+import sys
+
+from printfleet.cli import main
+
+sys.exit(main())

@@ -1,0 +1,266 @@
+"""The configuration model: one TOML file, ``PRINTFLEET_*`` environment overrides, secret files.
+
+This module only declares the shape (every field documented, unknown keys rejected).
+Loading, secret-file resolution and error reporting live in :mod:`printfleet.settings_loader`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+
+from printfleet.clock import parse_duration
+
+
+def _duration(value: Any) -> timedelta:
+    try:
+        return parse_duration(value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(str(err)) from None
+
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(_duration),
+    PlainSerializer(lambda td: f"{td.total_seconds():g}s", return_type=str),
+]
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DaemonConfig(Section):
+    state_dir: Path = Field(
+        Path("/var/lib/printfleet"),
+        description="Directory for the SQLite state database (last snapshots, rule timers, outbox).",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Minimum level of log lines written to stdout."
+    )
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="'auto' writes JSON when stdout is not a terminal, colored text when it is."
+    )
+    shutdown_grace: Duration = Field(
+        timedelta(seconds=10),
+        description="On SIGTERM, how long to let in-flight deliveries finish before exiting.",
+    )
+
+
+class SourceConfig(Section):
+    """One vendor account."""
+
+    name: str = Field(
+        description="Unique name of this account; appears in events, MQTT topics and metric labels.",
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$",
+    )
+    vendor: Literal["formlabs", "carbon"] = Field(description="Which vendor API this account uses.")
+    base_url: str | None = Field(
+        None,
+        description="Override the vendor API base URL (the simulator, a proxy). "
+        "Defaults: https://api.formlabs.com and https://api.carbon3d.com/v1.",
+    )
+    # Formlabs credentials
+    client_id: str | None = Field(None, description="Formlabs: the application's Client ID.")
+    client_secret: SecretStr | None = Field(
+        None, description="Formlabs: the Client Secret. Prefer client_secret_file."
+    )
+    client_secret_file: Path | None = Field(
+        None,
+        description="Formlabs: file holding the Client Secret. A bare file name is looked up in "
+        "$CREDENTIALS_DIRECTORY (systemd LoadCredential=).",
+    )
+    # Carbon credentials
+    secrets_file: Path | None = Field(
+        None,
+        description="Carbon: the secrets.json downloaded from print.carbon3d.com/api_keys "
+        "(client_id + RSA private key). A bare file name is looked up in $CREDENTIALS_DIRECTORY.",
+    )
+    # Budgets
+    budget_per_hour: int | None = Field(
+        None,
+        ge=1,
+        description="Formlabs: requests per hour this daemon may spend (default 1350, 90% of the "
+        "documented 1500/h per user; lower it if other tools share the account).",
+    )
+    requests_per_second: float | None = Field(
+        None, gt=0, description="Formlabs: burst cap per second (default 10; the API allows 100/s per IP)."
+    )
+    requests_per_10s: int | None = Field(
+        None,
+        ge=1,
+        description="Carbon: requests per 10 s (default 100, safe under both documented limits).",
+    )
+    timeout: Duration = Field(timedelta(seconds=30), description="Timeout of one HTTP request.")
+    offline_after: Duration | None = Field(
+        None,
+        description="Override [poll] offline_after for this account. For Carbon, staleness of the "
+        "printer record's updated_at is only used when this is set (the API does not say it is "
+        "a heartbeat); otherwise offline comes from the printer state.",
+    )
+
+    @model_validator(mode="after")
+    def _credentials_present(self) -> SourceConfig:
+        if self.vendor == "formlabs":
+            if not self.client_id:
+                raise ValueError("a formlabs source needs client_id")
+            if self.client_secret is None and self.client_secret_file is None:
+                raise ValueError("a formlabs source needs client_secret_file (or client_secret)")
+        elif self.secrets_file is None:
+            raise ValueError("a carbon source needs secrets_file (the downloaded secrets.json)")
+        return self
+
+
+class PollConfig(Section):
+    interval: Duration = Field(
+        timedelta(seconds=15),
+        description="Base interval for fetching printer state; the scheduler adapts within the budget.",
+    )
+    active_interval: Duration = Field(
+        timedelta(seconds=5),
+        description="Interval while a print is near its end or a printer just changed.",
+    )
+    idle_interval: Duration = Field(
+        timedelta(seconds=60), description="Interval while the whole fleet is idle."
+    )
+    history_interval: Duration = Field(
+        timedelta(seconds=60), description="Interval for print history / vendor events."
+    )
+    materials_interval: Duration = Field(
+        timedelta(minutes=15), description="Interval for the tank and cartridge inventory (Formlabs)."
+    )
+    offline_after: Duration = Field(
+        timedelta(minutes=5),
+        description="A printer whose last vendor heartbeat is older than this is offline "
+        "(never judged during an API outage).",
+    )
+
+
+class ThresholdsConfig(Section):
+    progress_milestones: tuple[float, ...] = Field(
+        (0.25, 0.5, 0.75),
+        description="Print progress fractions that emit print.progress (each once per print).",
+    )
+    material_low_ratio: float = Field(
+        0.15, ge=0, le=1, description="material.low when a cartridge falls below this fraction."
+    )
+    material_low_ml: float | None = Field(
+        None, ge=0, description="material.low when a cartridge falls below this many ml (optional)."
+    )
+    tank_max_layers: int = Field(
+        75000, ge=1, description="tank.attention when a tank has printed at least this many layers."
+    )
+    tank_max_age: Duration = Field(
+        timedelta(days=365), description="tank.attention when a tank was first filled longer ago."
+    )
+
+    @field_validator("progress_milestones")
+    @classmethod
+    def _milestones_in_range(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 0 < m < 1 for m in value):
+            raise ValueError("milestones must be fractions between 0 and 1, e.g. [0.25, 0.5, 0.75]")
+        return tuple(sorted(set(value)))
+
+
+class MqttConfig(Section):
+    enabled: bool = Field(True, description="Publish to MQTT at all.")
+    url: str = Field("mqtt://localhost:1883", description="Broker URL; mqtts:// for TLS.")
+    topic_prefix: str = Field("printfleet", description="First level of every topic.")
+    qos: Literal[0, 1, 2] = Field(1, description="QoS of event messages.")
+    username: str | None = Field(None, description="Broker user name.")
+    password: SecretStr | None = Field(None, description="Broker password. Prefer password_file.")
+    password_file: Path | None = Field(None, description="File holding the broker password.")
+    ca_file: Path | None = Field(None, description="CA bundle for mqtts:// (default: system CAs).")
+    client_id: str | None = Field(None, description="MQTT client id (default printfleet-<host>).")
+    homeassistant_discovery: bool = Field(
+        True, description="Publish Home Assistant MQTT discovery configs (each printer a device)."
+    )
+    homeassistant_prefix: str = Field("homeassistant", description="Home Assistant discovery prefix.")
+
+
+class MetricsConfig(Section):
+    enabled: bool = Field(True, description="Serve Prometheus metrics and health endpoints.")
+    listen: str = Field(
+        "127.0.0.1:9877", description="host:port for /metrics, /healthz and /readyz."
+    )
+
+
+class ReceiverConfig(Section):
+    """A notification target that rules can `notify`."""
+
+    name: str = Field(description="Name rules use in `notify = [...]`.")
+    kind: Literal["webhook", "slack", "teams", "discord"] = Field(description="Payload format.")
+    url: SecretStr | None = Field(
+        None, description="Target URL (Slack/Teams/Discord URLs are secrets: prefer url_file)."
+    )
+    url_file: Path | None = Field(None, description="File holding the target URL.")
+    secret: SecretStr | None = Field(
+        None, description="webhook: HMAC-SHA256 signing key. Prefer secret_file."
+    )
+    secret_file: Path | None = Field(None, description="webhook: file holding the signing key.")
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="webhook: extra HTTP headers sent with every request."
+    )
+    timeout: Duration = Field(timedelta(seconds=10), description="Timeout of one delivery attempt.")
+    max_age: Duration = Field(
+        timedelta(hours=24),
+        description="A delivery still failing after this long goes to the dead-letter table.",
+    )
+
+    @model_validator(mode="after")
+    def _url_present(self) -> ReceiverConfig:
+        if self.url is None and self.url_file is None:
+            raise ValueError(f"receiver {self.name!r} needs url or url_file")
+        return self
+
+
+class RulesConfig(Section):
+    packs: tuple[str, ...] = Field(
+        ("/etc/printfleet/rules/*.toml",),
+        description="Rule pack files or globs, loaded in order.",
+    )
+    timezone: str = Field(
+        "UTC", description="Default time zone of silence schedules (IANA name, e.g. Europe/Berlin)."
+    )
+
+
+class Settings(Section):
+    """The whole configuration file."""
+
+    daemon: DaemonConfig = Field(default_factory=DaemonConfig)
+    source: tuple[SourceConfig, ...] = Field(
+        (), description="Vendor accounts to watch ([[source]] tables)."
+    )
+    poll: PollConfig = Field(default_factory=PollConfig)
+    thresholds: ThresholdsConfig = Field(default_factory=ThresholdsConfig)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    receiver: tuple[ReceiverConfig, ...] = Field(
+        (), description="Notification targets ([[receiver]] tables)."
+    )
+    rules: RulesConfig = Field(default_factory=RulesConfig)
+
+    @model_validator(mode="after")
+    def _names_unique(self) -> Settings:
+        for kind, names in (
+            ("source", [s.name for s in self.source]),
+            ("receiver", [r.name for r in self.receiver]),
+        ):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"{kind} names must be unique; repeated: {', '.join(dupes)}")
+        return self

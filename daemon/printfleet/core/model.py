@@ -1,0 +1,287 @@
+"""The normalized fleet: what every vendor adapter produces and everything else reads.
+
+All values are frozen and slotted so they can be shared between tasks and threads.
+Vendor JSON never leaves the adapters except as the read-only ``raw`` mapping kept on
+printers and prints (for rules that need a vendor field with no normalized home).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any
+
+EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+def empty_mapping() -> Mapping[str, Any]:
+    return EMPTY
+
+
+def frozen_mapping(data: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """A read-only view of ``data`` (a shallow copy, so later mutation of the input is not seen)."""
+    if not data:
+        return EMPTY
+    return MappingProxyType(dict(data))
+
+
+class Vendor(StrEnum):
+    FORMLABS = "formlabs"
+    CARBON = "carbon"
+
+
+class PrinterStatus(StrEnum):
+    """Normalized printer state. The vendor's own string is kept in ``Printer.status_raw``."""
+
+    IDLE = "IDLE"
+    PRINTING = "PRINTING"
+    PAUSED = "PAUSED"
+    ERROR = "ERROR"
+    OFFLINE = "OFFLINE"
+    MAINTENANCE = "MAINTENANCE"
+    UNKNOWN = "UNKNOWN"  # a vendor string we do not recognise (the raw value is kept)
+
+
+class PrintStatus(StrEnum):
+    """Normalized print-run state. The vendor's own string is kept in ``Print.status_raw``."""
+
+    QUEUED = "QUEUED"
+    PREPARING = "PREPARING"  # pre-print, preheat, precoat
+    PRINTING = "PRINTING"  # includes post-coat
+    PAUSED = "PAUSED"  # pausing or paused
+    WAITING = "WAITING"  # waiting for an operator's resolution
+    ABORTING = "ABORTING"
+    FINISHED = "FINISHED"
+    FAILED = "FAILED"
+    ABORTED = "ABORTED"
+    UNKNOWN = "UNKNOWN"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in _TERMINAL
+
+    @property
+    def is_active(self) -> bool:
+        """On the printer now: being prepared, printing, paused or waiting for someone."""
+        return self in _ACTIVE
+
+
+_TERMINAL = frozenset({PrintStatus.FINISHED, PrintStatus.FAILED, PrintStatus.ABORTED})
+_ACTIVE = frozenset(
+    {
+        PrintStatus.PREPARING,
+        PrintStatus.PRINTING,
+        PrintStatus.PAUSED,
+        PrintStatus.WAITING,
+        PrintStatus.ABORTING,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Material:
+    """A resin supply: a Formlabs cartridge in a slot. ``None`` means the vendor did not say."""
+
+    slot: str  # "main" for single-cartridge printers, else the vendor slot ("FRONT", "BACK")
+    serial: str | None = None
+    material: str | None = None  # vendor material code, e.g. FLGPGR05
+    name: str | None = None  # display name, e.g. "Grey V5"
+    capacity_ml: float | None = None
+    remaining_ml: float | None = None
+    isempty_mapping: bool = False
+
+    @property
+    def remaining_ratio(self) -> float | None:
+        if self.isempty_mapping:
+            return 0.0
+        if self.remaining_ml is None or not self.capacity_ml:
+            return None
+        return max(0.0, min(1.0, self.remaining_ml / self.capacity_ml))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "slot": self.slot,
+            "serial": self.serial,
+            "material": self.material,
+            "name": self.name,
+            "capacity_ml": self.capacity_ml,
+            "remaining_ml": self.remaining_ml,
+            "remaining_ratio": self.remaining_ratio,
+            "isempty_mapping": self.isempty_mapping,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Tank:
+    """A resin tank (Formlabs). Wear is judged from layers printed and age since first fill."""
+
+    serial: str | None = None
+    material: str | None = None
+    tank_type: str | None = None
+    layers_printed: int | None = None
+    first_filled_at: datetime | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "serial": self.serial,
+            "material": self.material,
+            "tank_type": self.tank_type,
+            "layers_printed": self.layers_printed,
+            "first_filled_at": iso(self.first_filled_at),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Print:
+    """One print run (the current one on a printer, or a record from print history)."""
+
+    id: str  # Formlabs guid, Carbon print uuid (or print_id when that is all we have)
+    name: str
+    status: PrintStatus
+    status_raw: str
+    printer_serial: str | None = None
+    progress: float | None = None  # 0.0 .. 1.0
+    layer: int | None = None
+    layers_total: int | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    elapsed_s: float | None = None
+    remaining_s: float | None = None
+    material: str | None = None  # display name where known, else vendor code
+    message: str | None = None  # vendor text about the run (errors, attention)
+    user: str | None = None
+    # The vendor record as received; excluded from ==, so equality means "same normalized facts".
+    raw: Mapping[str, Any] = field(default_factory=empty_mapping, compare=False, repr=False)
+
+    def as_dict(self, *, with_raw: bool = False) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "id": self.id,
+            "name": self.name,
+            "status": self.status.value,
+            "status_raw": self.status_raw,
+            "progress": self.progress,
+            "layer": self.layer,
+            "layers_total": self.layers_total,
+            "created_at": iso(self.created_at),
+            "started_at": iso(self.started_at),
+            "finished_at": iso(self.finished_at),
+            "elapsed_s": self.elapsed_s,
+            "remaining_s": self.remaining_s,
+            "material": self.material,
+            "message": self.message,
+            "user": self.user,
+        }
+        if with_raw:
+            data["raw"] = dict(self.raw)
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class Printer:
+    """One printer as seen in one successful fetch."""
+
+    serial: str
+    name: str  # alias where set, else the vendor's name, else the serial
+    vendor: Vendor
+    model: str  # human model name, e.g. "Form 4" (the raw code when unknown)
+    model_code: str
+    status: PrinterStatus
+    status_raw: str
+    # Online per the vendor's own signal (Formlabs last_pinged_at fresh; Carbon state), judged
+    # by the adapter at fetch time. Never False because of an API failure: then there is no
+    # snapshot at all.
+    online: bool
+    last_seen_at: datetime | None = field(default=None, compare=False)
+    group: str | None = None
+    firmware: str | None = None
+    location: str | None = None
+    current_print: Print | None = None
+    materials: tuple[Material, ...] = ()
+    tank: Tank | None = None
+    # Open vendor alerts (Carbon status.alerts, Formlabs attention states), sorted, deduplicated.
+    alerts: tuple[str, ...] = ()
+    queue_length: int | None = None
+    raw: Mapping[str, Any] = field(default_factory=empty_mapping, compare=False, repr=False)
+
+    def as_dict(self, *, with_raw: bool = False) -> dict[str, Any]:
+        """The normalized printer JSON used in events and the MQTT state topic."""
+        data: dict[str, Any] = {
+            "serial": self.serial,
+            "name": self.name,
+            "vendor": self.vendor.value,
+            "model": self.model,
+            "model_code": self.model_code,
+            "status": self.status.value,
+            "status_raw": self.status_raw,
+            "online": self.online,
+            "last_seen_at": iso(self.last_seen_at),
+            "group": self.group,
+            "firmware": self.firmware,
+            "location": self.location,
+            "alerts": list(self.alerts),
+            "queue_length": self.queue_length,
+            "materials": [m.as_dict() for m in self.materials],
+            "tank": self.tank.as_dict() if self.tank else None,
+        }
+        if with_raw:
+            data["raw"] = dict(self.raw)
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedRecord:
+    """A vendor record that could not be understood: logged, counted, and left out."""
+
+    kind: str  # "printer", "print", "event", "tank", "cartridge"
+    record_id: str | None  # the serial/guid if it could be read at all
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything one source knew at one moment.
+
+    ``printers`` is keyed by serial. ``runs`` holds recently updated print runs from the
+    vendor's print history keyed by print id; the differ uses them to learn the outcome of a
+    print that left the printer between two polls. ``runs_complete`` says whether ``runs``
+    was refreshed in this fetch (history is fetched less often than printer state).
+    """
+
+    source: str
+    vendor: Vendor
+    taken_at: datetime
+    printers: Mapping[str, Printer]
+    runs: Mapping[str, Print] = field(default_factory=empty_mapping)
+    skipped: tuple[SkippedRecord, ...] = field(default=(), compare=False)
+
+    def as_dict(self, *, with_raw: bool = False) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "vendor": self.vendor.value,
+            "taken_at": iso(self.taken_at),
+            "printers": [
+                {
+                    **p.as_dict(with_raw=with_raw),
+                    "current_print": (
+                        p.current_print.as_dict(with_raw=with_raw) if p.current_print else None
+                    ),
+                }
+                for p in self.printers.values()
+            ],
+            "runs": [r.as_dict(with_raw=with_raw) for r in self.runs.values()],
+            "skipped": [
+                {"kind": s.kind, "id": s.record_id, "reason": s.reason} for s in self.skipped
+            ],
+        }
+
+
+def iso(value: datetime | None) -> str | None:
+    """RFC 3339 UTC with a ``Z``, seconds precision unless there are fractions."""
+    if value is None:
+        return None
+    text = value.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text

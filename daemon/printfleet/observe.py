@@ -1,0 +1,63 @@
+"""Hooks through which components report what they did (implemented by the metrics module).
+
+Components take an ``observer`` and call it; they never import prometheus themselves, and
+tests can pass a recording observer or :data:`NULL_OBSERVER`.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from printfleet.core.events import ChangeEvent
+
+
+class Observer(Protocol):
+    def api_request(self, source: str, endpoint: str, code: str, seconds: float) -> None:
+        """One HTTP request to a vendor finished. ``code`` is the status or an error kind
+        (``timeout``, ``network``); ``endpoint`` is a bounded label such as ``/printers/``."""
+        ...
+
+    def record_skipped(self, source: str, kind: str) -> None:
+        """A malformed vendor record of ``kind`` (printer, print, ...) was skipped."""
+        ...
+
+    def poll_done(self, source: str, seconds: float, ok: bool) -> None:
+        """One poll cycle of a source finished."""
+        ...
+
+    def event_emitted(self, event: ChangeEvent) -> None:
+        """The differ produced an event (counted in ``events_total`` / ``prints_total``)."""
+        ...
+
+    def rule_matched(self, rule: str) -> None:
+        """A rule fired for an event."""
+        ...
+
+    def delivery_done(self, sink: str, result: str) -> None:
+        """A delivery attempt ended: ``ok``, ``retry`` or ``dead``."""
+        ...
+
+
+class NullObserver:
+    """Observes nothing."""
+
+    def api_request(self, source: str, endpoint: str, code: str, seconds: float) -> None:
+        pass
+
+    def record_skipped(self, source: str, kind: str) -> None:
+        pass
+
+    def poll_done(self, source: str, seconds: float, ok: bool) -> None:
+        pass
+
+    def event_emitted(self, event: ChangeEvent) -> None:
+        pass
+
+    def rule_matched(self, rule: str) -> None:
+        pass
+
+    def delivery_done(self, sink: str, result: str) -> None:
+        pass
+
+
+NULL_OBSERVER: Observer = NullObserver()

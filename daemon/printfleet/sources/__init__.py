@@ -1,0 +1,1 @@
+"""Vendor sources: each turns one vendor account into normalized snapshots."""
