@@ -91,11 +91,11 @@ class Material:
     name: str | None = None  # display name, e.g. "Grey V5"
     capacity_ml: float | None = None
     remaining_ml: float | None = None
-    isempty_mapping: bool = False
+    is_empty: bool = False
 
     @property
     def remaining_ratio(self) -> float | None:
-        if self.isempty_mapping:
+        if self.is_empty:
             return 0.0
         if self.remaining_ml is None or not self.capacity_ml:
             return None
@@ -110,7 +110,7 @@ class Material:
             "capacity_ml": self.capacity_ml,
             "remaining_ml": self.remaining_ml,
             "remaining_ratio": self.remaining_ratio,
-            "isempty_mapping": self.isempty_mapping,
+            "is_empty": self.is_empty,
         }
 
 

@@ -1,0 +1,251 @@
+"""Carbon DLS API v1 JSON -> the normalized model (pure, no I/O, no logging).
+
+Field names are from carbon.md (client 0.4.17). The vendor documents almost no enum values
+(only ``PRINTING`` for printers and ``finished`` for prints), so states are compared
+case-insensitively, unknown ones are kept raw, and every optional field may be null or absent.
+A wrong *top-level* shape raises :class:`~printfleet.errors.BadResponse`.
+
+**Print ids.** ``/printers`` gives each printer's current print as a ``PrintRef`` (``name``,
+``print_id``, ``build_uuid``, times, ``remaining_sec``; no uuid, no status) and ``/prints``
+gives ``ModelPrint`` records (which also carry ``print_id``, plus ``uuid``). So that the
+current print and its history record share one ``Print.id``, both use :func:`print_key`:
+``print_id`` when present; else ``"<build_uuid>@<started_at as RFC 3339 UTC>"`` when both are
+known (a started print whose short id has not appeared yet); else the ModelPrint ``uuid``
+(queued prints, which have no ``print_id`` yet and never appear as current); else the bare
+``build_uuid``. A record with none of these cannot be tracked and is skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+from printfleet.core.model import (
+    EMPTY,
+    Print,
+    Printer,
+    PrinterStatus,
+    PrintStatus,
+    SkippedRecord,
+    Vendor,
+    frozen_mapping,
+    iso,
+)
+from printfleet.sources.mapping import (
+    REASON_NOT_OBJECT,
+    Keyed,
+    MappingError,
+    as_float,
+    as_int,
+    as_mapping,
+    as_str,
+    carbon_is_offline_state,
+    carbon_print_status,
+    carbon_printer_status,
+    clamp01,
+    parse_time,
+    raw_text,
+    records_of,
+    unexpected,
+)
+
+SOURCE: Final = "carbon"  # names the vendor in BadResponse where no account name is passed
+
+REASON_MISSING_SERIAL: Final = "missing serial"
+REASON_MISSING_PRINT_ID: Final = "missing print id"
+
+_UNSUCCESSFUL: Final = frozenset({PrintStatus.FAILED, PrintStatus.ABORTED})
+
+
+def print_key(
+    print_id: Any, build_uuid: Any, started_at: datetime | None, uuid: Any = None
+) -> str | None:
+    """The ``Print.id`` for a Carbon print (see the module docstring for the order)."""
+    key = as_str(print_id)
+    if key is not None:
+        return key
+    build = as_str(build_uuid)
+    if build is not None and started_at is not None:
+        return f"{build}@{iso(started_at)}"
+    return as_str(uuid) or build
+
+
+def map_printers(
+    records: Any, *, source: str, now: datetime, offline_after: timedelta | None
+) -> tuple[dict[str, Printer], dict[str, Print], list[SkippedRecord]]:
+    """Printers by serial from the ``printers`` records of one or more ``/printers`` pages.
+
+    Online means ``printer_state`` is not offline-like (OFFLINE, DISCONNECTED, any case) and,
+    only when ``offline_after`` is set, ``updated_at`` is at most that old (carbon.md does not
+    say ``updated_at`` is a heartbeat). The current print comes from ``prints.current`` with
+    progress ``elapsed / (elapsed + remaining_sec)``, ``elapsed = now - started_at``. A
+    ``PrintRef`` has no outcome, so no runs are returned (``{}``): the adapter asks
+    ``/prints``. A duplicate serial keeps the last record and skips the earlier one.
+
+    Raises:
+        BadResponse: ``records`` is not a list (or an object with a ``printers`` list).
+    """
+    items = records_of(records, source=source, what="printers", list_key="printers")
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=UTC)
+    printers: Keyed[Printer] = Keyed("printer")
+    for value in items:
+        record = as_mapping(value)
+        if record is None:
+            printers.skip(None, REASON_NOT_OBJECT)
+            continue
+        serial = as_str(record.get("serial"))
+        if serial is None:
+            printers.skip(None, REASON_MISSING_SERIAL)
+            continue
+        try:
+            printer = _printer(record, serial, now, offline_after)
+        except Exception as err:  # one bad record never fails the poll; fuzz tests forbid it
+            printers.skip(serial, unexpected(err))
+            continue
+        printers.add(serial, printer)
+    return printers.items, {}, printers.skipped
+
+
+def map_print(raw: Any) -> Print:
+    """One ``/prints`` record (``ModelPrint``).
+
+    Status (case-insensitive): queued, printing, finished as such; failed/error -> FAILED;
+    aborted/canceled/cancelled -> ABORTED; any other word -> FAILED with the raw kept
+    (carbon.md §8.2: terminal, not successful). ``message`` is the operator's
+    ``feedback_message`` on an unsuccessful print.
+
+    Raises:
+        MappingError: ``raw`` is not an object or has no usable id (see :func:`print_key`).
+    """
+    record = as_mapping(raw)
+    if record is None:
+        raise MappingError(REASON_NOT_OBJECT)
+    started = parse_time(record.get("started_at"))
+    finished = parse_time(record.get("finished_at"))
+    key = print_key(record.get("print_id"), record.get("build_uuid"), started, record.get("uuid"))
+    if key is None:
+        raise MappingError(REASON_MISSING_PRINT_ID)
+    status_value = record.get("status")
+    status = carbon_print_status(status_value)
+    origin = as_mapping(record.get("origin")) or EMPTY
+    config = as_mapping(record.get("config")) or EMPTY
+    feedback = as_mapping(record.get("feedback")) or EMPTY
+    elapsed = None
+    if started is not None and finished is not None and finished >= started:
+        elapsed = (finished - started).total_seconds()
+    return Print(
+        id=key,
+        name=as_str(record.get("name")) or key,
+        status=status,
+        status_raw=raw_text(status_value),
+        printer_serial=as_str(origin.get("printer_serial")),
+        progress=1.0 if status is PrintStatus.FINISHED else None,
+        started_at=started,
+        finished_at=finished,
+        elapsed_s=elapsed,
+        remaining_s=_non_negative(as_float(record.get("remaining_sec"))),
+        material=as_str(config.get("resin_name")),
+        message=as_str(feedback.get("feedback_message")) if status in _UNSUCCESSFUL else None,
+        user=as_str(record.get("printed_by")),
+        raw=frozen_mapping(record),
+    )
+
+
+def map_prints(records: Any) -> tuple[dict[str, Print], list[SkippedRecord]]:
+    """``/prints`` records by :func:`print_key`, and the records that could not be used.
+
+    Raises:
+        BadResponse: ``records`` is not a list (or an object with a ``prints`` list).
+    """
+    items = records_of(records, source=SOURCE, what="prints", list_key="prints")
+    prints: Keyed[Print] = Keyed("print")
+    for value in items:
+        try:
+            run = map_print(value)
+        except MappingError as err:
+            prints.skip(None, str(err))
+            continue
+        except Exception as err:  # see map_printers
+            prints.skip(None, unexpected(err))
+            continue
+        prints.add(run.id, run)
+    return prints.items, prints.skipped
+
+
+# --- records -------------------------------------------------------------------------------------
+
+
+def _printer(
+    record: Mapping[str, Any], serial: str, now: datetime, offline_after: timedelta | None
+) -> Printer:
+    status = as_mapping(record.get("status")) or EMPTY
+    state = status.get("printer_state")
+    printer_status = carbon_printer_status(state)
+    last_seen = parse_time(record.get("updated_at"))
+    online = not carbon_is_offline_state(state)
+    if online and offline_after is not None:
+        online = last_seen is not None and now - last_seen <= offline_after
+    prints = as_mapping(record.get("prints")) or EMPTY
+    code = as_str(record.get("hw_type")) or "UNKNOWN"
+    return Printer(
+        serial=serial,
+        name=as_str(record.get("alias")) or as_str(record.get("name")) or serial,
+        vendor=Vendor.CARBON,
+        model=code,  # no model table: hw_type is already a model name (L1, M2)
+        model_code=code,
+        status=printer_status,
+        status_raw=raw_text(state),
+        online=online,
+        last_seen_at=last_seen,
+        firmware=as_str(status.get("software_version")),
+        current_print=_current(prints.get("current"), serial, printer_status, now),
+        alerts=_alerts(status.get("alerts")),
+        queue_length=as_int(prints.get("queue_length")),
+        raw=frozen_mapping(record),
+    )
+
+
+def _current(value: Any, serial: str, printer_status: PrinterStatus, now: datetime) -> Print | None:
+    """The print on the printer now, from a ``PrintRef``.
+
+    A PrintRef has no status. The print is PRINTING, or PAUSED while the printer says
+    PAUSED; ``status_raw`` is ``""`` because the vendor gave no word for it.
+    """
+    ref = as_mapping(value)
+    if ref is None:
+        return None
+    started = parse_time(ref.get("started_at"))
+    key = print_key(ref.get("print_id"), ref.get("build_uuid"), started)
+    if key is None:
+        return None
+    remaining = _non_negative(as_float(ref.get("remaining_sec")))
+    elapsed = max(0.0, (now - started).total_seconds()) if started is not None else None
+    progress = None
+    if elapsed is not None and remaining is not None and elapsed + remaining > 0:
+        progress = clamp01(elapsed / (elapsed + remaining))
+    paused = printer_status is PrinterStatus.PAUSED
+    return Print(
+        id=key,
+        name=as_str(ref.get("name")) or key,
+        status=PrintStatus.PAUSED if paused else PrintStatus.PRINTING,
+        status_raw="",
+        printer_serial=serial,
+        progress=progress,
+        started_at=started,
+        finished_at=parse_time(ref.get("finished_at")),
+        elapsed_s=elapsed,
+        remaining_s=remaining,
+        raw=frozen_mapping(ref),
+    )
+
+
+def _alerts(value: Any) -> tuple[str, ...]:
+    """``status.alerts`` as a sorted set of strings (a lone string counts as one alert)."""
+    items = [value] if isinstance(value, str) else value if isinstance(value, list) else []
+    return tuple(sorted({text for item in items if (text := as_str(item)) is not None}))
+
+
+def _non_negative(value: float | None) -> float | None:
+    return None if value is None else max(0.0, value)

@@ -1,0 +1,458 @@
+"""Formlabs Dashboard Developer API JSON -> the normalized model (pure, no I/O, no logging).
+
+Field names and enums are from formlabs.md (spec 0.8.1). The vendor calls the API a beta and
+its strict generated client rejects what the server really sends (``current_print_run:
+null``), so everything here reads defensively: unknown strings are kept raw, nulls and type
+drift read as "not said", and only a record without an object shape or its key is skipped.
+A wrong *top-level* shape raises :class:`~printfleet.errors.BadResponse`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+from printfleet.core.model import (
+    EMPTY,
+    Material,
+    Print,
+    Printer,
+    PrintStatus,
+    SkippedRecord,
+    Tank,
+    Vendor,
+    frozen_mapping,
+)
+from printfleet.sources.base import Inventory
+from printfleet.sources.mapping import (
+    REASON_NOT_OBJECT,
+    Keyed,
+    MappingError,
+    as_bool,
+    as_float,
+    as_int,
+    as_mapping,
+    as_str,
+    clamp01,
+    formlabs_is_resin_printer,
+    formlabs_print_status,
+    formlabs_printer_status,
+    model_name,
+    parse_time,
+    raw_text,
+    records_of,
+    unexpected,
+)
+
+SOURCE: Final = "formlabs"  # names the vendor in BadResponse where no account name is passed
+
+REASON_MISSING_SERIAL: Final = "missing serial"
+REASON_MISSING_GUID: Final = "missing guid"
+
+#: Slot of a cartridge whose printer has one (``cartridge_slot`` absent or empty).
+MAIN_SLOT: Final = "main"
+
+# Alerts: short, stable strings (rules and `printer.alert` events match on them).
+ALERT_NEEDS_CONFIRMATION: Final = "needs confirmation to print"
+ALERT_BUILD_PLATFORM_MISSING: Final = "build platform missing"
+ALERT_BUILD_PLATFORM_DIRTY: Final = "build platform dirty"
+ALERT_TANK_MIXER_MISSING: Final = "tank mixer missing"
+ALERT_CAMERA_DISCONNECTED: Final = "camera disconnected"
+ALERT_WAITING_FOR_RESOLUTION: Final = "waiting for resolution"
+ALERT_TANK_MISSING: Final = "tank missing"
+
+# (printer_status key, vendor value, alert) for the attention states of formlabs.md §7.
+_ATTENTION: Final = (
+    ("ready_to_print", "READY_TO_PRINT_NEEDS_CONFIRMATION", ALERT_NEEDS_CONFIRMATION),
+    ("build_platform_contents", "BUILD_PLATFORM_CONTENTS_MISSING", ALERT_BUILD_PLATFORM_MISSING),
+    (
+        "build_platform_contents",
+        "BUILD_PLATFORM_CONTENTS_CONFIRMED_DIRTY",
+        ALERT_BUILD_PLATFORM_DIRTY,
+    ),
+    ("tank_mixer_state", "TANK_MIXER_STATE_MISSING", ALERT_TANK_MIXER_MISSING),
+    ("camera_status", "DISCONNECTED", ALERT_CAMERA_DISCONNECTED),
+)
+
+
+def map_printers(
+    body: Any, *, source: str, now: datetime, offline_after: timedelta
+) -> tuple[dict[str, Printer], dict[str, Print], list[SkippedRecord]]:
+    """Printers by serial, the runs their ``previous_print_run`` describe, and skipped records.
+
+    Args:
+        body: the ``/printers/`` records: a JSON array, or a 0.1.0-style page object whose
+            ``results`` holds them.
+        source: the account name, for :class:`BadResponse`.
+        now: the adapter's best estimate of the server's clock.
+        offline_after: a printer is online when ``last_pinged_at`` is at most this old (one
+            in the future counts as online; a null one never does).
+
+    Runs come only from a ``previous_print_run`` that has a guid and a status (it is often
+    ``{}``). A duplicate serial keeps the last record and skips the earlier one.
+
+    Raises:
+        BadResponse: ``body`` is not a list of records.
+    """
+    records = records_of(body, source=source, what="printers", list_key="results")
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=UTC)
+    printers: Keyed[Printer] = Keyed("printer")
+    runs: dict[str, Print] = {}
+    for value in records:
+        record = as_mapping(value)
+        if record is None:
+            printers.skip(None, REASON_NOT_OBJECT)
+            continue
+        serial = as_str(record.get("serial"))
+        if serial is None:
+            printers.skip(None, REASON_MISSING_SERIAL)
+            continue
+        try:
+            printer = _printer(record, serial, now, offline_after)
+            previous = _previous_run(record.get("previous_print_run"), serial)
+        except Exception as err:  # one bad record never fails the poll; fuzz tests forbid it
+            printers.skip(serial, unexpected(err))
+            continue
+        printers.add(serial, printer)
+        if previous is not None:
+            runs[previous.id] = previous
+    return printers.items, runs, printers.skipped
+
+
+def map_print(raw: Any) -> Print:
+    """One print run (``PrintRunWithFleetControlData`` or ``MyPrintRunReadOnly``).
+
+    Raises:
+        MappingError: ``raw`` is not an object or has no ``guid``.
+    """
+    return _print(raw, None)
+
+
+def map_prints(records: Any) -> tuple[dict[str, Print], list[SkippedRecord]]:
+    """``/prints/`` results by guid, and the records that could not be used.
+
+    Raises:
+        BadResponse: ``records`` is not a list (or a page object with ``results``).
+    """
+    items = records_of(records, source=SOURCE, what="prints", list_key="results")
+    prints: Keyed[Print] = Keyed("print")
+    for value in items:
+        try:
+            run = _print(value, None)
+        except MappingError as err:
+            prints.skip(_key_of(value, "guid"), str(err))
+            continue
+        except Exception as err:  # see map_printers
+            prints.skip(_key_of(value, "guid"), unexpected(err))
+            continue
+        prints.add(run.id, run)
+    return prints.items, prints.skipped
+
+
+def map_events(records: Any) -> tuple[dict[str, Print], list[SkippedRecord], datetime | None]:
+    """Runs from ``/events/`` results, skipped events, and the newest ``created_at`` seen.
+
+    Each event's nested ``print_run`` is the run's current state; when several events name
+    one guid, the run from the event with the latest ``created_at`` wins (on a tie or an
+    unreadable time, the later event in the list). An event with a null or empty
+    ``print_run`` (resin, registration, group events) is not about a print and yields no run;
+    one whose ``print_run`` is present but unusable is skipped. Events are not required to
+    have an ``id`` here: the mapper yields runs, keyed by guid. The newest time covers every
+    event object, including skipped ones, so the ``date__gt`` watermark still advances.
+
+    Raises:
+        BadResponse: ``records`` is not a list (or a page object with ``results``).
+    """
+    items = records_of(records, source=SOURCE, what="events", list_key="results")
+    best: dict[str, tuple[datetime, Print]] = {}
+    skipped: list[SkippedRecord] = []
+    newest: datetime | None = None
+    for value in items:
+        event = as_mapping(value)
+        if event is None:
+            skipped.append(SkippedRecord("event", None, REASON_NOT_OBJECT))
+            continue
+        event_id = as_str(event.get("id"))
+        try:
+            created = parse_time(event.get("created_at"))
+            if created is not None and (newest is None or created > newest):
+                newest = created
+            run_value = event.get("print_run")
+            if run_value is None or run_value == {}:
+                continue
+            run = _print(run_value, as_str(event.get("printer")))
+        except MappingError as err:
+            skipped.append(SkippedRecord("event", event_id, f"print_run: {err}"))
+            continue
+        except Exception as err:  # see map_printers
+            skipped.append(SkippedRecord("event", event_id, unexpected(err)))
+            continue
+        order = created or _EPOCH
+        kept = best.get(run.id)
+        if kept is None or order >= kept[0]:
+            best[run.id] = (order, run)
+    return {guid: run for guid, (_, run) in best.items()}, skipped, newest
+
+
+def map_inventory(tanks: Any, cartridges: Any) -> Inventory:
+    """Every tank and cartridge of the account (``/tanks/`` and ``/cartridges/`` results).
+
+    ``location`` maps each item's serial to the serial of the printer it is in (``""`` when
+    in none). Inventory cartridges have no slot (``slot == ""``): the printer records say
+    which slot holds what.
+
+    Raises:
+        BadResponse: either argument is not a list (or a page object with ``results``).
+    """
+    tank_records = records_of(tanks, source=SOURCE, what="tanks", list_key="results")
+    cartridge_records = records_of(cartridges, source=SOURCE, what="cartridges", list_key="results")
+    location: dict[str, str] = {}
+    tank_items: Keyed[Tank] = Keyed("tank")
+    for value in tank_records:
+        record = as_mapping(value)
+        serial = as_str(record.get("serial")) if record is not None else None
+        if record is None or serial is None:
+            tank_items.skip(None, REASON_NOT_OBJECT if record is None else REASON_MISSING_SERIAL)
+            continue
+        tank_items.add(serial, _tank_from(record))
+        location[serial] = as_str(record.get("inside_printer")) or ""
+    cartridge_items: Keyed[Material] = Keyed("cartridge")
+    for value in cartridge_records:
+        record = as_mapping(value)
+        serial = as_str(record.get("serial")) if record is not None else None
+        if record is None or serial is None:
+            cartridge_items.skip(
+                None, REASON_NOT_OBJECT if record is None else REASON_MISSING_SERIAL
+            )
+            continue
+        cartridge_items.add(serial, _cartridge(record, ""))
+        location[serial] = as_str(record.get("inside_printer")) or ""
+    return Inventory(
+        tanks=tuple(tank_items.items.values()),
+        cartridges=tuple(cartridge_items.items.values()),
+        location=frozen_mapping(location),
+        skipped=(*tank_items.skipped, *cartridge_items.skipped),
+    )
+
+
+# --- records -------------------------------------------------------------------------------------
+
+_EPOCH: Final = datetime.min.replace(tzinfo=UTC)
+
+
+def _printer(
+    record: Mapping[str, Any], serial: str, now: datetime, offline_after: timedelta
+) -> Printer:
+    status = as_mapping(record.get("printer_status")) or EMPTY
+    status_value = status.get("status")
+    last_seen = parse_time(status.get("last_pinged_at"))
+    code = as_str(record.get("machine_type_id")) or "UNKNOWN"
+    run_value = status.get("current_print_run")
+    current = _current_run(run_value, serial)
+    tank = _tank(record.get("tank_status"))
+    alerts = {alert for key, value, alert in _ATTENTION if status.get(key) == value}
+    run = as_mapping(run_value)
+    if run is not None and run.get("status") == "WAITING_FOR_RESOLUTION":
+        alerts.add(ALERT_WAITING_FOR_RESOLUTION)
+    if tank is None and formlabs_is_resin_printer(code):
+        alerts.add(ALERT_TANK_MISSING)
+    return Printer(
+        serial=serial,
+        name=as_str(record.get("alias")) or serial,
+        vendor=Vendor.FORMLABS,
+        model=model_name(code),
+        model_code=code,
+        status=formlabs_printer_status(status_value),
+        status_raw=raw_text(status_value),
+        online=last_seen is not None and now - last_seen <= offline_after,
+        last_seen_at=last_seen,
+        group=_group_name(record.get("group")),
+        firmware=as_str(record.get("firmware_version")),
+        location=as_str(record.get("location")),
+        current_print=current,
+        materials=_materials(record.get("cartridge_status")),
+        tank=tank,
+        alerts=tuple(sorted(alerts)),
+        raw=frozen_mapping(record),
+    )
+
+
+def _current_run(value: Any, serial: str) -> Print | None:
+    """The run on the printer now; ``None`` when there is none or it has no guid."""
+    if as_mapping(value) is None:
+        return None
+    try:
+        return _print(value, serial)
+    except MappingError:  # a run we cannot track; the printer record still keeps it in raw
+        return None
+
+
+def _previous_run(value: Any, serial: str) -> Print | None:
+    run = as_mapping(value)
+    if run is None or as_str(run.get("status")) is None:
+        return None  # usually {} (formlabs.md §6.1: contents unspecified)
+    try:
+        return _print(run, serial)
+    except MappingError:
+        return None
+
+
+def _print(raw: Any, printer_serial: str | None) -> Print:
+    record = as_mapping(raw)
+    if record is None:
+        raise MappingError(REASON_NOT_OBJECT)
+    guid = as_str(record.get("guid"))
+    if guid is None:
+        raise MappingError(REASON_MISSING_GUID)
+    status_value = record.get("status")
+    status = formlabs_print_status(status_value)
+    layer = as_int(record.get("currently_printing_layer"))
+    layers_total = as_int(record.get("layer_count"))
+    elapsed_ms = as_float(record.get("elapsed_duration_ms"))
+    estimated_ms = as_float(record.get("estimated_duration_ms"))
+    return Print(
+        id=guid,
+        name=as_str(record.get("name")) or guid,
+        status=status,
+        status_raw=raw_text(status_value),
+        printer_serial=as_str(record.get("printer")) or printer_serial,
+        progress=_progress(status, layer, layers_total, elapsed_ms, estimated_ms),
+        layer=layer,
+        layers_total=layers_total,
+        created_at=parse_time(record.get("created_at")),
+        started_at=parse_time(record.get("print_started_at")),
+        finished_at=parse_time(record.get("print_finished_at")),
+        elapsed_s=_seconds(elapsed_ms),
+        remaining_s=_seconds(as_float(record.get("estimated_time_remaining_ms"))),
+        material=as_str(record.get("material_name")) or as_str(record.get("material")),
+        message=as_str(record.get("message")),
+        user=_user(record.get("user")),
+        raw=frozen_mapping(record),
+    )
+
+
+def _progress(
+    status: PrintStatus,
+    layer: int | None,
+    layers_total: int | None,
+    elapsed_ms: float | None,
+    estimated_ms: float | None,
+) -> float | None:
+    """Layers done over layers total, else elapsed over estimated time (formlabs.md §7)."""
+    if status is PrintStatus.FINISHED:
+        return 1.0
+    if layer is not None and layers_total is not None and layers_total > 0:
+        return clamp01(layer / layers_total)
+    if elapsed_ms is not None and estimated_ms is not None and estimated_ms > 0:
+        return clamp01(elapsed_ms / estimated_ms)
+    return None
+
+
+def _seconds(milliseconds: float | None) -> float | None:
+    return None if milliseconds is None else max(0.0, milliseconds / 1000)
+
+
+def _user(value: Any) -> str | None:
+    user = as_mapping(value)
+    return as_str(user.get("username")) if user is not None else as_str(value)
+
+
+def _group_name(value: Any) -> str | None:
+    group = as_mapping(value)
+    return as_str(group.get("name")) if group is not None else None
+
+
+def _key_of(value: Any, key: str) -> str | None:
+    record = as_mapping(value)
+    return as_str(record.get(key)) if record is not None else None
+
+
+# --- consumables ---------------------------------------------------------------------------------
+
+
+def _materials(value: Any) -> tuple[Material, ...]:
+    """Cartridges from ``cartridge_status``: an object, a list of them, null, or (reported by
+    a third party) a list of serial strings. Slots are unique per printer: an absent or
+    empty ``cartridge_slot`` is ``"main"``, and a slot seen twice gets its list position
+    appended (``"main-2"``) so per-slot metrics never collide."""
+    entries = value if isinstance(value, list) else [value]
+    materials: list[Material] = []
+    used: set[str] = set()
+    for position, entry in enumerate(entries, start=1):
+        material = _material_entry(entry)
+        if material is None:
+            continue
+        slot = material.slot
+        suffix = position
+        while slot in used:
+            slot = f"{material.slot}-{suffix}"
+            suffix += 1
+        used.add(slot)
+        materials.append(material if slot == material.slot else replace(material, slot=slot))
+    return tuple(materials)
+
+
+def _material_entry(entry: Any) -> Material | None:
+    if isinstance(entry, str):  # only text is taken as a bare serial, never a stray number
+        return Material(slot=MAIN_SLOT, serial=entry) if entry.strip() else None
+    status = as_mapping(entry)
+    if status is None:
+        return None
+    slot = as_str(status.get("cartridge_slot")) or MAIN_SLOT
+    if "cartridge" not in status:
+        # A bare CartridgeReadOnly without the PrinterCartridgeStatus wrapper.
+        return _cartridge(status, slot) if "serial" in status else None
+    inner = status.get("cartridge")
+    cartridge = as_mapping(inner)
+    if cartridge is not None:
+        return _cartridge(cartridge, slot)
+    serial = as_str(inner)
+    return Material(slot=slot, serial=serial) if serial is not None else None
+
+
+def _cartridge(cartridge: Mapping[str, Any], slot: str) -> Material:
+    capacity = as_float(cartridge.get("initial_volume_ml"))
+    dispensed = as_float(cartridge.get("volume_dispensed_ml"))
+    remaining = None
+    if capacity is not None and dispensed is not None:
+        # Rounded to 1 µl so float noise (1000.0 - 912.6) does not reach payloads.
+        remaining = round(max(0.0, capacity - dispensed), 3)
+    return Material(
+        slot=slot,
+        serial=as_str(cartridge.get("serial")),
+        material=as_str(cartridge.get("material")),
+        name=as_str(cartridge.get("display_name")),
+        capacity_ml=capacity,
+        remaining_ml=remaining,
+        is_empty=as_bool(cartridge.get("is_empty")) or False,
+    )
+
+
+def _tank(tank_status: Any) -> Tank | None:
+    """The installed tank from ``tank_status`` (``{tank, last_modified}``); ``None`` when
+    absent. A bare serial string in place of the tank object is accepted too."""
+    status = as_mapping(tank_status)
+    if status is None:
+        return None
+    inner = status.get("tank")
+    tank = as_mapping(inner)
+    if tank is not None:
+        return _tank_from(tank)
+    serial = as_str(inner)
+    return Tank(serial=serial) if serial is not None else None
+
+
+def _tank_from(tank: Mapping[str, Any]) -> Tank:
+    layers = as_int(tank.get("layers_printed"))
+    if layers is None:
+        layers = as_int(tank.get("layer_count"))
+    return Tank(
+        serial=as_str(tank.get("serial")),
+        material=as_str(tank.get("material")),
+        tank_type=as_str(tank.get("tank_type")),
+        layers_printed=layers,
+        first_filled_at=parse_time(tank.get("first_fill_date")),
+    )

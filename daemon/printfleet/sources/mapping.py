@@ -1,0 +1,387 @@
+"""Lenient readers shared by the vendor mappers: decoded JSON in, plain values or ``None`` out.
+
+The readers (``parse_time``, ``as_*``, ``raw_text``) are pure and total: each accepts *any*
+decoded JSON value (and a few Python values besides) and never raises. A value of the wrong
+type, out of range or unparseable reads as ``None`` ("the vendor did not say"), because both
+vendors document fields that are marked required yet arrive null, numbers that arrive as
+strings, and enums that grow. The mappers decide what a ``None`` means; only they raise
+(:class:`MappingError` for an unusable record, ``BadResponse`` via :func:`records_of` for an
+unusable response).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, Final, Generic, TypeVar
+
+from printfleet.core.model import PrinterStatus, PrintStatus, SkippedRecord
+from printfleet.errors import BadResponse
+
+T = TypeVar("T")
+
+#: Reasons given in :class:`SkippedRecord` (short, stable, safe to log and count).
+REASON_NOT_OBJECT: Final = "not an object"
+REASON_DUPLICATE: Final = "duplicate"
+
+# Ints beyond int64 are not plausible vendor values and would overflow float division.
+_INT_LIMIT: Final = 2**63
+# Epoch values above this are taken as milliseconds (1e11 s is the year 5138).
+_EPOCH_MS_THRESHOLD: Final = 1e11
+_RAW_TEXT_LIMIT: Final = 200
+
+
+class MappingError(ValueError):
+    """A vendor record cannot become a normalized value (wrong shape or no key).
+
+    The message is a short reason fit for :class:`~printfleet.core.model.SkippedRecord`; it
+    never contains vendor payload text, so it is safe to log.
+    """
+
+
+class Keyed(Generic[T]):
+    """Mapped records by key, plus the records that were skipped.
+
+    A key seen again replaces the earlier item (the later record is the fresher one when
+    pages shift while being walked) and the earlier one is counted as skipped with reason
+    ``"duplicate"``, so ``len(items) + len(skipped)`` always equals the number of records.
+    """
+
+    __slots__ = ("items", "kind", "skipped")
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.items: dict[str, T] = {}
+        self.skipped: list[SkippedRecord] = []
+
+    def add(self, key: str, item: T) -> None:
+        if key in self.items:
+            self.skipped.append(SkippedRecord(self.kind, key, REASON_DUPLICATE))
+            del self.items[key]  # re-insert so the dict keeps the order of the kept records
+        self.items[key] = item
+
+    def skip(self, key: str | None, reason: str) -> None:
+        self.skipped.append(SkippedRecord(self.kind, key, reason))
+
+
+def records_of(body: Any, *, source: str, what: str, list_key: str) -> list[Any]:
+    """The list of records in a response body: a bare JSON array, or an object holding the
+    array under ``list_key`` (a page wrapper such as ``{count, next, previous, results}``).
+
+    Raises:
+        BadResponse: the body is neither (the whole response is unusable, not one record).
+    """
+    if isinstance(body, list):
+        return body
+    if isinstance(body, Mapping):
+        inner = body.get(list_key)
+        if isinstance(inner, list):
+            return inner
+        raise BadResponse(source, f"expected a list of {what} under {list_key!r}")
+    raise BadResponse(source, f"expected a list of {what}, got {json_type(body)}")
+
+
+def json_type(value: Any) -> str:
+    """The JSON name of a value's type, for messages that must not quote the value."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, Mapping):
+        return "object"
+    return type(value).__name__
+
+
+def unexpected(err: Exception) -> str:
+    """The skip reason for a record that broke a mapper (a bug: the fuzz tests forbid it)."""
+    return f"unexpected error: {type(err).__name__}"
+
+
+def parse_time(value: Any) -> datetime | None:
+    """An aware UTC ``datetime`` from a vendor timestamp, or ``None`` when there is none.
+
+    Accepts ISO 8601 with ``Z``/``z``, ``+00:00``, ``+0000`` or a trailing `` UTC``, any number
+    of fraction digits, a space or ``T`` separator, naive values (taken as UTC) and date-only
+    values (midnight UTC). Ints and floats are read as Unix seconds (milliseconds when
+    implausibly large). Anything else, including bools, reads as ``None``.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return _from_epoch(value)
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str):
+        parsed_or_none = _from_iso(value)
+        if parsed_or_none is None:
+            return None
+        parsed = parsed_or_none
+    else:
+        return None
+    try:
+        if parsed.tzinfo is None:
+            return parsed.replace(tzinfo=UTC)
+        return parsed.astimezone(UTC)
+    except (OverflowError, ValueError):  # e.g. year 1 with a positive offset
+        return None
+
+
+def _from_iso(text: str) -> datetime | None:
+    text = text.strip()
+    if not text or len(text) > 64:
+        return None
+    if text[-1] == "z":
+        text = text[:-1] + "Z"
+    elif text.upper().endswith("UTC"):
+        text = text[:-3].rstrip() + "+00:00"
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def _from_epoch(value: float) -> datetime | None:
+    if not math.isfinite(value) or value < 0:
+        return None
+    seconds = value / 1000 if value > _EPOCH_MS_THRESHOLD else value
+    try:
+        return datetime.fromtimestamp(seconds, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def as_str(value: Any) -> str | None:
+    """A non-blank string as given, an int as its decimal text, else ``None``.
+
+    Blank strings read as ``None`` because the vendors use ``""`` for "none" (Formlabs
+    ``inside_printer``, ``user_custom_label``). Floats and bools are not identifiers or names,
+    so they read as ``None``.
+    """
+    if isinstance(value, str):
+        return value if value.strip() else None
+    if isinstance(value, int) and not isinstance(value, bool) and -_INT_LIMIT < value < _INT_LIMIT:
+        return str(value)
+    return None
+
+
+def as_int(value: Any) -> int | None:
+    """An int from an int, an integral float or a numeric string ("517", "517.0")."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if -_INT_LIMIT < value < _INT_LIMIT else None
+    number = as_float(value)
+    if number is None or not number.is_integer() or not -_INT_LIMIT < number < _INT_LIMIT:
+        return None
+    return int(number)
+
+
+def as_float(value: Any) -> float | None:
+    """A finite float from an int, a float or a numeric string; NaN and infinities are ``None``."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return float(value) if -_INT_LIMIT < value < _INT_LIMIT else None
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        text = value.strip()
+        if not text or len(text) > 64:
+            return None
+        try:
+            number = float(text)
+        except ValueError:
+            return None
+        return number if math.isfinite(number) else None
+    return None
+
+
+_TRUE: Final = frozenset({"true", "yes", "1"})
+_FALSE: Final = frozenset({"false", "no", "0"})
+
+
+def as_bool(value: Any) -> bool | None:
+    """A bool from a bool, 0/1, or "true"/"false"/"yes"/"no"/"1"/"0" (any case)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+    return None
+
+
+def as_mapping(value: Any) -> Mapping[str, Any] | None:
+    """The value when it is a JSON object, else ``None``."""
+    if isinstance(value, dict):  # decoded JSON: skips the slower ABC check on the hot path
+        return value
+    return value if isinstance(value, Mapping) else None
+
+
+def raw_text(value: Any) -> str:
+    """The vendor's value as text for ``status_raw`` fields: strings verbatim, ``None`` as
+    ``""``, anything else as compact JSON (cut to 200 characters)."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    try:
+        text = json.dumps(value, separators=(",", ":"), sort_keys=True, default=repr)
+    except (TypeError, ValueError):  # ints too long to print, circular values
+        text = type(value).__name__
+    return text[:_RAW_TEXT_LIMIT]
+
+
+def clamp01(value: float) -> float:
+    return 0.0 if value < 0.0 else 1.0 if value > 1.0 else value
+
+
+# --- Formlabs machine types (formlabs.md §6.10) ------------------------------------------------
+
+#: Formlabs ``machine_type_id`` -> human model name. Newer models have codes not listed by the
+#: vendor; those keep their raw code as the name.
+FORMLABS_MODELS: Final[Mapping[str, str]] = {
+    "FORM-1-0": "Form 1",
+    "FORM-1-1": "Form 1+",
+    "FORM-2-0": "Form 2",
+    "FORM-2-1": "Form 2.1",
+    "FORM-3-0": "Form 3",
+    "FORM-3-1": "Form 3",
+    "FORM-3-2": "Form 3+",
+    "DGJR-1-0": "Form 3",
+    "FRML-3-0": "Form 3L",
+    "FRBL-3-0": "Form 3BL",
+    "FRMB-3-0": "Form 3B",
+    "DGSR-1-0": "Form 3L",
+    "FRMB-3-1": "Form 3B+",
+    "PILK-1-0": "Fuse 1",
+    "SIFT-1": "Sift",
+    "UNKNOWN": "Unknown",
+    "PILK-1-1": "Fuse 1",
+    "SIFT-1-0": "Sift",
+    "SIFT-1-1": "Sift",
+    "CURL-1-1": "Cure L",
+    "CURL-1-0": "Cure L",
+    "WSHL-1-0": "Wash L",
+    "FS30-1-0": "Fuse 1+ (30W)",
+    "FS30-1-1": "Fuse 1+ (30W)",
+    "FORM-4-0": "Form 4",
+}
+
+# Machine families that hold no resin tank (SLS printers and post-processing units).
+_FORMLABS_NOT_RESIN_PREFIXES: Final = ("PILK-", "FS30-", "SIFT-", "CURL-", "WSHL-")
+
+
+def model_name(machine_type_id: str) -> str:
+    """The human model name for a Formlabs ``machine_type_id``; the code itself when unknown."""
+    return FORMLABS_MODELS.get(machine_type_id, machine_type_id)
+
+
+def formlabs_is_resin_printer(machine_type_id: str) -> bool:
+    """Whether a Formlabs machine type is a resin (SLA) printer that should hold a tank.
+
+    Unknown codes count as resin printers only when they look like one (``FORM-``/``FR``
+    prefixes, e.g. a future Form 4L), so a new Fuse or Wash model raises no "tank missing".
+    """
+    if machine_type_id == "UNKNOWN" or machine_type_id.startswith(_FORMLABS_NOT_RESIN_PREFIXES):
+        return False
+    if machine_type_id in FORMLABS_MODELS:
+        return True
+    return machine_type_id.startswith(("FORM-", "FR", "DG"))
+
+
+# --- status normalisers --------------------------------------------------------------------------
+
+_FORMLABS_PRINTER_STATUS: Final[Mapping[str, PrinterStatus]] = {
+    s.value: s for s in PrinterStatus if s is not PrinterStatus.UNKNOWN
+}
+
+_FORMLABS_PRINT_STATUS: Final[Mapping[str, PrintStatus]] = {
+    "QUEUED": PrintStatus.QUEUED,
+    "PREPRINT": PrintStatus.PREPARING,
+    "PREHEAT": PrintStatus.PREPARING,
+    "PRECOAT": PrintStatus.PREPARING,
+    "PRINTING": PrintStatus.PRINTING,
+    "POSTCOAT": PrintStatus.PRINTING,
+    "PAUSING": PrintStatus.PAUSED,
+    "PAUSED": PrintStatus.PAUSED,
+    "WAITING_FOR_RESOLUTION": PrintStatus.WAITING,
+    "ABORTING": PrintStatus.ABORTING,
+    "FINISHED": PrintStatus.FINISHED,
+    "ERROR": PrintStatus.FAILED,
+    "ABORTED": PrintStatus.ABORTED,
+}
+
+_CARBON_PRINTER_STATUS: Final = _FORMLABS_PRINTER_STATUS  # same six words, compared upper-cased
+
+#: Carbon ``printer_state`` values (upper-cased) that mean the printer is not connected.
+CARBON_OFFLINE_STATES: Final = frozenset({"OFFLINE", "DISCONNECTED"})
+
+_CARBON_PRINT_STATUS: Final[Mapping[str, PrintStatus]] = {
+    "queued": PrintStatus.QUEUED,
+    "printing": PrintStatus.PRINTING,
+    "finished": PrintStatus.FINISHED,
+    "failed": PrintStatus.FAILED,
+    "error": PrintStatus.FAILED,
+    "aborted": PrintStatus.ABORTED,
+    "canceled": PrintStatus.ABORTED,
+    "cancelled": PrintStatus.ABORTED,
+}
+
+
+def formlabs_printer_status(raw: Any) -> PrinterStatus:
+    """Formlabs ``printer_status.status`` by exact known string; anything else is UNKNOWN.
+
+    The vendor never enumerates these strings (formlabs.md §6.2), so no guessing by case or
+    by the current run: rules can still match ``status_raw`` or the print status.
+    """
+    if isinstance(raw, str):
+        return _FORMLABS_PRINTER_STATUS.get(raw, PrinterStatus.UNKNOWN)
+    return PrinterStatus.UNKNOWN
+
+
+def formlabs_print_status(raw: Any) -> PrintStatus:
+    """Formlabs print-run ``status`` (``StatusEnum``, formlabs.md §6.10) to a PrintStatus."""
+    if isinstance(raw, str):
+        return _FORMLABS_PRINT_STATUS.get(raw, PrintStatus.UNKNOWN)
+    return PrintStatus.UNKNOWN
+
+
+def carbon_printer_status(raw: Any) -> PrinterStatus:
+    """Carbon ``printer_state``, case-insensitively; only PRINTING is vendor-documented."""
+    if isinstance(raw, str):
+        return _CARBON_PRINTER_STATUS.get(raw.strip().upper(), PrinterStatus.UNKNOWN)
+    return PrinterStatus.UNKNOWN
+
+
+def carbon_is_offline_state(raw: Any) -> bool:
+    """Whether a Carbon ``printer_state`` says the printer is offline (OFFLINE, DISCONNECTED)."""
+    return isinstance(raw, str) and raw.strip().upper() in CARBON_OFFLINE_STATES
+
+
+def carbon_print_status(raw: Any) -> PrintStatus:
+    """Carbon ``ModelPrint.status``, case-insensitively.
+
+    Only ``finished`` is documented; ``queued``/``printing`` come from third-party code.
+    carbon.md §8.2: every other value is terminal and not successful, so an unrecognised
+    string is FAILED (its raw text is kept). A missing, blank or non-string status is type
+    drift rather than a vocabulary word, says nothing about the outcome, and is UNKNOWN.
+    """
+    if not isinstance(raw, str):
+        return PrintStatus.UNKNOWN
+    text = raw.strip().lower()
+    if not text:
+        return PrintStatus.UNKNOWN
+    return _CARBON_PRINT_STATUS.get(text, PrintStatus.FAILED)
