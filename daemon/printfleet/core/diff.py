@@ -1,0 +1,851 @@
+"""The differ: two successive snapshots of one source in, the changes between them out.
+
+``diff(previous, current, now, settings)`` is pure and stateless beyond its two snapshots:
+everything it needs to avoid repeating itself is *in* ``previous`` (the snapshot the poller
+persisted after the last diff). So a restart from a stored snapshot neither re-announces old
+transitions (they are already in ``previous``) nor misses ones that happened while stopped
+(they show as differences against ``previous``).
+
+How a poll cycle uses this module::
+
+    cur = await source.fetch_printers()             # printers + runs the printer records mention
+    lost = unresolved_prints(prev, cur)             # active prints that vanished without outcome
+    batch = await source.fetch_runs(since=..., lookups=[PrintLookup(...) for p in lost])
+    cur = replace(cur, runs={**cur.runs, **batch.runs})
+    cur = carry_forward(prev, cur, now, settings)   # remember recent outcomes and lost prints
+    events = diff(prev, cur, now, settings)
+    store(cur)                                      # the next cycle's ``prev``
+
+Decisions worth knowing (each has a test):
+
+* The first snapshot (``previous is None``) is a silent baseline. With an empty store we cannot
+  tell a change from a fact that has held for months, and announcing the whole fleet on every
+  fresh install or wiped state directory would bury the real signal.
+* A newly *added* printer is likewise its own baseline: ``printer.added`` carries its full state
+  (status, alerts, materials); only print lifecycle events (keyed by print id across the whole
+  source) are judged for it.
+* ``printer.offline`` / ``printer.online`` come only from the ``online`` flag. When the same
+  change also moves the normalized status into (or out of) ``OFFLINE``, that status change
+  rides along in the offline/online event's ``changes`` instead of a second
+  ``printer.status_changed`` — one real change, one notification. Any other status change
+  still gets its own ``printer.status_changed``.
+* A print's facts are merged from the printer's ``current_print`` (live) and ``runs``
+  (history). An outcome in history wins over a live non-terminal view (the printer lags);
+  otherwise the live view wins (history records go stale). Non-terminal history records never
+  drive ``print.paused``/``resumed``/``progress`` or the waiting alert — only live views do.
+* Terminal is final: once ``previous`` shows a print terminal, nothing more is said about it.
+  ``carry_forward`` keeps terminal runs for ``run_retention`` so a print that stays on the
+  printer, moves into history, or is fetched again never yields a second outcome.
+* Occurrence ids use ``previous.taken_at`` as the discriminator for changes that can recur
+  (status, alerts, pause, material, added/removed). It identifies "the change seen right after
+  that snapshot", so re-running the diff on the same pair — or on the same ``previous`` and a
+  later ``current`` after a crash before the new snapshot was stored — repeats the id and
+  receivers can deduplicate. Once-per-print facts (started, milestone, outcome) and
+  once-per-tank facts use no time at all.
+* Vendor timestamps are only trusted when not ahead of ``current.taken_at``; within one print
+  the outcome is never dated before its start. Times the vendor sends without a zone are read
+  as UTC.
+
+Performance: unchanged printers are skipped with ``==`` (which ignores ``raw`` and
+``last_seen_at``) and cost one tank-age comparison and no allocation. Print ids are found
+through the printer serial they belong to; only a history record without ``printer_serial``
+makes the differ build a print-id index of the fleet, once per diff.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from printfleet.core.events import (
+    DEFAULT_SEVERITY,
+    Change,
+    ChangeEvent,
+    EventType,
+    Severity,
+    event_id,
+)
+from printfleet.core.model import (
+    EMPTY,
+    Material,
+    Print,
+    Printer,
+    PrinterStatus,
+    PrintStatus,
+    Snapshot,
+    Tank,
+    Vendor,
+    frozen_mapping,
+    iso,
+)
+
+__all__ = [
+    "WAITING_ALERT",
+    "DiffSettings",
+    "ThresholdValues",
+    "carry_forward",
+    "diff",
+    "source_event",
+    "unresolved_prints",
+]
+
+#: ``printer.alert`` text raised while a print waits for an operator's resolution.
+WAITING_ALERT = "waiting for resolution"
+
+# Outcome event per terminal print status.
+_OUTCOME: Mapping[PrintStatus, EventType] = {
+    PrintStatus.FINISHED: EventType.PRINT_FINISHED,
+    PrintStatus.FAILED: EventType.PRINT_FAILED,
+    PrintStatus.ABORTED: EventType.PRINT_ABORTED,
+}
+_RESUMED_TO = frozenset({PrintStatus.PRINTING, PrintStatus.PREPARING})
+# A vendor estimate longer than this is nonsense; it must not overflow datetime arithmetic.
+_MAX_SPAN_S = 60.0 * 86400
+
+
+class ThresholdValues(Protocol):
+    """The threshold settings the differ reads (``config.ThresholdsConfig`` has this shape).
+
+    Declared here so the core can accept the config section without importing pydantic.
+    """
+
+    @property
+    def progress_milestones(self) -> tuple[float, ...]: ...
+    @property
+    def material_low_ratio(self) -> float: ...
+    @property
+    def material_low_ml(self) -> float | None: ...
+    @property
+    def tank_max_layers(self) -> int: ...
+    @property
+    def tank_max_age(self) -> timedelta: ...
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DiffSettings:
+    """What counts as a change worth an event.
+
+    ``milestones`` are progress fractions in (0, 1), stored sorted and deduplicated.
+    ``run_retention`` is how long ended (and lost, unresolved) print runs are carried forward,
+    and how old an unknown history record may be and still be announced.
+
+    Raises:
+        ValueError: a value is out of range.
+    """
+
+    milestones: tuple[float, ...] = (0.25, 0.5, 0.75)
+    material_low_ratio: float = 0.15
+    material_low_ml: float | None = None
+    tank_max_layers: int = 75000
+    tank_max_age: timedelta = timedelta(days=365)
+    run_retention: timedelta = timedelta(hours=6)
+
+    def __post_init__(self) -> None:
+        if any(not 0 < m < 1 for m in self.milestones):
+            raise ValueError(f"milestones must be fractions between 0 and 1: {self.milestones}")
+        object.__setattr__(self, "milestones", tuple(sorted(set(self.milestones))))
+        if not 0 <= self.material_low_ratio <= 1:
+            raise ValueError(f"material_low_ratio must be in [0, 1]: {self.material_low_ratio}")
+        if self.material_low_ml is not None and self.material_low_ml < 0:
+            raise ValueError(f"material_low_ml must be >= 0: {self.material_low_ml}")
+        if self.tank_max_layers < 1:
+            raise ValueError(f"tank_max_layers must be >= 1: {self.tank_max_layers}")
+        if self.tank_max_age <= timedelta(0):
+            raise ValueError(f"tank_max_age must be positive: {self.tank_max_age}")
+        if self.run_retention < timedelta(0):
+            raise ValueError(f"run_retention must be >= 0: {self.run_retention}")
+
+    @classmethod
+    def from_config(
+        cls, thresholds: ThresholdValues, *, run_retention: timedelta = timedelta(hours=6)
+    ) -> DiffSettings:
+        """Settings from the ``[thresholds]`` config section (any object of that shape)."""
+        return cls(
+            milestones=tuple(thresholds.progress_milestones),
+            material_low_ratio=thresholds.material_low_ratio,
+            material_low_ml=thresholds.material_low_ml,
+            tank_max_layers=thresholds.tank_max_layers,
+            tank_max_age=thresholds.tank_max_age,
+            run_retention=run_retention,
+        )
+
+
+# --- public functions ---------------------------------------------------------------------
+
+
+def diff(
+    previous: Snapshot | None, current: Snapshot, now: datetime, settings: DiffSettings
+) -> list[ChangeEvent]:
+    """The changes from ``previous`` to ``current``, ordered by printer serial, then time.
+
+    ``current`` should already have been through :func:`carry_forward`. ``now`` only caps
+    vendor timestamps when ``current.taken_at`` is ahead of it; otherwise the result depends
+    on the two snapshots alone, so the same pair always yields the same events with the same
+    ids. ``previous is None`` (nothing stored yet) is a silent baseline: no events.
+    """
+    if previous is None:
+        return []
+    differ = _Differ(previous, current, now, settings)
+    differ.compare_printers()
+    differ.compare_runs()
+    return differ.ordered()
+
+
+def carry_forward(
+    previous: Snapshot | None, current: Snapshot, now: datetime, settings: DiffSettings
+) -> Snapshot:
+    """``current`` with what ``previous`` knew about prints that ``current`` no longer shows.
+
+    Added to ``current.runs`` (data in ``current`` always wins, except that a print never goes
+    back from terminal to not terminal):
+
+    * every print ``previous`` knew as terminal, while its end (``finished_at``, else
+      ``started_at``, else ``created_at``) is within ``run_retention`` of
+      ``current.taken_at`` — so its outcome is never announced twice;
+    * every print ``previous`` knew as started but not ended that is now nowhere in
+      ``current`` (it left its printer without an outcome), while its expected end
+      (start + elapsed + remaining) is within ``run_retention`` — so a late history record
+      can still be matched to it. A print with no vendor times at all cannot be aged and is
+      not carried.
+
+    Carried prints get ``printer_serial`` filled in. ``now`` only matters when
+    ``current.taken_at`` is ahead of it (the earlier of the two is used).
+    """
+    if previous is None:
+        return current
+    cutoff = min(now, current.taken_at) - settings.run_retention
+    cur_index = _PrintIndex(current)
+    runs: dict[str, Print] | None = None
+    for serial, pv in _views(previous):
+        cv = cur_index.view(pv.id, serial)
+        if pv.status.is_terminal:
+            if cv is not None and cv.status.is_terminal:
+                continue
+            ref = _end_time(pv)
+        elif _has_started(pv):
+            if cv is not None:
+                continue
+            ref = _expected_end(pv)
+        else:
+            continue
+        if ref is None or ref < cutoff:
+            continue
+        if runs is None:
+            runs = dict(current.runs)
+        runs[pv.id] = _with_serial(pv, serial)
+    if runs is None:
+        return current
+    return dataclasses.replace(current, runs=frozen_mapping(runs))
+
+
+def unresolved_prints(previous: Snapshot | None, current: Snapshot) -> list[Print]:
+    """Active prints of ``previous`` that left their printer with no outcome in ``current``.
+
+    A print counts when ``previous`` showed it active (on a printer, or carried forward in
+    ``runs``), ``current`` does not show it on its printer, and no terminal status for it is
+    visible anywhere in ``current``. These are what the poller looks up in the vendor history.
+    Each is returned as ``previous`` knew it, with ``printer_serial`` filled in where known,
+    sorted by printer serial then print id.
+    """
+    if previous is None:
+        return []
+    cur_index = _PrintIndex(current)
+    lost: list[Print] = []
+    for serial, pv in _views(previous):
+        if not pv.status.is_active:
+            continue
+        on_printer = cur_index.on_printer(pv.id, serial)
+        if on_printer is not None:
+            continue  # still on its printer (whatever its status), not lost
+        run = current.runs.get(pv.id)
+        if run is not None and run.status.is_terminal:
+            continue
+        lost.append(_with_serial(pv, serial))
+    lost.sort(key=lambda p: (p.printer_serial or "", p.id))
+    return lost
+
+
+def source_event(
+    kind: EventType,
+    *,
+    source: str,
+    vendor: Vendor,
+    time: datetime,
+    details: Mapping[str, Any] = EMPTY,
+    sequence: int | str = 0,
+) -> ChangeEvent:
+    """A ``source.*`` event (unreachable, recovered, auth_failed) about the account itself.
+
+    ``sequence`` tells occurrences apart (e.g. the time the outage began, or a counter), so a
+    redelivered event keeps its id. The subject is the source name.
+
+    Raises:
+        ValueError: ``kind`` is not a ``source.*`` event type.
+    """
+    if not kind.value.startswith("source."):
+        raise ValueError(f"{kind.value} is not a source event")
+    return ChangeEvent(
+        id=event_id(source, source, kind.value, sequence),
+        type=kind,
+        source=source,
+        vendor=vendor,
+        subject=source,
+        time=time,
+        severity=DEFAULT_SEVERITY.get(kind, Severity.INFO),
+        details=frozen_mapping(details),
+    )
+
+
+# --- the diff itself ----------------------------------------------------------------------
+
+
+class _Differ:
+    """One diff's working state (local to one call; never shared)."""
+
+    __slots__ = (
+        "age_hi",
+        "age_lo",
+        "cur",
+        "cur_index",
+        "events",
+        "limit",
+        "mark",
+        "old_cutoff",
+        "prev",
+        "prev_index",
+        "seen_prints",
+        "settings",
+    )
+
+    def __init__(
+        self, prev: Snapshot, cur: Snapshot, now: datetime, settings: DiffSettings
+    ) -> None:
+        self.prev = prev
+        self.cur = cur
+        self.settings = settings
+        self.events: list[ChangeEvent] = []
+        self.seen_prints: set[str] = set()
+        self.prev_index = _PrintIndex(prev)
+        self.cur_index = _PrintIndex(cur)
+        # Discriminator of recurring changes: "first seen after this snapshot".
+        self.mark = iso(prev.taken_at) or ""
+        # Vendor times later than this are not believed.
+        self.limit = min(now, cur.taken_at)
+        # A print unknown to ``prev`` that ended before this is old history: never announced.
+        self.old_cutoff = prev.taken_at - settings.run_retention
+        # A tank first filled in (age_lo, age_hi] reached its maximum age between the two
+        # snapshots: precomputed so the unchanged-printer path only compares.
+        self.age_lo = prev.taken_at - settings.tank_max_age
+        self.age_hi = cur.taken_at - settings.tank_max_age
+
+    # -- printers -------------------------------------------------------------------------
+
+    def compare_printers(self) -> None:
+        prev_printers = self.prev.printers
+        age_lo = self.age_lo
+        age_hi = self.age_hi
+        for serial, cp in self.cur.printers.items():
+            pp = prev_printers.get(serial)
+            if pp is None:
+                self._added(cp)
+            elif pp is cp or pp == cp:
+                # Unchanged, but a tank can still come of age as time passes.
+                tank = cp.tank
+                if tank is not None:
+                    ff = tank.first_filled_at
+                    if ff is not None and ff.tzinfo is not None and age_lo < ff <= age_hi:
+                        self._tank(pp, cp)
+            else:
+                self._changed(pp, cp)
+        cur_printers = self.cur.printers
+        for serial, pp in prev_printers.items():
+            if serial not in cur_printers:
+                self._removed(pp)
+
+    def _added(self, cp: Printer) -> None:
+        self._emit(EventType.PRINTER_ADDED, cp, cp.serial, self.cur.taken_at, self.mark)
+        if cp.current_print is not None:
+            self._print(cp.current_print.id, cp.serial)
+
+    def _removed(self, pp: Printer) -> None:
+        self._emit(EventType.PRINTER_REMOVED, pp, pp.serial, self.cur.taken_at, self.mark)
+
+    def _changed(self, pp: Printer, cp: Printer) -> None:
+        # The print first: at equal times its events read as the cause of the printer's
+        # (print.paused, then printer.status_changed to PAUSED).
+        if cp.current_print is not None:
+            self._print(cp.current_print.id, cp.serial)
+        self._status(pp, cp)
+        if pp.alerts != cp.alerts:
+            self._alerts(pp, cp)
+        if pp.materials != cp.materials:
+            self._materials(pp, cp)
+        if cp.tank is not None:
+            self._tank(pp, cp)
+
+    def _status(self, pp: Printer, cp: Printer) -> None:
+        status_changed = pp.status is not cp.status or (
+            cp.status is PrinterStatus.UNKNOWN
+            and pp.status_raw.casefold() != cp.status_raw.casefold()
+        )
+        status: dict[str, Change] = {}
+        if status_changed:
+            status["status"] = Change(pp.status, cp.status)
+            if pp.status_raw != cp.status_raw:
+                status["status_raw"] = Change(pp.status_raw, cp.status_raw)
+        t = self.cur.taken_at
+        if pp.online != cp.online:
+            kind = EventType.PRINTER_ONLINE if cp.online else EventType.PRINTER_OFFLINE
+            # The vendor's OFFLINE status is the same real change as the online flag.
+            into_or_out_of_offline = (
+                cp.status is PrinterStatus.OFFLINE
+                if not cp.online
+                else pp.status is PrinterStatus.OFFLINE
+            )
+            covered = status_changed and into_or_out_of_offline
+            changes = {"online": Change(pp.online, cp.online), **(status if covered else {})}
+            self._emit(kind, cp, cp.serial, t, self.mark, changes=changes)
+            if status_changed and not covered:
+                self._status_changed(pp, cp, status)
+        elif status_changed:
+            self._status_changed(pp, cp, status)
+
+    def _status_changed(self, pp: Printer, cp: Printer, changes: dict[str, Change]) -> None:
+        self._emit(
+            EventType.PRINTER_STATUS_CHANGED,
+            cp,
+            cp.serial,
+            self.cur.taken_at,
+            pp.status.value,
+            cp.status.value,
+            pp.status_raw,
+            cp.status_raw,
+            self.mark,
+            changes=changes,
+        )
+
+    def _alerts(self, pp: Printer, cp: Printer) -> None:
+        before = set(pp.alerts)
+        after = set(cp.alerts)
+        for text in sorted(before - after):
+            self._alert(cp, text, raised=False)
+        for text in sorted(after - before):
+            self._alert(cp, text, raised=True)
+
+    def _alert(
+        self, printer: Printer, text: str, *, raised: bool, run: Print | None = None
+    ) -> None:
+        state = "raised" if raised else "cleared"
+        self._emit(
+            EventType.PRINTER_ALERT,
+            printer,
+            printer.serial,
+            self.cur.taken_at,
+            text,
+            state,
+            *((run.id,) if run is not None else ()),
+            self.mark,
+            run=run,
+            severity=Severity.WARNING if raised else Severity.INFO,
+            details={"alert": text, "state": state},
+        )
+
+    def _materials(self, pp: Printer, cp: Printer) -> None:
+        before = {m.slot: m for m in pp.materials}
+        for m in cp.materials:
+            level = _material_level(m, self.settings)
+            if level == 0:
+                continue
+            old = before.get(m.slot)
+            # A different cartridge in the slot starts from "fine": its crossing is new.
+            old_level = (
+                _material_level(old, self.settings)
+                if old is not None and old.serial == m.serial
+                else 0
+            )
+            if level > old_level:
+                self._emit(
+                    EventType.MATERIAL_LOW,
+                    cp,
+                    cp.serial,
+                    self.cur.taken_at,
+                    m.slot,
+                    m.serial,
+                    level,
+                    self.mark,
+                    details={
+                        "slot": m.slot,
+                        "remaining_ml": m.remaining_ml,
+                        "ratio": m.remaining_ratio,
+                        "empty": level == 2,
+                        "material": m.name or m.material,
+                        "cartridge": m.serial,
+                    },
+                )
+
+    def _tank(self, pp: Printer, cp: Printer) -> None:
+        tank = cp.tank
+        assert tank is not None
+        old: Tank | None = pp.tank
+        if old is not None and old.serial != tank.serial:
+            old = None  # a different tank: judged from scratch
+        max_layers = self.settings.tank_max_layers
+        layers = tank.layers_printed
+        if layers is not None and layers >= max_layers:
+            old_layers = old.layers_printed if old is not None else None
+            if old_layers is None or old_layers < max_layers:
+                self._tank_event(cp, tank, "layers", {"layers_printed": layers})
+        ff = _aware(tank.first_filled_at)
+        if ff is not None and ff <= self.age_hi:
+            old_ff = _aware(old.first_filled_at) if old is not None else None
+            if old_ff is None or old_ff > self.age_lo:
+                age = self.cur.taken_at - ff
+                self._tank_event(cp, tank, "age", {"age_days": round(age / timedelta(days=1), 1)})
+
+    def _tank_event(self, cp: Printer, tank: Tank, reason: str, facts: dict[str, Any]) -> None:
+        self._emit(
+            EventType.TANK_ATTENTION,
+            cp,
+            cp.serial,
+            self.cur.taken_at,
+            tank.serial or "",
+            reason,
+            details={
+                "reason": reason,
+                "tank": tank.serial,
+                **facts,
+                "max_layers": self.settings.tank_max_layers,
+                "max_age_days": self.settings.tank_max_age / timedelta(days=1),
+            },
+        )
+
+    # -- prints ---------------------------------------------------------------------------
+
+    def compare_runs(self) -> None:
+        prev_runs = self.prev.runs
+        for rid, run in self.cur.runs.items():
+            old = prev_runs.get(rid)
+            if old is not None and (old is run or old == run):
+                continue  # same record as before; printer-side changes were judged already
+            self._print(rid, run.printer_serial)
+
+    def _print(self, pid: str, serial: str | None) -> None:
+        """Lifecycle events of print ``pid`` (on printer ``serial`` when known)."""
+        if pid in self.seen_prints:
+            return
+        self.seen_prints.add(pid)
+        live = self.cur_index.on_printer(pid, serial)
+        cv = _pick(live, self.cur.runs.get(pid))
+        if cv is None:
+            return  # gone without a trace: unresolved, the poller looks it up
+        is_live = cv is live
+        if serial is None:  # a history record not naming its printer: find it by print id
+            serial = self.cur_index.serial_of(pid) or self.prev_index.serial_of(pid)
+        pv = self.prev_index.view(pid, serial)
+        if pv is not None:
+            if pv == cv or pv.status.is_terminal:
+                return  # nothing new, or its outcome was reported: terminal is final
+        elif cv.status.is_terminal or not is_live:
+            end = _end_time(cv)
+            if end is not None and end < self.old_cutoff:
+                return  # old history fetched late: not news
+        serial = serial or cv.printer_serial or (pv.printer_serial if pv else None)
+        printer = self._host(serial)
+        subject = printer.serial if printer is not None else (serial or "")
+        status_change = (
+            {"status": Change(pv.status, cv.status)}
+            if pv is not None and pv.status is not cv.status
+            else {}
+        )
+        t_start: datetime | None = None
+
+        if _has_started(cv) and not (pv is not None and _has_started(pv)):
+            start = _start_time(cv)
+            old_news = (
+                pv is None
+                and cv.status.is_terminal
+                and start is not None
+                and start < self.prev.taken_at
+            )
+            if not old_news:
+                t_start = self._time(cv.started_at)
+                self._emit(
+                    EventType.PRINT_STARTED,
+                    printer,
+                    subject,
+                    t_start,
+                    pid,
+                    key=pid,
+                    run=cv,
+                    changes=status_change,
+                )
+
+        if is_live and cv.status.is_active:
+            self._live(pid, pv, cv, printer, subject)
+
+        if printer is not None and (is_live or cv.status.is_terminal):
+            was_waiting = pv is not None and pv.status is PrintStatus.WAITING
+            waiting = cv.status is PrintStatus.WAITING
+            if waiting and not was_waiting and not _has_alert(printer, WAITING_ALERT):
+                self._alert(printer, WAITING_ALERT, raised=True, run=cv)
+            elif was_waiting and not waiting:
+                before = self.prev.printers.get(printer.serial)
+                if before is None or not _has_alert(before, WAITING_ALERT):
+                    self._alert(printer, WAITING_ALERT, raised=False, run=cv)
+
+        outcome = _OUTCOME.get(cv.status)
+        if outcome is not None:
+            t_end = self._time(cv.finished_at)
+            if t_start is not None and t_end < t_start:
+                t_end = t_start  # skewed vendor clocks: never end before the start
+            self._emit(
+                outcome,
+                printer,
+                subject,
+                t_end,
+                pid,
+                outcome.value,
+                key=pid,
+                run=cv,
+                changes=status_change,
+            )
+
+    def _live(
+        self, pid: str, pv: Print | None, cv: Print, printer: Printer | None, subject: str
+    ) -> None:
+        """Pause, resume and progress milestones of an active print seen on its printer."""
+        t = self.cur.taken_at
+        was_paused = pv is not None and pv.status is PrintStatus.PAUSED
+        if cv.status is PrintStatus.PAUSED and not was_paused:
+            self._emit(
+                EventType.PRINT_PAUSED,
+                printer,
+                subject,
+                t,
+                pid,
+                self.mark,
+                key=pid,
+                run=cv,
+                changes={"status": Change(pv.status if pv else None, cv.status)},
+            )
+        elif was_paused and cv.status in _RESUMED_TO:
+            self._emit(
+                EventType.PRINT_RESUMED,
+                printer,
+                subject,
+                t,
+                pid,
+                self.mark,
+                key=pid,
+                run=cv,
+                changes={"status": Change(PrintStatus.PAUSED, cv.status)},
+            )
+        progress = cv.progress
+        if progress is None:
+            return
+        before = pv.progress if pv is not None and pv.progress is not None else 0.0
+        crossed: float | None = None
+        for m in self.settings.milestones:
+            if before < m <= progress:
+                crossed = m  # several in one poll: only the highest is worth telling
+        if crossed is not None:
+            self._emit(
+                EventType.PRINT_PROGRESS,
+                printer,
+                subject,
+                t,
+                pid,
+                crossed,
+                key=pid,
+                run=cv,
+                changes={"progress": Change(pv.progress if pv else None, progress)},
+                details={"milestone": crossed},
+            )
+
+    def _host(self, serial: str | None) -> Printer | None:
+        """The printer a print belongs to: as it is now, else as it was."""
+        if serial is None:
+            return None
+        return self.cur.printers.get(serial) or self.prev.printers.get(serial)
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _time(self, vendor: datetime | None) -> datetime:
+        """A vendor time if it is believable (not ahead of the snapshot), else the snapshot's."""
+        t = _aware(vendor)
+        if t is None or t > self.limit:
+            return self.cur.taken_at
+        return t
+
+    def _emit(
+        self,
+        kind: EventType,
+        printer: Printer | None,
+        subject: str,
+        time: datetime,
+        *discriminators: object,
+        key: str | None = None,
+        run: Print | None = None,
+        changes: Mapping[str, Change] | None = None,
+        details: Mapping[str, Any] | None = None,
+        severity: Severity | None = None,
+    ) -> None:
+        # Print events are keyed by print id (``key``) rather than the printer, so a record
+        # that does not name its printer still gets the same id as one that does.
+        self.events.append(
+            ChangeEvent(
+                id=event_id(self.cur.source, key or subject, kind.value, *discriminators),
+                type=kind,
+                source=self.cur.source,
+                vendor=self.cur.vendor,
+                subject=subject,
+                time=time,
+                severity=severity or DEFAULT_SEVERITY.get(kind, Severity.INFO),
+                printer=printer,
+                print=run,
+                changes=frozen_mapping(changes),
+                details=frozen_mapping(details),
+            )
+        )
+
+    def ordered(self) -> list[ChangeEvent]:
+        # Stable: events of one printer at the same instant keep their logical order
+        # (started before progress before outcome).
+        return sorted(self.events, key=lambda e: (e.subject, e.time))
+
+
+# --- prints across printers and runs ------------------------------------------------------
+
+
+class _PrintIndex:
+    """Finds a print by id in one snapshot, via the printer serial it belongs to.
+
+    Only when the serial is unknown is a print-id → printer index built (once, lazily).
+    """
+
+    __slots__ = ("_by_id", "snapshot")
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+        self._by_id: dict[str, Printer] | None = None
+
+    def on_printer(self, pid: str, serial: str | None) -> Print | None:
+        """The print as its printer shows it now, if it does."""
+        if serial is not None:
+            printer = self.snapshot.printers.get(serial)
+            if printer is not None:
+                cp = printer.current_print
+                if cp is not None and cp.id == pid:
+                    return cp
+                return None
+        found = self._by_print_id().get(pid)
+        return found.current_print if found is not None else None
+
+    def serial_of(self, pid: str) -> str | None:
+        """The serial of the printer showing print ``pid``, if one does."""
+        found = self._by_print_id().get(pid)
+        return found.serial if found is not None else None
+
+    def _by_print_id(self) -> dict[str, Printer]:
+        if self._by_id is None:
+            self._by_id = {
+                p.current_print.id: p
+                for p in self.snapshot.printers.values()
+                if p.current_print is not None
+            }
+        return self._by_id
+
+    def view(self, pid: str, serial: str | None) -> Print | None:
+        """Everything this snapshot says about print ``pid`` (see :func:`_pick`)."""
+        return _pick(self.on_printer(pid, serial), self.snapshot.runs.get(pid))
+
+
+def _pick(live: Print | None, recorded: Print | None) -> Print | None:
+    """One view of a print from its printer (live) and the history (recorded).
+
+    An outcome wins (history first: it is the vendor's record, the printer may lag); otherwise
+    the live view wins, since a non-terminal history record may be stale.
+    """
+    if live is None:
+        return recorded
+    if recorded is not None and recorded.status.is_terminal:
+        return recorded
+    return live
+
+
+def _views(snapshot: Snapshot) -> Iterator[tuple[str | None, Print]]:
+    """Every print ``snapshot`` knows, once each, as ``(printer serial, merged view)``."""
+    seen: set[str] = set()
+    runs = snapshot.runs
+    for serial, printer in snapshot.printers.items():
+        cp = printer.current_print
+        if cp is None:
+            continue
+        seen.add(cp.id)
+        view = _pick(cp, runs.get(cp.id))
+        assert view is not None
+        yield serial, view
+    for rid, run in runs.items():
+        if rid not in seen:
+            yield run.printer_serial, run
+
+
+def _has_started(p: Print) -> bool:
+    """Whether the print got going (being prepared or further), as far as we can tell."""
+    status = p.status
+    return (
+        status.is_active
+        or status.is_terminal
+        or (status is PrintStatus.UNKNOWN and p.started_at is not None)
+    )
+
+
+def _start_time(p: Print) -> datetime | None:
+    return _aware(p.started_at) or _aware(p.created_at)
+
+
+def _end_time(p: Print) -> datetime | None:
+    """When a run ended, or the best earlier time we have."""
+    return _aware(p.finished_at) or _aware(p.started_at) or _aware(p.created_at)
+
+
+def _expected_end(p: Print) -> datetime | None:
+    """When a running print should be over: its start plus elapsed plus remaining time."""
+    start = _start_time(p)
+    if start is None:
+        return None
+    span = max(0.0, p.elapsed_s or 0.0) + max(0.0, p.remaining_s or 0.0)
+    return start + timedelta(seconds=min(span, _MAX_SPAN_S))
+
+
+def _with_serial(p: Print, serial: str | None) -> Print:
+    if p.printer_serial is not None or serial is None:
+        return p
+    return dataclasses.replace(p, printer_serial=serial)
+
+
+def _aware(t: datetime | None) -> datetime | None:
+    """``t`` with a zone (a vendor time without one is read as UTC, as the APIs document)."""
+    if t is None or t.tzinfo is not None:
+        return t
+    return t.replace(tzinfo=UTC)
+
+
+def _has_alert(printer: Printer, text: str) -> bool:
+    wanted = text.casefold()
+    return any(a.casefold() == wanted for a in printer.alerts)
+
+
+def _material_level(m: Material, settings: DiffSettings) -> int:
+    """0 fine, 1 low, 2 empty."""
+    if m.is_empty or (m.remaining_ml is not None and m.remaining_ml <= 0):
+        return 2
+    ratio = m.remaining_ratio
+    if ratio is not None and ratio < settings.material_low_ratio:
+        return 1
+    low_ml = settings.material_low_ml
+    if low_ml is not None and m.remaining_ml is not None and m.remaining_ml < low_ml:
+        return 1
+    return 0
