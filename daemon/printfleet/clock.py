@@ -146,7 +146,7 @@ def parse_duration(text: str | float | int | timedelta) -> timedelta:
 
 def format_duration(seconds: float) -> str:
     """Human form of a duration, e.g. ``2h 05m``, ``4m 10s``, ``12s``."""
-    seconds = max(0, int(round(seconds)))
+    seconds = max(0, round(seconds))
     hours, rem = divmod(seconds, 3600)
     minutes, secs = divmod(rem, 60)
     if hours:
@@ -154,3 +154,27 @@ def format_duration(seconds: float) -> str:
     if minutes:
         return f"{minutes}m {secs:02d}s"
     return f"{secs}s"
+
+
+class ScaledClock:
+    """Real time sped up ``speed`` times from ``start`` (the demo and the simulator share one).
+
+    ``sleep(s)`` waits ``s / speed`` real seconds, so a daemon polling every 15 s of scaled time
+    polls four times a real second at speed 60, and the simulated fleet moves just as fast.
+    """
+
+    def __init__(self, speed: float, start: datetime | None = None) -> None:
+        if speed <= 0:
+            raise ValueError("speed must be positive")
+        self.speed = speed
+        self._start = start or datetime.now(UTC)
+        self._t0 = time.monotonic()
+
+    def now(self) -> datetime:
+        return self._start + timedelta(seconds=self.monotonic())
+
+    def monotonic(self) -> float:
+        return (time.monotonic() - self._t0) * self.speed
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds) / self.speed)

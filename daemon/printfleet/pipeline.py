@@ -1,0 +1,209 @@
+"""From poll cycles to persisted deliveries: events → rules → one atomic store commit.
+
+For every cycle the pipeline builds the MQTT event deliveries (every event is published),
+asks the rule engine for notifications, and commits the new snapshot, the deliveries and the
+rule timers in one transaction. Only then are the outbox workers woken. A crash before the
+commit re-detects the same changes on restart (the old snapshot is still stored); a crash
+after it finds them in the outbox. Either way nothing detected is lost and nothing is
+announced twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+import structlog
+
+from printfleet.clock import Clock
+from printfleet.core.delivery import Delivery, delivery_id
+from printfleet.core.events import ChangeEvent, to_cloudevent
+from printfleet.core.fleet import FleetView
+from printfleet.core.model import Snapshot
+from printfleet.errors import StoreError
+from printfleet.observe import NULL_OBSERVER, Observer
+from printfleet.poller import Cycle
+
+
+class StateStore(Protocol):
+    def commit(
+        self,
+        *,
+        snapshot: Snapshot | None = None,
+        deliveries: Sequence[Delivery] = (),
+        state: dict[str, Any] | None = None,
+    ) -> int: ...
+
+    def load_state(self, key: str) -> Any | None: ...
+
+
+class Rules(Protocol):
+    def process(self, event: dict[str, Any], now: datetime) -> list[Delivery]: ...
+
+    def tick(self, now: datetime) -> list[Delivery]: ...
+
+    def next_deadline(self) -> datetime | None: ...
+
+    def state(self) -> dict[str, Any]: ...
+
+
+@dataclass
+class _Pending:
+    """A commit that failed (disk full, I/O error), kept in memory until the store works again."""
+
+    snapshots: dict[str, Snapshot] = field(default_factory=dict)
+    deliveries: list[Delivery] = field(default_factory=list)
+    state: dict[str, Any] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.snapshots or self.deliveries or self.state)
+
+
+class Pipeline:
+    """Turns cycles into committed deliveries and keeps the shared :class:`FleetView`."""
+
+    def __init__(
+        self,
+        *,
+        store: StateStore,
+        rules: Rules,
+        clock: Clock,
+        mqtt_prefix: str | None,
+        mqtt_qos: int = 1,
+        observer: Observer = NULL_OBSERVER,
+        on_committed: Callable[[set[str]], None] = lambda sinks: None,
+        on_view: Callable[[FleetView], None] = lambda view: None,
+        on_event: Callable[[ChangeEvent], None] = lambda event: None,
+    ) -> None:
+        self._store = store
+        self._rules = rules
+        self._clock = clock
+        self._mqtt_prefix = mqtt_prefix
+        self._mqtt_qos = mqtt_qos
+        self._observer = observer
+        self._on_committed = on_committed
+        self._on_view = on_view
+        self._on_event = on_event
+        self._view = FleetView()
+        self._pending = _Pending()
+        self._store_failing = False
+        self._log = structlog.get_logger("printfleet.pipeline")
+
+    @property
+    def view(self) -> FleetView:
+        return self._view
+
+    def set_rules(self, rules: Rules) -> None:
+        """Swap the rule engine (SIGHUP reload); timers carried over by the caller."""
+        self._rules = rules
+
+    def seed(self, source: str, snapshot: Snapshot | None) -> None:
+        """Make a restored snapshot visible (metrics, MQTT state) before the first poll."""
+        if snapshot is not None:
+            from printfleet.core.fleet import AccountHealth
+
+            self._publish_view(
+                self._view.with_source(source, snapshot=snapshot, health=AccountHealth())
+            )
+
+    async def handle(self, cycle: Cycle) -> None:
+        """Process one poll cycle: events → deliveries → atomic commit → wake sinks."""
+        now = self._clock.now()
+        deliveries: list[Delivery] = []
+        for event in cycle.events:
+            self._observer.event_emitted(event)
+            self._on_event(event)
+            envelope = to_cloudevent(event)
+            self._log.info(
+                "event",
+                type=event.type.value,
+                source=event.source,
+                subject=event.subject,
+                id=event.id,
+                print=event.print.name if event.print else None,
+            )
+            if self._mqtt_prefix is not None:
+                deliveries.append(self._mqtt_delivery(event, envelope, now))
+            deliveries.extend(self._rules.process(envelope, now))
+        deliveries.extend(self._rules.tick(now))
+        state = dict(cycle.state)
+        state["rules"] = self._rules.state()
+        self._commit(cycle.snapshot, deliveries, state)
+        self._publish_view(
+            self._view.with_source(cycle.source, snapshot=cycle.snapshot, health=cycle.health)
+        )
+
+    async def tick(self) -> None:
+        """Fire due rule timers (hold-downs, repeats, grouped batches)."""
+        now = self._clock.now()
+        deliveries = self._rules.tick(now)
+        if deliveries or self._pending:
+            self._commit(None, deliveries, {"rules": self._rules.state()})
+
+    async def run_timers(self, *, max_sleep: float = 30.0) -> None:
+        """Tick the rule engine whenever a timer is due (runs until cancelled)."""
+        while True:
+            deadline = self._rules.next_deadline()
+            now = self._clock.now()
+            delay = max_sleep if deadline is None else (deadline - now).total_seconds()
+            await self._clock.sleep(min(max(delay, 0.0), max_sleep))
+            await self.tick()
+
+    def _mqtt_delivery(
+        self, event: ChangeEvent, envelope: dict[str, Any], now: datetime
+    ) -> Delivery:
+        topic = f"{self._mqtt_prefix}/events/{event.type.topic_suffix}"
+        return Delivery(
+            id=delivery_id(event.id, "", "mqtt"),
+            sink="mqtt",
+            event_id=event.id,
+            key=f"{event.source}/{event.subject}",
+            created_at=now,
+            payload={"event": envelope, "topic": topic, "qos": self._mqtt_qos, "retain": False},
+        )
+
+    def _commit(
+        self, snapshot: Snapshot | None, deliveries: list[Delivery], state: dict[str, Any]
+    ) -> None:
+        pending = self._pending
+        if snapshot is not None:
+            pending.snapshots[snapshot.source] = snapshot
+        pending.deliveries.extend(deliveries)
+        pending.state.update(state)
+        try:
+            snapshots: list[Snapshot | None] = [*pending.snapshots.values()] or [None]
+            # Several snapshots only pile up after a store failure; commit them one by one,
+            # deliveries and state with the first, so a partial success loses nothing.
+            for index, snap in enumerate(snapshots):
+                self._store.commit(
+                    snapshot=snap,
+                    deliveries=pending.deliveries if index == 0 else (),
+                    state=pending.state if index == 0 else None,
+                )
+                if index == 0:
+                    sinks = {d.sink for d in pending.deliveries}
+                    pending.deliveries = []
+                    pending.state = {}
+                if snap is not None:
+                    del pending.snapshots[snap.source]
+        except StoreError as err:
+            if not self._store_failing:
+                self._log.error(
+                    "store.commit_failed",
+                    error=str(err),
+                    pending_deliveries=len(pending.deliveries),
+                    hint="deliveries are kept in memory and committed when the store works again",
+                )
+            self._store_failing = True
+            return
+        if self._store_failing:
+            self._log.info("store.recovered")
+            self._store_failing = False
+        if sinks:
+            self._on_committed(sinks)
+
+    def _publish_view(self, view: FleetView) -> None:
+        self._view = view
+        self._on_view(view)

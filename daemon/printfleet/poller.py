@@ -1,0 +1,261 @@
+"""One polling loop per source: fetch, resolve, diff, hand over; keep the last good state.
+
+The poller is the only place that turns fetch failures into ``source.*`` events: an outage
+yields ``source.unreachable`` once and ``source.recovered`` once, and because the differ only
+ever compares two *successful* snapshots, an outage can never look like printers going
+offline. After recovery the next diff is against the last good snapshot, so exactly the real
+differences since then are reported.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+import structlog
+
+from printfleet.clock import Clock
+from printfleet.core.diff import (
+    DiffSettings,
+    carry_forward,
+    diff,
+    source_event,
+    unresolved_prints,
+)
+from printfleet.core.events import ChangeEvent, EventType
+from printfleet.core.fleet import AccountHealth
+from printfleet.core.model import Snapshot
+from printfleet.core.schedule import Budget, PollPolicy, is_due, next_poll
+from printfleet.errors import AuthFailed, BadResponse, RateLimited, SourceError
+from printfleet.observe import NULL_OBSERVER, Observer
+from printfleet.sources.base import Inventory, PrintLookup, Source
+
+
+@dataclass(frozen=True, slots=True)
+class Cycle:
+    """What one poll cycle produced, handed to the pipeline in one piece.
+
+    ``snapshot`` is ``None`` when the fetch failed (the last good one stays in force).
+    ``state`` holds the poller's own keys to persist atomically with the snapshot.
+    """
+
+    source: str
+    snapshot: Snapshot | None
+    events: tuple[ChangeEvent, ...]
+    health: AccountHealth
+    state: dict[str, object]
+    inventory: Inventory | None = None
+
+
+CycleHandler = Callable[[Cycle], Awaitable[None]]
+
+# How long to wait before retrying after the vendor rejected our credentials: they will not
+# fix themselves quickly, and hammering the token endpoint helps nobody.
+AUTH_RETRY_S = 300.0
+
+
+class SourcePoller:
+    """Polls one source forever (until cancelled).
+
+    Args:
+        previous: the last good snapshot restored from the store (``None`` on first start).
+        watermark: the history watermark restored from the store.
+        handle: called once per cycle; must persist the snapshot and deliveries atomically.
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        *,
+        handle: CycleHandler,
+        clock: Clock,
+        policy: PollPolicy,
+        diff_settings: DiffSettings,
+        previous: Snapshot | None = None,
+        watermark: datetime | None = None,
+        observer: Observer = NULL_OBSERVER,
+    ) -> None:
+        self._source = source
+        self._handle = handle
+        self._clock = clock
+        self._policy = policy
+        self._diff = diff_settings
+        self._previous = previous
+        self._watermark = watermark
+        self._observer = observer
+        self._health = AccountHealth(
+            last_success_at=previous.taken_at if previous else None,
+        )
+        self._last_change_at: datetime | None = None
+        self._last_history_at: datetime | None = None
+        self._last_inventory_at: datetime | None = None
+        self._outage_seq = 0
+        self._log = structlog.get_logger("printfleet.poller").bind(source=source.name)
+
+    @property
+    def name(self) -> str:
+        return self._source.name
+
+    @property
+    def previous(self) -> Snapshot | None:
+        return self._previous
+
+    @property
+    def health(self) -> AccountHealth:
+        return self._health
+
+    async def run(self) -> None:
+        """Poll until cancelled."""
+        while True:
+            delay = await self.poll_once()
+            await self._clock.sleep(delay)
+
+    async def poll_once(self) -> float:
+        """Run one cycle; return the delay before the next one."""
+        started = time.perf_counter()
+        now = self._clock.now()
+        try:
+            cycle = await self._fetch_cycle(now)
+        except RateLimited as err:
+            # Not an outage: the vendor asked us to slow down. Keep health as it is.
+            self._observer.poll_done(self.name, time.perf_counter() - started, ok=False)
+            self._log.warning("poll.rate_limited", retry_after=err.retry_after)
+            return max(err.retry_after, self._policy.active_interval.total_seconds())
+        except SourceError as err:
+            self._observer.poll_done(self.name, time.perf_counter() - started, ok=False)
+            await self._handle(self._failure_cycle(err, now))
+            if isinstance(err, AuthFailed):
+                return AUTH_RETRY_S
+            return self._policy.interval.total_seconds()
+        self._observer.poll_done(self.name, time.perf_counter() - started, ok=True)
+        await self._handle(cycle)
+        assert cycle.snapshot is not None
+        self._previous = cycle.snapshot
+        if any(not e.type.value.startswith("source.") for e in cycle.events):
+            self._last_change_at = now
+        status = self._source.budget()
+        decision = next_poll(
+            self._previous,
+            now=self._clock.now(),
+            last_change_at=self._last_change_at,
+            policy=self._policy,
+            budget=Budget(status.remaining, status.capacity, status.window_s),
+        )
+        return decision.delay_s
+
+    async def _fetch_cycle(self, now: datetime) -> Cycle:
+        current = await self._source.fetch_printers()
+        lookups = [
+            PrintLookup(
+                printer_serial=run.printer_serial or "",
+                print_id=run.id,
+                created_at=run.created_at,
+                started_at=run.started_at,
+            )
+            for run in unresolved_prints(self._previous, current)
+            if run.printer_serial
+        ]
+        history_due = self._previous is not None and is_due(
+            self._last_history_at, now, self._policy.history_interval
+        )
+        if lookups or history_due:
+            since = (
+                (self._watermark or self._previous.taken_at)
+                if history_due and self._previous
+                else None
+            )
+            batch = await self._source.fetch_runs(since=since, lookups=lookups)
+            if history_due:
+                self._last_history_at = now
+                if batch.watermark is not None:
+                    self._watermark = batch.watermark
+            if batch.runs or batch.skipped:
+                runs = {**batch.runs, **current.runs}
+                current = replace(current, runs=runs, skipped=current.skipped + batch.skipped)
+        inventory: Inventory | None = None
+        if is_due(self._last_inventory_at, now, self._policy.materials_interval):
+            inventory = await self._source.fetch_inventory()
+            self._last_inventory_at = now
+        current = carry_forward(self._previous, current, now, self._diff)
+        events: list[ChangeEvent] = []
+        if not self._health.up and self._health.consecutive_failures > 0:
+            events.append(
+                source_event(
+                    EventType.SOURCE_RECOVERED,
+                    source=self.name,
+                    vendor=self._source.vendor,
+                    time=current.taken_at,
+                    details={"after_failures": self._health.consecutive_failures},
+                    sequence=self._outage_seq,
+                )
+            )
+            self._log.info("source.recovered", failures=self._health.consecutive_failures)
+        events.extend(diff(self._previous, current, now, self._diff))
+        for skipped in current.skipped:
+            self._observer.record_skipped(self.name, skipped.kind)
+        if current.skipped:
+            self._log.warning(
+                "poll.records_skipped",
+                count=len(current.skipped),
+                first=[f"{s.kind}:{s.record_id}: {s.reason}" for s in current.skipped[:3]],
+            )
+        self._health = AccountHealth(
+            up=True,
+            last_success_at=now,
+            last_attempt_at=now,
+            last_error=None,
+            consecutive_failures=0,
+        )
+        state: dict[str, object] = {}
+        if self._watermark is not None:
+            state[f"watermark:{self.name}"] = self._watermark.isoformat()
+        return Cycle(
+            source=self.name,
+            snapshot=current,
+            events=tuple(events),
+            health=self._health,
+            state=state,
+            inventory=inventory,
+        )
+
+    def _failure_cycle(self, err: SourceError, now: datetime) -> Cycle:
+        kind = _error_kind(err)
+        first = self._health.up or self._health.consecutive_failures == 0
+        events: Sequence[ChangeEvent] = ()
+        if first or kind != self._health.last_error:
+            if first:
+                self._outage_seq += 1
+            event_type = (
+                EventType.SOURCE_AUTH_FAILED if kind == "auth" else EventType.SOURCE_UNREACHABLE
+            )
+            events = (
+                source_event(
+                    event_type,
+                    source=self.name,
+                    vendor=self._source.vendor,
+                    time=now,
+                    details={"error": kind, "message": str(err)},
+                    sequence=f"{self._outage_seq}:{kind}",
+                ),
+            )
+            self._log.warning("source.down", error=kind, message=str(err))
+        self._health = AccountHealth(
+            up=False,
+            last_success_at=self._health.last_success_at,
+            last_attempt_at=now,
+            last_error=kind,
+            consecutive_failures=self._health.consecutive_failures + 1,
+        )
+        return Cycle(
+            source=self.name, snapshot=None, events=tuple(events), health=self._health, state={}
+        )
+
+
+def _error_kind(err: SourceError) -> str:
+    if isinstance(err, AuthFailed):
+        return "auth"
+    if isinstance(err, BadResponse):
+        return "bad_response"
+    return "unavailable"
