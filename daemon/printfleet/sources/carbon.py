@@ -1,0 +1,382 @@
+"""The Carbon DLS API v1 source (see shared/api/carbon.md).
+
+Auth is a self-minted RS256 JWT (§2): ``iss`` = client_id, ``exp`` = now + 600 s, ``iat``;
+re-minted when less than 60 s remain and once after a 401. ``/printers`` pages by offset
+(items skipped), ``/prints`` by an opaque cursor that expires 60 s after it was issued (§4).
+Records become normalized values in :mod:`printfleet.sources.carbon_map`.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from types import MappingProxyType
+from typing import Any
+
+import httpx
+import jwt
+import structlog
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+
+from printfleet.clock import Clock
+from printfleet.core.model import Print, SkippedRecord, Snapshot, Vendor
+from printfleet.errors import BadResponse
+from printfleet.logs import register_secret
+from printfleet.observe import NULL_OBSERVER, Observer
+from printfleet.sources import carbon_map
+from printfleet.sources.base import BudgetStatus, Inventory, PrintLookup, RunBatch
+from printfleet.sources.http import (
+    PageGuard,
+    Params,
+    RequestBudget,
+    RetryPolicy,
+    VendorHttp,
+    dedupe_skipped,
+    iso_z,
+)
+
+DEFAULT_BASE_URL = "https://api.carbon3d.com/v1"
+PAGE_LIMIT = 100
+#: ``/prints`` defaults to ``status=finished`` only, and takes at most five values (§4, §5).
+PRINT_STATUSES: tuple[str, ...] = ("printing", "finished", "failed", "aborted", "canceled")
+#: Array filters take at most 100 values per request.
+MAX_FILTER_VALUES = 100
+TOKEN_LIFETIME_S = 600
+TOKEN_RENEW_MARGIN_S = 60.0
+#: Cursors expire 60 s after they are issued; stop using one a little earlier than that.
+CURSOR_MAX_AGE_S = 50.0
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+FORBIDDEN_HINT = (
+    "the API key was refused; the person who created it must be (and stay) an ADMIN of the "
+    "Carbon customer account"
+)
+
+
+class CarbonToken:
+    """Mints RS256 JWTs for one Carbon API key (an ``Authenticator``).
+
+    ``iat`` and ``exp`` hold on our clock and on the vendor's clock as estimated from ``Date``
+    headers, so a skewed clock on either side never makes a token look expired or not yet
+    valid (the lifetime grows by the skew, which is harmless).
+    """
+
+    def __init__(
+        self,
+        *,
+        client_id: str,
+        private_key: RSAPrivateKey,
+        clock: Clock,
+        server_now: Callable[[], datetime],
+        log: Any,
+        lifetime_s: int = TOKEN_LIFETIME_S,
+    ) -> None:
+        self._client_id = client_id
+        self._key = private_key
+        self._clock = clock
+        self._server_now = server_now
+        self._log = log
+        self._lifetime = lifetime_s
+        self._token: str | None = None
+        self._renew_at = 0.0
+
+    def __repr__(self) -> str:
+        state = "set" if self._token else "unset"
+        return f"CarbonToken(client_id={self._client_id!r}, token={state})"
+
+    async def token(self) -> str:
+        if self._token is not None and self._clock.monotonic() < self._renew_at:
+            return self._token
+        minted_at = self._clock.monotonic()
+        ours, theirs = self._clock.now().timestamp(), self._server_now().timestamp()
+        # Valid on both clocks: iat not in the future and exp >= now + lifetime on either,
+        # whichever one the vendor verifies with (its Date header is our only view of it).
+        claims = {
+            "iss": self._client_id,
+            "iat": math.floor(min(ours, theirs)),
+            "exp": math.floor(max(ours, theirs)) + self._lifetime,
+        }
+        renewing = self._token is not None
+        self._token = jwt.encode(claims, self._key, algorithm="RS256")
+        register_secret(self._token)  # defence in depth: redacted should it reach a log line
+        self._renew_at = minted_at + self._lifetime - TOKEN_RENEW_MARGIN_S
+        self._log.debug("source.auth_renewed" if renewing else "source.authenticated")
+        return self._token
+
+    def invalidate(self, token: str) -> None:
+        if token == self._token:
+            self._token = None
+            self._renew_at = 0.0
+
+
+class CarbonSource:
+    """One Carbon customer account (implements :class:`~printfleet.sources.base.Source`).
+
+    Args:
+        name: the configured source name.
+        client_id, private_key: from the vendor's ``secrets.json``.
+        client: the shared HTTP client (owned by the caller).
+        clock: time for the budget, token lifetimes, cursor ages and backoff.
+        offline_after: judge staleness of a printer's ``updated_at`` only when set (the API
+            does not say it is a heartbeat); otherwise offline comes from the printer state.
+        base_url: e.g. ``https://api.carbon3d.com/v1``.
+        budget: defaults to :meth:`RequestBudget.carbon` (100 per 10 s).
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        client_id: str,
+        private_key: RSAPrivateKey,
+        client: httpx.AsyncClient,
+        clock: Clock,
+        offline_after: timedelta | None = None,
+        base_url: str = DEFAULT_BASE_URL,
+        observer: Observer = NULL_OBSERVER,
+        budget: RequestBudget | None = None,
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        rng: random.Random | None = None,
+        log: Any = None,
+    ) -> None:
+        self._name = name
+        self._base = base_url.rstrip("/")
+        self._clock = clock
+        self._offline_after = offline_after
+        self._client_id = client_id
+        self._log = (log if log is not None else structlog.get_logger().bind(source=name)).bind(
+            vendor=Vendor.CARBON.value
+        )
+        self._http = VendorHttp(
+            source=name,
+            client=client,
+            clock=clock,
+            budget=budget or RequestBudget.carbon(clock),
+            observer=observer,
+            timeout=timeout,
+            retry=retry,
+            rng=rng,
+            forbidden_hint=FORBIDDEN_HINT,
+            log=self._log,
+        )
+        self._auth = CarbonToken(
+            client_id=client_id,
+            private_key=private_key,
+            clock=clock,
+            server_now=self._http.server_now,
+            log=self._log,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"CarbonSource(name={self._name!r}, base_url={self._base!r}, "
+            f"client_id={self._client_id!r})"
+        )
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def vendor(self) -> Vendor:
+        return Vendor.CARBON
+
+    def budget(self) -> BudgetStatus:
+        return self._http.budget.status()
+
+    async def aclose(self) -> None:
+        self._http.close()
+
+    # -- fetches ---------------------------------------------------------------------------
+
+    async def fetch_printers(self) -> Snapshot:
+        """``GET /printers?limit=100&offset=k`` until a short page or ``total_count``.
+
+        ``offset`` counts items skipped; records are deduplicated by serial; a 404 (the
+        vendor's "no printer found") is an empty fleet.
+        """
+        url = f"{self._base}/printers"
+        guard = PageGuard(self._name, "/printers")
+        by_serial: dict[str, Any] = {}
+        keyless: list[Any] = []
+        offset = 0
+        while True:
+            guard.next_page(str(offset))
+            result = await self._http.request(
+                "GET",
+                url,
+                endpoint="/printers",
+                params=[("limit", str(PAGE_LIMIT)), ("offset", str(offset))],
+                auth=self._auth,
+                accept=(404,),
+            )
+            if result.status == 404:
+                break  # "no printer found": no printers (at or after this offset)
+            body = result.body
+            page = body.get("printers") if isinstance(body, dict) else None
+            if not isinstance(page, list):
+                raise BadResponse(self._name, "GET /printers answered no printers list")
+            fresh = 0
+            for record in page:
+                serial = record.get("serial") if isinstance(record, dict) else None
+                if isinstance(serial, str) and serial:
+                    fresh += serial not in by_serial
+                    by_serial[serial] = record
+                else:
+                    keyless.append(record)
+            limit = _positive_int(body.get("limit")) or PAGE_LIMIT
+            total = _positive_int(body.get("total_count"))
+            if len(page) < min(limit, PAGE_LIMIT) or (
+                total is not None and offset + len(page) >= total
+            ):
+                break
+            if fresh == 0:
+                raise BadResponse(self._name, "GET /printers pagination is not advancing")
+            offset += len(page)
+        printers, runs, skipped = carbon_map.map_printers(
+            [*by_serial.values(), *keyless],
+            source=self._name,
+            now=self._http.server_now(),
+            offline_after=self._offline_after,
+        )
+        return Snapshot(
+            source=self._name,
+            vendor=Vendor.CARBON,
+            taken_at=self._clock.now(),
+            printers=MappingProxyType(printers),
+            runs=MappingProxyType(runs),
+            skipped=tuple(skipped),
+        )
+
+    async def fetch_runs(
+        self, *, since: datetime | None = None, lookups: Sequence[PrintLookup] = ()
+    ) -> RunBatch:
+        """Prints finished since ``since`` (``GET /prints`` with an explicit status list,
+        ``finished_after``, ``sort=finished_at``) plus the ``lookups`` by ``print_id``.
+
+        The watermark is the newest ``finished_at`` seen (else ``since``; on a first call
+        without ``since``, the vendor's clock now).
+        """
+        runs: dict[str, Print] = {}
+        skipped: list[SkippedRecord] = []
+        watermark = since
+        if since is not None:
+            found, bad, newest = await self._walk_prints([], after=since)
+            runs.update(found)
+            skipped.extend(bad)
+            if newest is not None and newest > since:
+                watermark = newest
+        else:
+            watermark = self._http.server_now()
+        for name, values in _lookup_filters(lookups).items():
+            for start in range(0, len(values), MAX_FILTER_VALUES):
+                chunk = values[start : start + MAX_FILTER_VALUES]
+                found, bad, _ = await self._walk_prints([(name, v) for v in chunk], after=None)
+                runs.update(found)
+                skipped.extend(bad)
+        skipped_all = dedupe_skipped(skipped)
+        return RunBatch(runs=MappingProxyType(runs), skipped=skipped_all, watermark=watermark)
+
+    async def fetch_inventory(self) -> Inventory:
+        """Carbon exposes no tanks or cartridges: always empty, no request."""
+        return Inventory()
+
+    # -- cursor pagination -----------------------------------------------------------------
+
+    async def _walk_prints(
+        self, filters: Params, *, after: datetime | None
+    ) -> tuple[dict[str, Print], list[SkippedRecord], datetime | None]:
+        """Walk ``/prints`` by cursor; returns runs by id, skipped records, newest finished_at.
+
+        A cursor older than :data:`CURSOR_MAX_AGE_S` (by the clock, checked right before each
+        try, after any budget wait or backoff) is never sent: the walk restarts without it,
+        from the newest ``finished_at`` seen so far when filtering by time (duplicates are
+        merged by id).
+        """
+        url = f"{self._base}/prints"
+        guard = PageGuard(self._name, "/prints")
+        runs: dict[str, Print] = {}
+        skipped: list[SkippedRecord] = []
+        newest: datetime | None = None
+        cursor: str | None = None
+        issued_at = 0.0
+        window_start = after
+
+        def params() -> Params:
+            nonlocal cursor, window_start
+            if cursor is not None and self._clock.monotonic() - issued_at > CURSOR_MAX_AGE_S:
+                cursor = None
+                guard.forget()
+                if window_start is not None and newest is not None and newest > window_start:
+                    window_start = newest
+                self._log.debug("source.cursor_expired", endpoint="/prints")
+            query = [
+                *filters,
+                *(("status", status) for status in PRINT_STATUSES),
+                ("sort", "finished_at"),
+                ("limit", str(PAGE_LIMIT)),
+            ]
+            if window_start is not None:
+                query.append(("finished_after", iso_z(window_start)))
+            if cursor is not None:
+                query.append(("cursor", cursor))
+            return query
+
+        while True:
+            result = await self._http.request(
+                "GET", url, endpoint="/prints", params=params, auth=self._auth
+            )
+            body = result.body
+            if not isinstance(body, dict):
+                raise BadResponse(self._name, "GET /prints answered no object")
+            records = body.get("prints")
+            if records is None:
+                records = []
+            if not isinstance(records, list):
+                raise BadResponse(self._name, "GET /prints answered a non-list prints")
+            found, bad = carbon_map.map_prints(records)
+            runs.update(found)
+            skipped.extend(bad)
+            for run in found.values():
+                if run.finished_at is not None and (newest is None or run.finished_at > newest):
+                    newest = run.finished_at
+            next_cursor = body.get("next_cursor")
+            if not next_cursor:
+                break
+            if not isinstance(next_cursor, str):
+                raise BadResponse(self._name, "GET /prints answered a non-string next_cursor")
+            guard.next_page(next_cursor)
+            cursor, issued_at = next_cursor, self._clock.monotonic()
+        return runs, skipped, newest
+
+
+def _lookup_filters(lookups: Sequence[PrintLookup]) -> dict[str, list[str]]:
+    """Which ``/prints`` filter finds each looked-up print, by the shape of its id.
+
+    Ids are ``print_id`` values normally; :func:`carbon_map.print_key` falls back to
+    ``<build_uuid>@<started_at>`` for a started print without a short id yet, and to the
+    print ``uuid`` for one without either.
+    """
+    filters: dict[str, list[str]] = {"print_id": [], "uuid": [], "build_uuid": []}
+    for lookup in lookups:
+        ident = lookup.print_id
+        if not ident:
+            continue
+        if "@" in ident:
+            name, ident = "build_uuid", ident.split("@", 1)[0]
+        elif _UUID.fullmatch(ident):
+            name = "uuid"
+        else:
+            name = "print_id"
+        if ident not in filters[name]:
+            filters[name].append(ident)
+    return {name: values for name, values in filters.items() if values}
+
+
+def _positive_int(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None

@@ -1,0 +1,382 @@
+"""The Formlabs Dashboard Developer API source (see shared/api/formlabs.md).
+
+Auth is OAuth 2.0 client credentials (§2): one cached token per source, renewed when less
+than 10% of its ``expires_in`` is left or once after a 401 from a data endpoint. Lists walk
+``next`` links as given (§4). Records become normalized values in
+:mod:`printfleet.sources.formlabs_map`; this module only moves bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from types import MappingProxyType
+from typing import Any
+
+import httpx
+import structlog
+from pydantic import SecretStr
+
+from printfleet.clock import Clock
+from printfleet.core.model import Print, SkippedRecord, Snapshot, Vendor
+from printfleet.errors import AuthFailed, BadResponse, RateLimited, SourceUnavailable
+from printfleet.logs import register_secret
+from printfleet.observe import NULL_OBSERVER, Observer
+from printfleet.sources import formlabs_map
+from printfleet.sources.base import BudgetStatus, Inventory, PrintLookup, RunBatch
+from printfleet.sources.http import (
+    PageGuard,
+    Params,
+    RequestBudget,
+    RetryPolicy,
+    VendorHttp,
+    dedupe_skipped,
+    follow_link,
+    iso_z,
+)
+
+DEFAULT_BASE_URL = "https://api.formlabs.com"
+API = "/developer/v1"
+PER_PAGE = "100"
+#: A lookup asks for prints created from this long before the tracked run was (formlabs.md §7).
+LOOKUP_SLACK = timedelta(minutes=1)
+#: Renew a token when less than this fraction of its lifetime is left (formlabs.md §2).
+RENEW_FRACTION = 0.1
+#: After a failed early renewal, keep using the old token and try again this much later.
+RENEW_RETRY_S = 60.0
+#: Token lifetime assumed when a token response lacks a usable ``expires_in``.
+DEFAULT_LIFETIME_S = 3600.0
+
+
+class FormlabsToken:
+    """OAuth client-credentials tokens for one Formlabs application (an ``Authenticator``).
+
+    Only one token request is ever in flight. The token endpoint answering 400/401 is
+    :class:`AuthFailed`; 5xx and timeouts there are :class:`SourceUnavailable` (then a token
+    that has not yet expired is kept in use).
+    """
+
+    def __init__(
+        self,
+        http: VendorHttp,
+        *,
+        token_url: str,
+        client_id: str,
+        client_secret: SecretStr,
+        clock: Clock,
+        log: Any,
+    ) -> None:
+        self._http = http
+        self._token_url = token_url
+        self._client_id = client_id
+        self._secret = client_secret
+        self._clock = clock
+        self._log = log
+        self._lock = asyncio.Lock()
+        register_secret(client_secret.get_secret_value(), permanent=True)
+        self._token: str | None = None
+        self._renew_at = 0.0
+        self._expires_at = 0.0
+        self._issued = 0
+
+    def __repr__(self) -> str:
+        state = "set" if self._token else "unset"
+        return f"FormlabsToken(client_id={self._client_id!r}, token={state})"
+
+    async def token(self) -> str:
+        if self._token is not None and self._clock.monotonic() < self._renew_at:
+            return self._token
+        async with self._lock:
+            now = self._clock.monotonic()
+            if self._token is not None and now < self._renew_at:
+                return self._token
+            try:
+                return await self._obtain()
+            except (SourceUnavailable, RateLimited, BadResponse) as err:
+                if self._token is not None and now < self._expires_at:
+                    # The old token still has time: keep working, try renewing again later.
+                    self._renew_at = min(self._expires_at, now + RENEW_RETRY_S)
+                    self._log.warning("source.auth_renew_deferred", error=type(err).__name__)
+                    return self._token
+                raise
+
+    def invalidate(self, token: str) -> None:
+        if token == self._token:
+            self._token = None
+            self._renew_at = self._expires_at = 0.0
+
+    async def _obtain(self) -> str:
+        asked = self._clock.monotonic()
+        result = await self._http.request(
+            "POST",
+            self._token_url,
+            endpoint="/o/token/",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": self._client_id,
+                "client_secret": self._secret.get_secret_value(),
+            },
+            accept=(400, 401),
+        )
+        if result.status in (400, 401):
+            code = _error_code(result.body)
+            self._token = None
+            raise AuthFailed(
+                self._http.source,
+                f"the token endpoint rejected the client credentials (HTTP {result.status}"
+                + (f", {code}" if code else "")
+                + "); check client_id and the client secret",
+            )
+        body = result.body
+        token = body.get("access_token") if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token:
+            raise BadResponse(self._http.source, "the token endpoint answered without access_token")
+        expires_in = body.get("expires_in")
+        lifetime = (
+            float(expires_in)
+            if isinstance(expires_in, int | float) and not isinstance(expires_in, bool)
+            else DEFAULT_LIFETIME_S
+        )
+        if not math.isfinite(lifetime) or lifetime <= 0:
+            lifetime = DEFAULT_LIFETIME_S
+        register_secret(token)  # defence in depth: redacted should it ever reach a log line
+        self._token = token
+        self._expires_at = asked + lifetime
+        self._renew_at = asked + lifetime * (1 - RENEW_FRACTION)
+        self._log.info(
+            "source.auth_renewed" if self._issued else "source.authenticated",
+            expires_in=round(lifetime),
+        )
+        self._issued += 1
+        return token
+
+
+def _error_code(body: Any) -> str | None:
+    """The OAuth ``error`` code of a token-endpoint answer, when it is a plain identifier."""
+    code = body.get("error") if isinstance(body, dict) else None
+    if isinstance(code, str) and code.replace("_", "").isalnum() and len(code) <= 40:
+        return code
+    return None
+
+
+class FormlabsSource:
+    """One Formlabs account (implements :class:`~printfleet.sources.base.Source`).
+
+    Args:
+        name: the configured source name.
+        base_url: e.g. ``https://api.formlabs.com`` (paths ``/developer/v1/...`` are added).
+        client_id, client_secret: the application's credentials.
+        client: the shared HTTP client (owned by the caller).
+        clock: time for the budget, token lifetimes and backoff.
+        offline_after: a printer whose ``last_pinged_at`` is older is offline (judged on the
+            vendor's clock as estimated from ``Date`` headers).
+        budget: defaults to :meth:`RequestBudget.formlabs` (1350/h, 10/s).
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        client_id: str,
+        client_secret: SecretStr,
+        client: httpx.AsyncClient,
+        clock: Clock,
+        offline_after: timedelta,
+        base_url: str = DEFAULT_BASE_URL,
+        observer: Observer = NULL_OBSERVER,
+        budget: RequestBudget | None = None,
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        rng: random.Random | None = None,
+        log: Any = None,
+    ) -> None:
+        self._name = name
+        self._base = base_url.rstrip("/")
+        self._clock = clock
+        self._offline_after = offline_after
+        self._log = log if log is not None else structlog.get_logger().bind(source=name)
+        self._log = self._log.bind(vendor=Vendor.FORMLABS.value)
+        self._http = VendorHttp(
+            source=name,
+            client=client,
+            clock=clock,
+            budget=budget or RequestBudget.formlabs(clock),
+            observer=observer,
+            timeout=timeout,
+            retry=retry,
+            rng=rng,
+            log=self._log,
+        )
+        self._auth = FormlabsToken(
+            self._http,
+            token_url=f"{self._base}{API}/o/token/",
+            client_id=client_id,
+            client_secret=client_secret,
+            clock=clock,
+            log=self._log,
+        )
+        self._client_id = client_id
+
+    def __repr__(self) -> str:
+        return (
+            f"FormlabsSource(name={self._name!r}, base_url={self._base!r}, "
+            f"client_id={self._client_id!r})"
+        )
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def vendor(self) -> Vendor:
+        return Vendor.FORMLABS
+
+    def budget(self) -> BudgetStatus:
+        return self._http.budget.status()
+
+    async def aclose(self) -> None:
+        self._http.close()
+
+    # -- fetches ---------------------------------------------------------------------------
+
+    async def fetch_printers(self) -> Snapshot:
+        """``GET /printers/``: a bare array, or (API 0.1.0) a paginated object whose ``next``
+        links are followed; records are deduplicated by serial (the last page read wins)."""
+        url = f"{self._base}{API}/printers/"
+        result = await self._http.request("GET", url, endpoint="/printers/", auth=self._auth)
+        if isinstance(result.body, list):
+            records: list[Any] = result.body
+        elif isinstance(result.body, dict) and "results" in result.body:
+            records = await self._walk(result.body, result.url, "/printers/", key="serial")
+        else:
+            raise BadResponse(self._name, "GET /printers/ answered neither an array nor a page")
+        printers, runs, skipped = formlabs_map.map_printers(
+            records,
+            source=self._name,
+            now=self._http.server_now(),
+            offline_after=self._offline_after,
+        )
+        return Snapshot(
+            source=self._name,
+            vendor=Vendor.FORMLABS,
+            taken_at=self._clock.now(),
+            printers=MappingProxyType(printers),
+            runs=MappingProxyType(runs),
+            skipped=tuple(skipped),
+        )
+
+    async def fetch_runs(
+        self, *, since: datetime | None = None, lookups: Sequence[PrintLookup] = ()
+    ) -> RunBatch:
+        """Runs from ``GET /events/?date__gt=<since>`` (nested ``print_run``) plus one
+        ``GET /prints/?printer=<serial>&date__gt=<created_at - 1 min>`` per printer looked up.
+
+        The watermark is the newest event ``created_at`` seen (else ``since``; on a first call
+        without ``since``, the vendor's clock now, so the next call starts from here).
+        """
+        runs: dict[str, Print] = {}
+        skipped: list[SkippedRecord] = []
+        watermark = since
+        if since is not None:
+            params: Params = [("date__gt", iso_z(since)), ("per_page", PER_PAGE)]
+            events = await self._list("/events/", params, key="id")
+            event_runs, event_skipped, newest = formlabs_map.map_events(events)
+            runs.update(event_runs)
+            skipped.extend(event_skipped)
+            if newest is not None and newest > since:
+                watermark = newest
+        else:
+            watermark = self._http.server_now()
+        for serial, after in _lookup_windows(lookups).items():
+            params = [("printer", serial), ("per_page", PER_PAGE)]
+            if after is not None:
+                params.insert(1, ("date__gt", iso_z(after)))
+                records = await self._list("/prints/", params, key="guid")
+            else:
+                # Nothing to filter by: read only the first (newest) page, not the history.
+                records = await self._list("/prints/", params, key="guid", max_pages=1)
+            found, bad = formlabs_map.map_prints(records)
+            runs.update(found)
+            skipped.extend(bad)
+        skipped_all = dedupe_skipped(skipped)
+        return RunBatch(runs=MappingProxyType(runs), skipped=skipped_all, watermark=watermark)
+
+    async def fetch_inventory(self) -> Inventory:
+        """Every tank and cartridge: all pages of ``/tanks/`` and ``/cartridges/``."""
+        page: Params = [("per_page", PER_PAGE)]
+        tanks = await self._list("/tanks/", page, key="serial")
+        cartridges = await self._list("/cartridges/", page, key="serial")
+        return formlabs_map.map_inventory(tanks, cartridges)
+
+    # -- pagination ------------------------------------------------------------------------
+
+    async def _list(
+        self, endpoint: str, params: Params, *, key: str, max_pages: int | None = None
+    ) -> list[Any]:
+        """All records of a paginated list endpoint (``{count, next, previous, results}``)."""
+        url = f"{self._base}{API}{endpoint}"
+        result = await self._http.request(
+            "GET", url, endpoint=endpoint, params=params, auth=self._auth
+        )
+        if not isinstance(result.body, dict):
+            raise BadResponse(self._name, f"GET {endpoint} answered no page object")
+        return await self._walk(result.body, result.url, endpoint, key=key, max_pages=max_pages)
+
+    async def _walk(
+        self,
+        first: dict[str, Any],
+        first_url: str,
+        endpoint: str,
+        *,
+        key: str,
+        max_pages: int | None = None,
+    ) -> list[Any]:
+        """Follow ``next`` from ``first`` until null, deduplicating records by ``key``.
+
+        Records whose key cannot be read are kept (the mapper reports them as skipped).
+        """
+        guard = PageGuard(self._name, endpoint)
+        guard.next_page(first_url)
+        by_key: dict[Any, Any] = {}
+        keyless: list[Any] = []
+        page, url = first, first_url
+        while True:
+            results = page.get("results")
+            if not isinstance(results, list):
+                raise BadResponse(self._name, f"GET {endpoint} page has no results list")
+            for record in results:
+                ident = record.get(key) if isinstance(record, dict) else None
+                if isinstance(ident, str | int) and not isinstance(ident, bool):
+                    by_key[ident] = record
+                else:
+                    keyless.append(record)
+            link = page.get("next")
+            if not link or (max_pages is not None and guard.pages >= max_pages):
+                break
+            if not isinstance(link, str):
+                raise BadResponse(self._name, f"GET {endpoint} page has a non-string next link")
+            url = follow_link(url, link, self._base)
+            guard.next_page(url)
+            result = await self._http.request("GET", url, endpoint=endpoint, auth=self._auth)
+            if not isinstance(result.body, dict):
+                raise BadResponse(self._name, f"GET {endpoint} answered no page object")
+            page = result.body
+        return [*by_key.values(), *keyless]
+
+
+def _lookup_windows(lookups: Sequence[PrintLookup]) -> dict[str, datetime | None]:
+    """One history window per printer: from the earliest run looked up, minus a minute.
+
+    ``None`` means no lookup for that printer carried a time at all.
+    """
+    windows: dict[str, datetime | None] = {}
+    for lookup in lookups:
+        when = lookup.created_at or lookup.started_at
+        after = when - LOOKUP_SLACK if when is not None else None
+        known = windows.get(lookup.printer_serial)
+        if known is None or (after is not None and after < known):
+            windows[lookup.printer_serial] = after if after is not None else known
+    return windows

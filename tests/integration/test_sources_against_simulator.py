@@ -1,0 +1,372 @@
+"""The vendor sources over real HTTP against the simulator (both vendors, faults included).
+
+Our side runs on a FakeClock that the simulator shares (``now=clock.now``), so token lifetimes,
+rate-limit windows, Retry-After and cursor ages are all judged on one clock that only the test
+moves: nothing here sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from pydantic import SecretStr
+
+from printfleet.clock import FakeClock
+from printfleet.errors import AuthFailed, RateLimited, SourceUnavailable
+from printfleet.logs import forget_secrets
+from printfleet.simulator import Simulator, SimulatorConfig
+from printfleet.sources.carbon import CarbonSource
+from printfleet.sources.factory import load_carbon_secrets
+from printfleet.sources.formlabs import FormlabsSource
+from printfleet.sources.http import RequestBudget, RetryPolicy
+
+T = TypeVar("T")
+FORMLABS_TOKEN = "/developer/v1/o/token/"
+
+
+@pytest.fixture(autouse=True)
+def _forget_registered_secrets() -> Iterator[None]:
+    """Secrets the sources register for log redaction do not leak into other tests."""
+    yield
+    forget_secrets()
+
+
+async def drive(clock: FakeClock, coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to completion, jumping the fake clock to each sleeper's deadline."""
+    task = asyncio.ensure_future(coro)
+    while not task.done():
+        await asyncio.sleep(0)
+        if not task.done() and clock.next_deadline is not None:
+            await clock.run_until(clock.next_deadline)
+    return task.result()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(datetime.now(UTC).replace(microsecond=0))
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient() as http:
+        yield http
+
+
+def simulator(clock: FakeClock, **overrides: Any) -> Simulator:
+    settings: dict[str, Any] = {"formlabs_printers": 30, "carbon_printers": 30, "seed": 11}
+    settings.update(overrides)
+    return Simulator(SimulatorConfig(**settings), now=clock.now)
+
+
+@pytest.fixture
+def sim(clock: FakeClock) -> Iterator[Simulator]:
+    with simulator(clock) as running:
+        yield running
+
+
+def formlabs(
+    sim: Simulator,
+    client: httpx.AsyncClient,
+    clock: FakeClock,
+    *,
+    secret: str | None = None,
+    retry: RetryPolicy | None = None,
+    budget: RequestBudget | None = None,
+) -> FormlabsSource:
+    return FormlabsSource(
+        name="lab",
+        client_id=sim.formlabs_client_id,
+        client_secret=SecretStr(secret or sim.formlabs_client_secret),
+        client=client,
+        clock=clock,
+        offline_after=timedelta(minutes=5),
+        base_url=sim.formlabs_url,
+        retry=retry,
+        budget=budget,
+        rng=random.Random(1),
+        timeout=5.0,
+    )
+
+
+def carbon(
+    sim: Simulator,
+    client: httpx.AsyncClient,
+    clock: FakeClock,
+    tmp_path: Path,
+    *,
+    budget: RequestBudget | None = None,
+) -> CarbonSource:
+    client_id, key = load_carbon_secrets(sim.write_carbon_secrets(tmp_path / "secrets.json"))
+    return CarbonSource(
+        name="factory",
+        client_id=client_id,
+        private_key=key,
+        client=client,
+        clock=clock,
+        base_url=sim.carbon_url,
+        budget=budget,
+        rng=random.Random(1),
+        timeout=5.0,
+    )
+
+
+# --- auth ---------------------------------------------------------------------------------------
+
+
+async def test_formlabs_token_then_every_printer(
+    sim: Simulator, client: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    """One token request, then /printers/ returns every simulated printer."""
+    snapshot = await formlabs(sim, client, clock).fetch_printers()
+    assert sorted(snapshot.printers) == sorted(sim.serials("formlabs"))
+    assert sim.request_count("formlabs", FORMLABS_TOKEN) == 1
+    assert snapshot.skipped == ()
+
+
+async def test_carbon_jwt_accepted_and_every_printer(
+    sim: Simulator, client: httpx.AsyncClient, clock: FakeClock, tmp_path: Path
+) -> None:
+    """The self-minted RS256 JWT is accepted and /printers returns every printer."""
+    snapshot = await carbon(sim, client, clock, tmp_path).fetch_printers()
+    assert sorted(snapshot.printers) == sorted(sim.serials("carbon"))
+
+
+async def test_formlabs_wrong_secret_is_auth_failed(
+    sim: Simulator, client: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    """A wrong client secret makes the token endpoint refuse: AuthFailed, no data request."""
+    with pytest.raises(AuthFailed):
+        await formlabs(sim, client, clock, secret="wrong").fetch_printers()
+    assert sim.request_count("formlabs") == 1
+
+
+async def test_carbon_wrong_key_is_auth_failed(
+    sim: Simulator, client: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    """A JWT signed with another RSA key is refused twice (one re-mint): AuthFailed."""
+    source = CarbonSource(
+        name="factory",
+        client_id=sim.carbon_secrets["client_id"],
+        private_key=rsa.generate_private_key(public_exponent=65537, key_size=2048),
+        client=client,
+        clock=clock,
+        base_url=sim.carbon_url,
+    )
+    with pytest.raises(AuthFailed):
+        await source.fetch_printers()
+    assert sim.request_count("carbon") == 2
+
+
+async def test_formlabs_token_expiry_leads_to_renewal(
+    clock: FakeClock, client: httpx.AsyncClient
+) -> None:
+    """With 600 s tokens, a fetch after 550 s renews first and never sees a 401."""
+    with simulator(clock, token_expires_in=600) as sim:
+        source = formlabs(sim, client, clock)
+        await source.fetch_printers()
+        await clock.advance(550)
+        await source.fetch_printers()
+        assert sim.request_count("formlabs", FORMLABS_TOKEN) == 2
+        assert all(r.status != 401 for r in sim.requests)
+
+
+@pytest.mark.parametrize("vendor", ["formlabs", "carbon"])
+async def test_revoked_credentials_are_renewed_once(
+    sim: Simulator, client: httpx.AsyncClient, clock: FakeClock, tmp_path: Path, vendor: str
+) -> None:
+    """After the server invalidates every token, the next fetch renews once and succeeds."""
+    source: FormlabsSource | CarbonSource = (
+        formlabs(sim, client, clock)
+        if vendor == "formlabs"
+        else carbon(sim, client, clock, tmp_path)
+    )
+    await source.fetch_printers()
+    sim.expire_tokens(vendor)
+    snapshot = await source.fetch_printers()
+    assert len(snapshot.printers) == 30
+    assert [r.status for r in sim.requests].count(401) == 1
+
+
+# --- pagination ---------------------------------------------------------------------------------
+
+
+async def test_formlabs_page_number_pagination(clock: FakeClock, client: httpx.AsyncClient) -> None:
+    """Inventory and events walk DRF next links; every tank arrives exactly once."""
+    with simulator(clock, formlabs_printers=150, carbon_printers=0) as sim:
+        source = formlabs(sim, client, clock)
+        inventory = await source.fetch_inventory()
+        assert len(inventory.tanks) > 100
+        assert len({t.serial for t in inventory.tanks}) == len(inventory.tanks)
+        assert sim.request_count("formlabs", "/developer/v1/tanks/?page=2") == 1
+        await clock.advance(6 * 3600)
+        batch = await source.fetch_runs(since=clock.now() - timedelta(hours=6))
+        assert batch.runs
+        assert sim.request_count("formlabs", "/developer/v1/events/") >= 2
+
+
+async def test_carbon_offset_and_cursor_pagination(
+    clock: FakeClock, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """250 printers take offsets 0/100/200; history walks cursors to the end."""
+    with simulator(clock, formlabs_printers=0, carbon_printers=250) as sim:
+        source = carbon(sim, client, clock, tmp_path)
+        snapshot = await source.fetch_printers()
+        assert len(snapshot.printers) == 250
+        assert sim.request_count("carbon", "/v1/printers") == 3
+        await clock.advance(12 * 3600)
+        since = clock.now() - timedelta(hours=12)
+        batch = await source.fetch_runs(since=since)
+        assert len(batch.runs) > 100
+        cursors = [r for r in sim.requests if "/v1/prints" in r.path and "cursor=" in r.path]
+        assert cursors
+        assert batch.watermark is not None
+        assert batch.watermark > since
+
+
+# --- rate limits and outages --------------------------------------------------------------------
+
+
+async def test_429_retry_after_is_respected(
+    sim: Simulator, client: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    """After a 429 with Retry-After: 30, nothing reaches the server for 30 s, then it works."""
+    source = formlabs(sim, client, clock)
+    await source.fetch_printers()
+    sim.faults.formlabs.force_429 = 1
+    sim.faults.formlabs.force_429_retry_after = 30
+    with pytest.raises(RateLimited) as caught:
+        await source.fetch_printers()
+    assert caught.value.retry_after == 30
+    sent = sim.request_count("formlabs")
+    await clock.advance(29)
+    with pytest.raises(RateLimited):
+        await source.fetch_inventory()
+    assert sim.request_count("formlabs") == sent
+    await clock.advance(1)
+    await source.fetch_printers()
+    assert sim.request_count("formlabs") == sent + 1
+
+
+async def test_carbon_server_limit_429_pauses_until_retry_after(
+    clock: FakeClock, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """The simulator's own 3-per-10s limit answers 429; the source waits it out, then succeeds."""
+    with simulator(clock, formlabs_printers=0, carbon_printers=30, carbon_limit_per_10s=3) as sim:
+        source = carbon(sim, client, clock, tmp_path)
+        for _ in range(3):
+            await source.fetch_printers()
+        with pytest.raises(RateLimited) as caught:
+            await source.fetch_printers()
+        refused = sim.request_count("carbon")
+        await clock.advance(caught.value.retry_after - 0.5)
+        with pytest.raises(RateLimited):
+            await source.fetch_printers()
+        assert sim.request_count("carbon") == refused
+        await clock.advance(0.5)
+        assert len((await source.fetch_printers()).printers) == 30
+
+
+async def test_5xx_backoff_then_source_unavailable_then_recovery(
+    sim: Simulator, client: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    """Every request failing with 5xx is retried a bounded number of times, then recovers."""
+    source = formlabs(sim, client, clock, retry=RetryPolicy(attempts=4))
+    await source.fetch_printers()
+    sim.faults.formlabs.error_rate = 1.0
+    before = sim.request_count("formlabs")
+    with pytest.raises(SourceUnavailable):
+        await drive(clock, source.fetch_printers())
+    assert sim.request_count("formlabs") - before == 4
+    sim.faults.formlabs.error_rate = 0.0
+    assert len((await source.fetch_printers()).printers) == 30
+
+
+async def test_hanging_server_times_out_as_source_unavailable(
+    sim: Simulator, client: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    """A server that never answers in time ends as SourceUnavailable (timeout), bounded."""
+    source = FormlabsSource(
+        name="lab",
+        client_id=sim.formlabs_client_id,
+        client_secret=SecretStr(sim.formlabs_client_secret),
+        client=client,
+        clock=clock,
+        offline_after=timedelta(minutes=5),
+        base_url=sim.formlabs_url,
+        retry=RetryPolicy(attempts=2),
+        timeout=0.2,
+    )
+    sim.faults.formlabs.hang_s = 2.0
+    with pytest.raises(SourceUnavailable, match="timeout"):
+        await drive(clock, source.fetch_printers())
+
+
+# --- malformed data -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("vendor", ["formlabs", "carbon"])
+async def test_malformed_records_are_skipped_while_the_others_arrive(
+    sim: Simulator, client: httpx.AsyncClient, clock: FakeClock, tmp_path: Path, vendor: str
+) -> None:
+    """Broken records mixed into the list are skipped; every real printer still arrives."""
+    sim.faults.for_vendor(vendor).malformed_records = 2
+    source: FormlabsSource | CarbonSource = (
+        formlabs(sim, client, clock)
+        if vendor == "formlabs"
+        else carbon(sim, client, clock, tmp_path)
+    )
+    snapshot = await source.fetch_printers()
+    assert set(sim.serials(vendor)) <= set(snapshot.printers)
+    assert len(snapshot.skipped) >= 1
+
+
+# --- scale --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def big_clock() -> FakeClock:
+    return FakeClock(datetime.now(UTC).replace(microsecond=0))
+
+
+@pytest.fixture(scope="module")
+def big_sim(big_clock: FakeClock) -> Iterator[Simulator]:
+    config = SimulatorConfig(formlabs_printers=10_000, carbon_printers=10_000, seed=5)
+    with Simulator(config, now=big_clock.now) as running:
+        yield running
+
+
+async def test_ten_thousand_formlabs_printers_in_one_request(
+    big_sim: Simulator, big_clock: FakeClock, client: httpx.AsyncClient
+) -> None:
+    """A 10,000-printer Formlabs fleet arrives whole from the bare /printers/ array."""
+    snapshot = await formlabs(big_sim, client, big_clock).fetch_printers()
+    assert len(snapshot.printers) == 10_000
+    assert big_sim.request_count("formlabs", "/developer/v1/printers/") == 1
+
+
+async def test_ten_thousand_carbon_printers_within_the_budget(
+    big_sim: Simulator, big_clock: FakeClock, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """A 10,000-printer Carbon fleet takes 100 pages of 100, inside 100 requests per 10 s."""
+    snapshot = await drive(big_clock, carbon(big_sim, client, big_clock, tmp_path).fetch_printers())
+    assert len(snapshot.printers) == 10_000
+    assert big_sim.request_count("carbon", "/v1/printers") == 100
+    assert all(r.status == 200 for r in big_sim.requests if r.vendor == "carbon")
+
+
+def test_pem_written_by_the_simulator_loads(sim: Simulator, tmp_path: Path) -> None:
+    """The simulator's secrets.json loads as an RSA key through the factory's reader."""
+    client_id, key = load_carbon_secrets(sim.write_carbon_secrets(tmp_path / "s.json"))
+    assert client_id == sim.carbon_secrets["client_id"]
+    assert key.key_size >= 2048
+    assert serialization.Encoding.PEM  # the key object never exposes the PEM in repr
+    assert "PRIVATE" not in repr(key)
