@@ -1,0 +1,403 @@
+"""Wire formats of webhook receivers: pure functions from a delivery payload to a JSON body.
+
+Every builder takes the ``payload`` of a :class:`~printfleet.core.delivery.Delivery` (see its
+docstring for the well-known keys) and returns what is POSTed. Nothing here performs I/O,
+reads a clock or logs, so each format is tested as a table of payloads and expected shapes.
+
+Limits are the receivers' documented ones; text over a limit is cut and ends with "…":
+
+- Slack Block Kit: header text 150 chars, section text 3000, context elements 10, blocks 50
+  (https://api.slack.com/reference/block-kit/blocks).
+- Discord embeds: title 256, description 4096, 25 fields (name 256, value 1024), footer 2048,
+  6000 characters per embed in total
+  (https://discord.com/developers/docs/resources/message#embed-object-embed-limits).
+- Teams (Workflows / Power Automate "post to a channel when a webhook request is received"):
+  one Adaptive Card 1.4 in a ``message``; the whole message must stay under about 28 KB, so
+  text (4000 chars) and the subject list (50 subjects of 64 chars) are capped to stay below
+  that even for non-Latin text.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+ELLIPSIS: Final = "…"
+
+SLACK_HEADER_MAX: Final = 150
+SLACK_SECTION_MAX: Final = 3000
+SLACK_CONTEXT_MAX: Final = 10
+SLACK_BLOCKS_MAX: Final = 50
+
+DISCORD_TITLE_MAX: Final = 256
+DISCORD_DESCRIPTION_MAX: Final = 4096
+DISCORD_FIELDS_MAX: Final = 25
+DISCORD_FIELD_NAME_MAX: Final = 256
+DISCORD_FIELD_VALUE_MAX: Final = 1024
+DISCORD_FOOTER_MAX: Final = 2048
+DISCORD_EMBED_TOTAL_MAX: Final = 6000
+
+TEAMS_TEXT_MAX: Final = 4000
+TEAMS_SUBJECTS_MAX: Final = 50
+TEAMS_SUBJECT_MAX: Final = 64
+
+CLOUDEVENTS_CONTENT_TYPE: Final = "application/cloudevents+json"
+JSON_CONTENT_TYPE: Final = "application/json"
+
+# Colours: severity while firing, green once resolved.
+_HEX = {"critical": "#D32F2F", "warning": "#F9A825", "info": "#1E88E5", "resolved": "#2E7D32"}
+_TEAMS_STYLE = {"critical": "attention", "warning": "warning", "info": "accent", "resolved": "good"}
+_TEAMS_COLOR = {"critical": "Attention", "warning": "Warning", "info": "Accent", "resolved": "Good"}
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """What a human notification says, extracted from a payload once for every format."""
+
+    title: str
+    text: str
+    severity: str
+    resolved: bool
+    event_type: str
+    event_id: str
+    subject: str
+    source: str
+    time: str | None
+    printer: str | None
+    print_name: str | None
+    rule: str | None
+    subjects: tuple[str, ...]
+    group_count: int
+
+    @property
+    def tone(self) -> str:
+        """``resolved`` once resolved, else the severity (picks colours)."""
+        return "resolved" if self.resolved else self.severity
+
+    @property
+    def heading(self) -> str:
+        """The title as shown: ``Resolved: …`` for resolved notifications (the rule engine
+        usually says so already; the prefix is never doubled)."""
+        if not self.resolved or self.title.lower().startswith("resolved"):
+            return self.title
+        return f"Resolved: {self.title}"
+
+    @property
+    def fallback(self) -> str:
+        """One line for notification previews and clients that cannot show rich content."""
+        head = self.heading
+        return f"{head} — {self.text}" if self.text else head
+
+
+def notice(payload: Mapping[str, Any]) -> Notice:
+    """The human-facing facts of ``payload`` (rule title/text when rendered, else derived).
+
+    Raises:
+        ValueError: the payload has no ``event`` mapping.
+    """
+    event = payload.get("event")
+    if not isinstance(event, Mapping):
+        raise ValueError("payload has no 'event' object")
+    data = event.get("data")
+    data = data if isinstance(data, Mapping) else {}
+    printer = data.get("printer") if isinstance(data.get("printer"), Mapping) else None
+    run = data.get("print") if isinstance(data.get("print"), Mapping) else None
+    event_type = str(event.get("type", "event"))
+    subject = str(event.get("subject", ""))
+    source = str(event.get("source", ""))
+    account = source.rsplit("/", 1)[-1] if source else ""
+
+    printer_label: str | None = None
+    if printer is not None:
+        name = _text(printer.get("name")) or subject
+        serial = _text(printer.get("serial"))
+        printer_label = f"{name} ({serial})" if serial and serial != name else name
+    print_name = _text(run.get("name")) if run is not None else None
+
+    severity = _text(payload.get("severity")) or _text(data.get("severity")) or "info"
+    if severity not in _HEX:
+        severity = "info"
+    subjects, count = _group(payload.get("group"))
+    who = (_text(printer.get("name")) if printer is not None else None) or subject or account
+    title = _text(payload.get("title")) or (
+        f"{count}x {_humanize(event_type)}" if subjects else f"{who}: {_humanize(event_type)}"
+    )
+    text = _text(payload.get("text"))
+    if text is None:
+        text = _describe(data, print_name)
+    return Notice(
+        title=title,
+        text=text,
+        severity=severity,
+        resolved=payload.get("status") == "resolved",
+        event_type=event_type,
+        event_id=str(event.get("id", "")),
+        subject=subject,
+        source=account,
+        time=_text(event.get("time")),
+        printer=printer_label,
+        print_name=print_name,
+        rule=_text(payload.get("rule")),
+        subjects=subjects,
+        group_count=count,
+    )
+
+
+def cloudevent_body(payload: Mapping[str, Any]) -> bytes:
+    """The generic webhook body: exactly the CloudEvent JSON, encoded like MQTT's.
+
+    Uses the compact encoding of :func:`printfleet.core.events.encode_event`, so the bytes are
+    the same as the MQTT event message.
+    """
+    event = payload.get("event")
+    if not isinstance(event, Mapping):
+        raise ValueError("payload has no 'event' object")
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def slack_message(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """A Slack incoming-webhook message: Block Kit inside a coloured attachment + fallback text."""
+    n = notice(payload)
+    blocks: list[dict[str, Any]] = [
+        {
+            "type": "header",
+            "text": {
+                "type": "plain_text",
+                "text": truncate(n.heading, SLACK_HEADER_MAX),
+                "emoji": True,
+            },
+        }
+    ]
+    if n.text:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _slack_text(n.text)}})
+    if n.subjects:
+        blocks.append(
+            {
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": _slack_text(_bullets(n, "• "))},
+            }
+        )
+    blocks.append(
+        {
+            "type": "context",
+            "elements": [
+                {
+                    "type": "mrkdwn",
+                    "text": f"*{label}:* {_slack_text(value, SLACK_SECTION_MAX // 2)}",
+                }
+                for label, value in _facts(n)[:SLACK_CONTEXT_MAX]
+            ],
+        }
+    )
+    return {
+        "text": truncate(n.fallback, SLACK_SECTION_MAX),
+        "attachments": [
+            {
+                "color": _HEX[n.tone],
+                "fallback": truncate(n.fallback, SLACK_SECTION_MAX),
+                "blocks": blocks[:SLACK_BLOCKS_MAX],
+            }
+        ],
+    }
+
+
+def teams_message(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """A Teams Workflows message carrying one Adaptive Card (schema 1.4)."""
+    n = notice(payload)
+    body: list[dict[str, Any]] = [
+        {
+            "type": "Container",
+            "style": _TEAMS_STYLE[n.tone],
+            "bleed": True,
+            "items": [
+                {
+                    "type": "TextBlock",
+                    "text": truncate(n.heading, SLACK_HEADER_MAX * 2),
+                    "size": "Large",
+                    "weight": "Bolder",
+                    "color": _TEAMS_COLOR[n.tone],
+                    "wrap": True,
+                    "style": "heading",
+                }
+            ],
+        }
+    ]
+    if n.text:
+        body.append({"type": "TextBlock", "text": truncate(n.text, TEAMS_TEXT_MAX), "wrap": True})
+    if n.subjects:
+        shown = n.subjects[:TEAMS_SUBJECTS_MAX]
+        lines = [f"- {truncate(s, TEAMS_SUBJECT_MAX)}" for s in shown]
+        if n.group_count > len(shown):
+            lines.append(f"- … and {n.group_count - len(shown)} more")
+        body.append({"type": "TextBlock", "text": "\r".join(lines), "wrap": True})
+    body.append(
+        {
+            "type": "FactSet",
+            "facts": [{"title": label, "value": value} for label, value in _facts(n)],
+        }
+    )
+    return {
+        "type": "message",
+        "summary": truncate(n.fallback, SLACK_HEADER_MAX),
+        "attachments": [
+            {
+                "contentType": "application/vnd.microsoft.card.adaptive",
+                "contentUrl": None,
+                "content": {
+                    "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                    "type": "AdaptiveCard",
+                    "version": "1.4",
+                    "msteams": {"width": "Full"},
+                    "body": body,
+                },
+            }
+        ],
+    }
+
+
+def discord_message(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """A Discord webhook message with one embed; mentions in user text never ping anyone."""
+    n = notice(payload)
+    title = truncate(n.heading, DISCORD_TITLE_MAX)
+    fields: list[dict[str, Any]] = [
+        {
+            "name": truncate(label, DISCORD_FIELD_NAME_MAX),
+            "value": truncate(value, DISCORD_FIELD_VALUE_MAX),
+            "inline": True,
+        }
+        for label, value in _facts(n)
+    ]
+    if n.subjects:
+        fields.append(
+            {
+                "name": "Sources" if n.event_type.startswith("source.") else "Printers",
+                "value": truncate(_bullets(n, "• "), DISCORD_FIELD_VALUE_MAX),
+                "inline": False,
+            }
+        )
+    fields = fields[:DISCORD_FIELDS_MAX]
+    footer = truncate(f"printfleet · {n.event_type}", DISCORD_FOOTER_MAX)
+    used = len(title) + len(footer) + sum(len(f["name"]) + len(f["value"]) for f in fields)
+    room = max(0, min(DISCORD_DESCRIPTION_MAX, DISCORD_EMBED_TOTAL_MAX - used))
+    embed: dict[str, Any] = {
+        "title": title,
+        "color": int(_HEX[n.tone][1:], 16),
+        "fields": fields,
+        "footer": {"text": footer},
+    }
+    description = truncate(n.text, room) if n.text and room else ""
+    if description:
+        embed["description"] = description
+    if n.time:
+        embed["timestamp"] = n.time
+    return {"embeds": [embed], "allowed_mentions": {"parse": []}}
+
+
+def render(kind: str, payload: Mapping[str, Any]) -> tuple[bytes, str]:
+    """The body and ``Content-Type`` for receiver ``kind`` (webhook, slack, teams, discord).
+
+    Raises:
+        ValueError: unknown kind, or a payload without an ``event``.
+    """
+    if kind == "webhook":
+        return cloudevent_body(payload), CLOUDEVENTS_CONTENT_TYPE
+    builders = {"slack": slack_message, "teams": teams_message, "discord": discord_message}
+    try:
+        build = builders[kind]
+    except KeyError:
+        raise ValueError(f"unknown receiver kind {kind!r}") from None
+    return _compact(build(payload)), JSON_CONTENT_TYPE
+
+
+def truncate(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, ending with "…" when it was cut."""
+    if len(text) <= limit:
+        return text
+    if limit <= 0:
+        return ""
+    return text[: limit - 1].rstrip() + ELLIPSIS
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _compact(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _humanize(event_type: str) -> str:
+    return event_type.replace(".", " ").replace("_", " ")
+
+
+def _group(group: Any) -> tuple[tuple[str, ...], int]:
+    """Subjects and count of a grouped notification (a mapping or a plain list of subjects)."""
+    if isinstance(group, Mapping):
+        raw = group.get("subjects", ())
+        subjects = tuple(str(s) for s in raw) if isinstance(raw, Sequence) else ()
+        count = group.get("count")
+        return subjects, int(count) if isinstance(count, int) else len(subjects)
+    if isinstance(group, Sequence) and not isinstance(group, str):
+        subjects = tuple(str(s) for s in group)
+        return subjects, len(subjects)
+    return (), 0
+
+
+def _describe(data: Mapping[str, Any], print_name: str | None) -> str:
+    """Plain text for an event without a rule-rendered ``text``: the changes, one per line."""
+    lines: list[str] = []
+    changes = data.get("changes")
+    if isinstance(changes, Mapping):
+        for name, change in changes.items():
+            if isinstance(change, Mapping):
+                lines.append(f"{name}: {change.get('from')} → {change.get('to')}")
+    if print_name and not lines:
+        lines.append(f"print: {print_name}")
+    return "\n".join(lines)
+
+
+def _facts(n: Notice) -> list[tuple[str, str]]:
+    facts = [("Severity", "resolved" if n.resolved else n.severity)]
+    if n.printer:
+        facts.append(("Printer", n.printer))
+    if n.print_name:
+        facts.append(("Print", n.print_name))
+    if n.source:
+        facts.append(("Source", n.source))
+    facts.append(("Event", n.event_type))
+    if n.subjects:
+        facts.append(("Count", str(n.group_count)))
+    return facts
+
+
+def _bullets(n: Notice, bullet: str) -> str:
+    lines = [f"{bullet}{s}" for s in n.subjects]
+    if n.group_count > len(n.subjects):
+        lines.append(f"… and {n.group_count - len(n.subjects)} more")
+    return "\n".join(lines)
+
+
+_PARTIAL_ENTITY = re.compile(r"&[a-z]*$")
+
+
+def _slack_escape(text: str) -> str:
+    """Slack mrkdwn control characters (https://api.slack.com/reference/surfaces/formatting)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _slack_text(text: str, limit: int = SLACK_SECTION_MAX) -> str:
+    """Escaped mrkdwn of at most ``limit`` chars, never ending inside an ``&…;`` entity."""
+    escaped = _slack_escape(text)
+    if len(escaped) <= limit:
+        return escaped
+    cut = _PARTIAL_ENTITY.sub("", escaped[: limit - 1]).rstrip()
+    return cut + ELLIPSIS

@@ -1,0 +1,255 @@
+"""HTTP webhook sinks: generic signed CloudEvents, Slack, Microsoft Teams and Discord.
+
+One :class:`WebhookSink` per configured ``[[receiver]]``. It renders the payload with
+:mod:`printfleet.sinks.formats`, POSTs it once and translates the outcome:
+
+============================================  =================================================
+outcome                                       raised
+============================================  =================================================
+2xx                                           nothing (delivered)
+network error, timeout, dropped connection    ``DeliveryFailed(retryable=True)``
+429                                           retryable, ``retry_after`` from ``Retry-After``
+5xx                                           retryable (``retry_after`` when the server sent it)
+other 4xx, 3xx                                not retryable, ``status`` + first 500 chars of body
+an invalid URL                                not retryable
+============================================  =================================================
+
+Retrying is the outbox's job, not this class's. The target URL is a secret for Slack, Teams and
+Discord (whoever has it can post), so it is kept as a ``SecretStr`` and never appears in an error,
+a log line or a repr. httpx itself logs request URLs at INFO: the application keeps the
+``httpx`` logger at WARNING.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from types import MappingProxyType, TracebackType
+from typing import Final, Self
+
+import httpx
+from pydantic import SecretStr
+
+from printfleet.clock import Clock
+from printfleet.core.delivery import Delivery
+from printfleet.errors import DeliveryFailed
+from printfleet.sinks import formats
+
+KINDS: Final = frozenset({"webhook", "slack", "teams", "discord"})
+RESPONSE_EXCERPT: Final = 500
+SIGNATURE_HEADER: Final = "X-Printfleet-Signature"
+_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
+
+
+def sign(secret: bytes, timestamp: int, body: bytes) -> str:
+    """The ``X-Printfleet-Signature`` value: ``t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>">``.
+
+    Receivers recompute the HMAC over the raw body with the shared secret, compare in constant
+    time and reject a ``t`` too far from their own clock (replay protection).
+    """
+    mac = hmac.new(secret, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={mac}"
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """Seconds to wait per a ``Retry-After`` header (delta-seconds or HTTP-date), or ``None``."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # RFC 9110 dates are GMT
+        return None
+    return max(0.0, (when - now).total_seconds())
+
+
+class WebhookSink:
+    """POSTs deliveries to one receiver in its format (``kind``: webhook, slack, teams, discord).
+
+    The ``client`` is shared and owned by the caller; entering the sink does not open it and
+    leaving does not close it. ``secret`` signs generic webhooks (ignored for other kinds).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        kind: str,
+        url: SecretStr,
+        *,
+        client: httpx.AsyncClient,
+        secret: SecretStr | None = None,
+        headers: Mapping[str, str] = _NO_HEADERS,
+        timeout: float = 10.0,
+        clock: Clock,
+        version: str,
+    ) -> None:
+        if kind not in KINDS:
+            raise ValueError(f"unknown receiver kind {kind!r}; use one of {sorted(KINDS)}")
+        self._name = name
+        self._kind = kind
+        self._url = url
+        self._client = client
+        self._secret = secret
+        self._headers = dict(headers)
+        self._timeout = timeout
+        self._clock = clock
+        self._user_agent = f"printfleet/{version}"
+        self._open = False
+        self._closed = False
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def kind(self) -> str:
+        return self._kind
+
+    def __repr__(self) -> str:
+        return f"WebhookSink(name={self._name!r}, kind={self._kind!r})"
+
+    async def __aenter__(self) -> Self:
+        if self._closed:
+            raise RuntimeError(f"webhook sink {self._name!r} was closed and cannot be reopened")
+        self._open = True
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._open = False
+        self._closed = True
+
+    def request_for(self, delivery: Delivery) -> tuple[bytes, dict[str, str]]:
+        """The body and headers that :meth:`deliver` POSTs (no I/O; signing reads the clock).
+
+        Raises:
+            DeliveryFailed: not retryable, when the payload cannot be rendered.
+        """
+        try:
+            body, content_type = formats.render(self._kind, delivery.payload)
+        except (ValueError, TypeError) as err:
+            raise DeliveryFailed(
+                self._name, f"payload cannot be rendered: {err}", retryable=False
+            ) from err
+        headers = dict(self._headers)  # ours win, so extra headers cannot break the contract
+        headers["Content-Type"] = content_type
+        headers["User-Agent"] = self._user_agent
+        if self._kind == "webhook":
+            headers["X-Printfleet-Event-Id"] = delivery.event_id
+            headers["X-Printfleet-Status"] = str(delivery.payload.get("status", "firing"))
+            if self._secret is not None:
+                timestamp = int(self._clock.now().timestamp())
+                headers[SIGNATURE_HEADER] = sign(
+                    self._secret.get_secret_value().encode(), timestamp, body
+                )
+        return body, headers
+
+    async def deliver(self, delivery: Delivery) -> None:
+        """POST ``delivery`` once; see the module docstring for how outcomes translate.
+
+        Raises:
+            DeliveryFailed: the receiver did not accept it.
+            RuntimeError: the sink is not open.
+        """
+        if not self._open:
+            raise RuntimeError(f"webhook sink {self._name!r} is not open (use 'async with')")
+        body, headers = self.request_for(delivery)
+        try:
+            response = await self._client.post(
+                self._url.get_secret_value(),
+                content=body,
+                headers=headers,
+                timeout=self._timeout,
+            )
+        except httpx.TimeoutException as err:
+            # `from None`: httpx messages may quote the URL, which is a secret here.
+            raise DeliveryFailed(
+                self._name, f"timed out ({type(err).__name__})", retryable=True
+            ) from None
+        except httpx.TransportError as err:
+            raise DeliveryFailed(
+                self._name,
+                f"network error ({type(err).__name__}: {self._redact(str(err))})",
+                retryable=True,
+            ) from None
+        except httpx.HTTPError as err:
+            raise DeliveryFailed(
+                self._name, f"request failed ({type(err).__name__})", retryable=True
+            ) from None
+        except httpx.InvalidURL:
+            raise DeliveryFailed(
+                self._name, "the receiver URL is invalid; check url/url_file", retryable=False
+            ) from None
+        self._check(response)
+
+    def _check(self, response: httpx.Response) -> None:
+        status = response.status_code
+        if 200 <= status < 300:
+            return
+        excerpt = self._redact(_excerpt(response))
+        if status == 429 or status >= 500:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"), self._clock.now())
+            if retry_after is None and status == 429:
+                retry_after = _json_retry_after(response)
+            raise DeliveryFailed(
+                self._name,
+                f"HTTP {status}",
+                retryable=True,
+                retry_after=retry_after,
+                status=status,
+                response=excerpt,
+            )
+        raise DeliveryFailed(
+            self._name,
+            f"HTTP {status} (not retried: the receiver rejected the request)",
+            retryable=False,
+            status=status,
+            response=excerpt,
+        )
+
+    def _redact(self, text: str) -> str:
+        """``text`` with the URL (and its path and query, the secret parts) replaced."""
+        url = self._url.get_secret_value()
+        candidates = [url]
+        try:
+            parsed = httpx.URL(url)
+        except (httpx.InvalidURL, TypeError, ValueError):
+            pass
+        else:
+            candidates += [parsed.raw_path.decode(errors="replace"), parsed.query.decode()]
+        for secret in sorted((c for c in candidates if len(c) > 3), key=len, reverse=True):
+            text = text.replace(secret, "<redacted>")
+        if self._secret is not None and len(self._secret.get_secret_value()) > 3:
+            text = text.replace(self._secret.get_secret_value(), "<redacted>")
+        return text
+
+
+def _excerpt(response: httpx.Response) -> str:
+    try:
+        text = response.text
+    except (UnicodeDecodeError, LookupError, httpx.HTTPError):
+        text = response.content[:RESPONSE_EXCERPT].decode("utf-8", errors="replace")
+    return text[:RESPONSE_EXCERPT]
+
+
+def _json_retry_after(response: httpx.Response) -> float | None:
+    """Discord also says how long to wait in the JSON body (``retry_after`` seconds)."""
+    try:
+        value = json.loads(response.content).get("retry_after")
+    except (ValueError, AttributeError):
+        return None
+    return max(0.0, float(value)) if isinstance(value, int | float) else None
