@@ -63,7 +63,6 @@ def poll_policy(settings: Settings) -> PollPolicy:
         active_interval=p.active_interval,
         idle_interval=p.idle_interval,
         history_interval=p.history_interval,
-        materials_interval=p.materials_interval,
     )
 
 

@@ -140,9 +140,6 @@ class PollConfig(Section):
     history_interval: Duration = Field(
         timedelta(seconds=60), description="Interval for print history / vendor events."
     )
-    materials_interval: Duration = Field(
-        timedelta(minutes=15), description="Interval for the tank and cartridge inventory (Formlabs)."
-    )
     offline_after: Duration = Field(
         timedelta(minutes=5),
         description="A printer whose last vendor heartbeat is older than this is offline "

@@ -30,7 +30,7 @@ from printfleet.core.model import Snapshot
 from printfleet.core.schedule import Budget, PollPolicy, is_due, next_poll
 from printfleet.errors import AuthFailed, BadResponse, RateLimited, SourceError
 from printfleet.observe import NULL_OBSERVER, Observer
-from printfleet.sources.base import Inventory, PrintLookup, Source
+from printfleet.sources.base import PrintLookup, Source
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +46,6 @@ class Cycle:
     events: tuple[ChangeEvent, ...]
     health: AccountHealth
     state: dict[str, object]
-    inventory: Inventory | None = None
 
 
 CycleHandler = Callable[[Cycle], Awaitable[None]]
@@ -90,7 +89,6 @@ class SourcePoller:
         )
         self._last_change_at: datetime | None = None
         self._last_history_at: datetime | None = None
-        self._last_inventory_at: datetime | None = None
         self._outage_seq = 0
         self._log = structlog.get_logger("printfleet.poller").bind(source=source.name)
 
@@ -174,10 +172,6 @@ class SourcePoller:
             if batch.runs or batch.skipped:
                 runs = {**batch.runs, **current.runs}
                 current = replace(current, runs=runs, skipped=current.skipped + batch.skipped)
-        inventory: Inventory | None = None
-        if is_due(self._last_inventory_at, now, self._policy.materials_interval):
-            inventory = await self._source.fetch_inventory()
-            self._last_inventory_at = now
         current = carry_forward(self._previous, current, now, self._diff)
         events: list[ChangeEvent] = []
         if not self._health.up and self._health.consecutive_failures > 0:
@@ -217,7 +211,6 @@ class SourcePoller:
             events=tuple(events),
             health=self._health,
             state=state,
-            inventory=inventory,
         )
 
     def _failure_cycle(self, err: SourceError, now: datetime) -> Cycle:

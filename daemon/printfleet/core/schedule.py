@@ -22,7 +22,6 @@ class PollPolicy:
     active_interval: timedelta = timedelta(seconds=5)
     idle_interval: timedelta = timedelta(seconds=60)
     history_interval: timedelta = timedelta(seconds=60)
-    materials_interval: timedelta = timedelta(minutes=15)
     # A print whose estimated end is within this window (or overdue by up to it) is "near its end".
     end_window: timedelta = timedelta(minutes=2)
     # A printer whose state changed this recently keeps the source on the active interval.
