@@ -1,4 +1,4 @@
-"""printfleet: watch fleets of resin 3D printers and tell people and machines when something changes."""
+"""printfleet: watch resin 3D printer fleets and tell people and machines when something changes."""
 
 from importlib.metadata import PackageNotFoundError, version
 

@@ -38,7 +38,7 @@ from printfleet.metrics import FleetCollector, Metrics
 from printfleet.outbox import OutboxWorker
 from printfleet.pipeline import Pipeline
 from printfleet.poller import SourcePoller
-from printfleet.rulepacks import load_rule_set
+from printfleet.rulepacks import load_rule_set, silences_from_state
 from printfleet.settings_loader import load_settings, read_secret
 from printfleet.sinks.mqtt import MqttSink
 from printfleet.sinks.webhook import WebhookSink
@@ -149,6 +149,7 @@ class Daemon:
 
         rule_set = load_rule_set(settings, base_dir=self._base_dir())
         self.engine = RuleEngine(rule_set, state=self.store.load_state("rules"))
+        self._refresh_silences()
 
         for cfg in settings.source:
             source = make_source(
@@ -288,6 +289,7 @@ class Daemon:
             if self.mqtt is not None:
                 running.append(tasks.create_task(self.mqtt.run()))
             running.append(tasks.create_task(self.pipeline.run_timers()))
+            running.append(tasks.create_task(self._watch_silences()))
             interval = systemd.watchdog_interval()
             if interval:
                 running.append(tasks.create_task(_watchdog(interval)))
@@ -302,6 +304,21 @@ class Daemon:
                     self._reload()
             for task in running:
                 task.cancel()
+
+    def _refresh_silences(self) -> None:
+        """Apply the ad-hoc silences `printfleet silence add` keeps in the state store."""
+        if self.store is None or self.engine is None:
+            return
+        try:
+            self.engine.set_silences(silences_from_state(self.store.load_state("silences")))
+        except PrintfleetError as err:
+            log.warning("silences.unreadable", error=str(err))
+
+    async def _watch_silences(self, every: float = 30.0) -> None:
+        # The CLI writes silences into the store while the daemon runs; pick them up.
+        while True:
+            await self.clock.sleep(every)
+            self._refresh_silences()
 
     async def _poll_forever(self, poller: SourcePoller, first_delay: float) -> None:
         await self.clock.sleep(first_delay)
@@ -333,6 +350,7 @@ class Daemon:
             return
         assert self.engine is not None
         self.engine.replace_rules(rule_set)
+        self._refresh_silences()
         if fresh != self.settings:
             log.warning(
                 "reload.config_changed",

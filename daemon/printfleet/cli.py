@@ -304,7 +304,7 @@ def _simulator_main() -> Callable[[list[str]], int | None]:
 
 def _check(args: argparse.Namespace, extra: list[str]) -> int:
     path, settings = _settings(args)
-    rule_set = _load_rule_set(settings)
+    rule_set = _load_rule_set(settings, path.parent)
     print_summary(path, settings, rule_set, sys.stdout)
     return EXIT_OK
 
@@ -312,7 +312,7 @@ def _check(args: argparse.Namespace, extra: list[str]) -> int:
 _NOT_CHECKED = object()
 
 
-def _load_rule_set(settings: Settings) -> object:
+def _load_rule_set(settings: Settings, base_dir: Path) -> object:
     """The validated rule set (raises RuleError), or ``_NOT_CHECKED`` without rule pack support."""
     try:
         load_rule_set = importlib.import_module("printfleet.rulepacks").load_rule_set
@@ -320,7 +320,7 @@ def _load_rule_set(settings: Settings) -> object:
         if err.name not in ("printfleet.rulepacks", "printfleet"):
             raise
         return _NOT_CHECKED
-    return load_rule_set(settings)
+    return load_rule_set(settings, base_dir=base_dir)
 
 
 def print_summary(path: Path, settings: Settings, rule_set: object, out: TextIO) -> None:
@@ -442,11 +442,11 @@ async def _fetch_snapshots(
 
 
 def _rules_test(args: argparse.Namespace, extra: list[str]) -> int:
-    _, settings = _settings(args)
+    path, settings = _settings(args)
     if not args.events.is_file():
         raise PrintfleetError(f"{args.events}: no such file (expected one event per line)")
     rules_test = _lazy("printfleet.rules_cli", "rules_test")
-    return int(rules_test(settings, args.events, sys.stdout))
+    return int(rules_test(settings, args.events, sys.stdout, base_dir=path.parent))
 
 
 def _outbox(args: argparse.Namespace, extra: list[str]) -> int:

@@ -47,13 +47,14 @@ class Section(BaseModel):
 class DaemonConfig(Section):
     state_dir: Path = Field(
         Path("/var/lib/printfleet"),
-        description="Directory for the SQLite state database (last snapshots, rule timers, outbox).",
+        description="Directory for the SQLite state database (snapshots, rule timers, outbox).",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Minimum level of log lines written to stdout."
     )
     log_format: Literal["auto", "json", "console"] = Field(
-        "auto", description="'auto' writes JSON when stdout is not a terminal, colored text when it is."
+        "auto",
+        description="'auto' writes JSON when stdout is not a terminal, colored text when it is.",
     )
     shutdown_grace: Duration = Field(
         timedelta(seconds=10),
@@ -65,7 +66,7 @@ class SourceConfig(Section):
     """One vendor account."""
 
     name: str = Field(
-        description="Unique name of this account; appears in events, MQTT topics and metric labels.",
+        description="Unique account name; appears in events, MQTT topics and metric labels.",
         pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$",
     )
     vendor: Literal["formlabs", "carbon"] = Field(description="Which vendor API this account uses.")
@@ -98,7 +99,9 @@ class SourceConfig(Section):
         "documented 1500/h per user; lower it if other tools share the account).",
     )
     requests_per_second: float | None = Field(
-        None, gt=0, description="Formlabs: burst cap per second (default 10; the API allows 100/s per IP)."
+        None,
+        gt=0,
+        description="Formlabs: burst cap per second (default 10; the API allows 100/s per IP).",
     )
     requests_per_10s: int | None = Field(
         None,
@@ -128,7 +131,7 @@ class SourceConfig(Section):
 class PollConfig(Section):
     interval: Duration = Field(
         timedelta(seconds=15),
-        description="Base interval for fetching printer state; the scheduler adapts within the budget.",
+        description="Base interval for printer state; the scheduler adapts within the budget.",
     )
     active_interval: Duration = Field(
         timedelta(seconds=5),
@@ -186,7 +189,9 @@ class MqttConfig(Section):
     homeassistant_discovery: bool = Field(
         True, description="Publish Home Assistant MQTT discovery configs (each printer a device)."
     )
-    homeassistant_prefix: str = Field("homeassistant", description="Home Assistant discovery prefix.")
+    homeassistant_prefix: str = Field(
+        "homeassistant", description="Home Assistant discovery prefix."
+    )
 
 
 class MetricsConfig(Section):
@@ -199,7 +204,10 @@ class MetricsConfig(Section):
 class ReceiverConfig(Section):
     """A notification target that rules can `notify`."""
 
-    name: str = Field(description="Name rules use in `notify = [...]`.")
+    name: str = Field(
+        description="Name rules use in `notify = [...]` ('mqtt' is reserved for the MQTT sink).",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+    )
     kind: Literal["webhook", "slack", "teams", "discord"] = Field(description="Payload format.")
     url: SecretStr | None = Field(
         None, description="Target URL (Slack/Teams/Discord URLs are secrets: prefer url_file)."
@@ -217,6 +225,16 @@ class ReceiverConfig(Section):
         timedelta(hours=24),
         description="A delivery still failing after this long goes to the dead-letter table.",
     )
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value == "mqtt":
+            raise ValueError(
+                "'mqtt' is reserved for the MQTT sink; rules publish to MQTT with "
+                "mqtt = { topic = ... }, so give this receiver another name"
+            )
+        return value
 
     @model_validator(mode="after")
     def _url_present(self) -> ReceiverConfig:

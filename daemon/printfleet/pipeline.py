@@ -10,7 +10,7 @@ announced twice.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -47,6 +47,9 @@ class Rules(Protocol):
     def next_deadline(self) -> datetime | None: ...
 
     def state(self) -> dict[str, Any]: ...
+
+    @property
+    def matches(self) -> Mapping[str, int]: ...
 
 
 @dataclass
@@ -89,6 +92,7 @@ class Pipeline:
         self._view = FleetView()
         self._pending = _Pending()
         self._store_failing = False
+        self._matches_seen: dict[str, int] = dict(rules.matches)
         self._log = structlog.get_logger("printfleet.pipeline")
 
     @property
@@ -98,6 +102,7 @@ class Pipeline:
     def set_rules(self, rules: Rules) -> None:
         """Swap the rule engine (SIGHUP reload); timers carried over by the caller."""
         self._rules = rules
+        self._matches_seen = dict(rules.matches)
 
     def seed(self, source: str, snapshot: Snapshot | None) -> None:
         """Make a restored snapshot visible (metrics, MQTT state) before the first poll."""
@@ -128,6 +133,7 @@ class Pipeline:
                 deliveries.append(self._mqtt_delivery(event, envelope, now))
             deliveries.extend(self._rules.process(envelope, now))
         deliveries.extend(self._rules.tick(now))
+        self._count_matches()
         state = dict(cycle.state)
         state["rules"] = self._rules.state()
         self._commit(cycle.snapshot, deliveries, state)
@@ -139,6 +145,7 @@ class Pipeline:
         """Fire due rule timers (hold-downs, repeats, grouped batches)."""
         now = self._clock.now()
         deliveries = self._rules.tick(now)
+        self._count_matches()
         if deliveries or self._pending:
             self._commit(None, deliveries, {"rules": self._rules.state()})
 
@@ -150,6 +157,13 @@ class Pipeline:
             delay = max_sleep if deadline is None else (deadline - now).total_seconds()
             await self._clock.sleep(min(max(delay, 0.0), max_sleep))
             await self.tick()
+
+    def _count_matches(self) -> None:
+        """Report rule firings since the last call to the observer (rule_matches_total)."""
+        for rule, count in self._rules.matches.items():
+            for _ in range(count - self._matches_seen.get(rule, 0)):
+                self._observer.rule_matched(rule)
+            self._matches_seen[rule] = count
 
     def _mqtt_delivery(
         self, event: ChangeEvent, envelope: dict[str, Any], now: datetime

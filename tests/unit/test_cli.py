@@ -124,7 +124,7 @@ def test_check_good_config_exits_0_and_prints_no_secret(
     rule_packs: Callable[[Callable[[Any], Any]], None],
 ) -> None:
     """`check` on a valid config returns 0 with a summary that contains no secret."""
-    rule_packs(lambda settings: types.SimpleNamespace(rules=[1, 2, 3], packs=["a.toml"]))
+    rule_packs(lambda settings, **_: types.SimpleNamespace(rules=[1, 2, 3], packs=["a.toml"]))
     assert cli.main(["check", "-c", str(good_config)]) == 0
     out, err = capsys.readouterr()
     for secret in (FORMLABS_SECRET, MQTT_PASSWORD, "slackpathsecret"):
@@ -145,7 +145,7 @@ def test_check_reports_rule_pack_problems(
 ) -> None:
     """A RuleError from the rule packs makes `check` return 2 with the problem printed."""
 
-    def broken(settings: Any) -> Any:
+    def broken(settings: Any, **_: Any) -> Any:
         raise RuleError(
             Problem("rules/x.toml", "rule[0].on", "unknown event type", "use print.*", 3)
         )
