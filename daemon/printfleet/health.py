@@ -1,0 +1,213 @@
+"""The HTTP endpoint on ``[metrics] listen``: ``/metrics``, ``/healthz`` and ``/readyz``.
+
+* ``/metrics``: Prometheus text format 0.0.4 of the application's registry (see
+  :func:`printfleet.metrics.exposition`), gzip-compressed when the scraper accepts it.
+* ``/healthz``: ``200 ok`` for as long as the process serves HTTP (liveness).
+* ``/readyz``: ``200 ready`` when ``ready()`` says so, else ``503`` with its reason, e.g.
+  ``source lab not polled successfully in 90s; mqtt disconnected``.
+
+It runs a stdlib :class:`~http.server.ThreadingHTTPServer` in a daemon thread rather than on the
+event loop: rendering the fleet gauges of 10,000 printers is tens of milliseconds of CPU, which
+on the loop would stall MQTT keepalives and deliveries for every scrape. The thread only reads
+values that the loop replaces as a whole (the ``FleetView``), and prometheus_client's metrics
+are thread-safe, so no locking with the loop is needed. ``ready`` is called from that thread
+too and must be equally cheap and read-only.
+"""
+
+from __future__ import annotations
+
+import gzip
+import socket
+import threading
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+
+import structlog
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+
+from printfleet.core.fleet import FleetView
+from printfleet.metrics import exposition
+
+#: Bodies smaller than this are sent uncompressed even when gzip is accepted.
+GZIP_MIN_BYTES = 1024
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """``host:port``, ``[v6]:port`` or ``:port`` (all interfaces) -> ``(host, port)``.
+
+    Raises:
+        ValueError: naming the accepted forms.
+    """
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"invalid listen address {listen!r}; write host:port, e.g. 127.0.0.1:9877")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)
+
+
+def source_problems(
+    view: FleetView, *, now: datetime, stale_after: float, sources: Iterable[str] = ()
+) -> list[str]:
+    """Why the fleet view is not ready: sources with no successful poll in ``stale_after`` s.
+
+    ``sources`` are the configured names (a source that never reported is a problem too);
+    by default those present in ``view.health``. Join the result with ``"; "`` for ``/readyz``.
+    """
+    problems = []
+    for name in sources or view.health.keys():
+        health = view.health.get(name)
+        last = health.last_success_at if health is not None else None
+        if last is None:
+            problems.append(f"source {name} not polled successfully yet")
+        elif (age := (now - last).total_seconds()) > stale_after:
+            problems.append(f"source {name} not polled successfully in {age:.0f}s")
+    return problems
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class HealthServer:
+    """Serves ``/metrics``, ``/healthz`` and ``/readyz`` from a background thread.
+
+    Args:
+        listen: ``host:port`` to bind (port ``0`` picks a free one; see :attr:`bound_port`).
+        registry: the application's registry (never the global default one).
+        ready: returns ``(ready, reason)``; called on every ``/readyz`` from the server thread.
+    """
+
+    def __init__(
+        self,
+        listen: str,
+        registry: CollectorRegistry,
+        *,
+        ready: Callable[[], tuple[bool, str]],
+        log: Any = None,
+    ) -> None:
+        self._host, self._port = parse_listen(listen)
+        self._registry = registry
+        self._ready = ready
+        self._log = log or structlog.get_logger("printfleet.health")
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def bound_port(self) -> int:
+        """The port actually listened on (useful with port 0)."""
+        if self._server is None:
+            raise RuntimeError("the health server is not started")
+        port: int = self._server.server_address[1]
+        return port
+
+    def start(self) -> None:
+        """Bind and serve in a daemon thread.
+
+        Raises:
+            OSError: the address cannot be bound (in use, not permitted).
+        """
+        if self._server is not None:
+            raise RuntimeError("the health server is already started")
+        server_class = _Server6 if ":" in self._host else _Server  # ":" only in IPv6 literals
+        server = server_class((self._host, self._port), _handler(self))
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name="printfleet-health",
+            daemon=True,
+        )
+        self._thread.start()
+        self._log.info("health.listening", host=self._host or "*", port=self.bound_port)
+
+    def stop(self) -> None:
+        """Stop serving and close the socket (blocks for at most ~0.1 s). Idempotent."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(5.0)
+            self._thread = None
+
+    def __enter__(self) -> HealthServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- request handling (server thread) ------------------------------------------------
+
+    def respond(self, path: str, accept_encoding: str) -> tuple[int, str, bytes, dict[str, str]]:
+        """``(status, content type, body, extra headers)`` for a GET of ``path``."""
+        try:
+            return self._route(path, accept_encoding)
+        except Exception:
+            self._log.exception("health.request_failed", path=path)
+            return 500, "text/plain; charset=utf-8", b"internal error\n", {}
+
+    def _route(self, path: str, accept_encoding: str) -> tuple[int, str, bytes, dict[str, str]]:
+        route = path.split("?", 1)[0]
+        if route == "/metrics":
+            body = exposition(self._registry)
+            headers = {}
+            if "gzip" in accept_encoding and len(body) >= GZIP_MIN_BYTES:
+                body = gzip.compress(body, compresslevel=1)
+                headers["Content-Encoding"] = "gzip"
+            return 200, CONTENT_TYPE_PLAIN_0_0_4, body, headers
+        if route == "/healthz":
+            return 200, "text/plain; charset=utf-8", b"ok\n", {}
+        if route == "/readyz":
+            ok, reason = self._ready()
+            if ok:
+                return 200, "text/plain; charset=utf-8", b"ready\n", {}
+            return 503, "text/plain; charset=utf-8", f"not ready: {reason}\n".encode(), {}
+        return 404, "text/plain; charset=utf-8", b"not found: try /metrics, /healthz, /readyz\n", {}
+
+
+def _handler(owner: HealthServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "printfleet"
+        sys_version = ""
+
+        def do_GET(self) -> None:
+            self._serve(send_body=True)
+
+        def do_HEAD(self) -> None:
+            self._serve(send_body=False)
+
+        def _serve(self, *, send_body: bool) -> None:
+            status, ctype, body, headers = owner.respond(
+                self.path, self.headers.get("Accept-Encoding", "")
+            )
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            if send_body:
+                self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            # One line per scrape is noise; failures are logged in _serve.
+            pass
+
+    return Handler

@@ -1,0 +1,261 @@
+"""A real scrape of the health server: DESIGN §7 names and labels, promtool, /healthz, /readyz."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from printfleet.core.events import ChangeEvent, EventType, Severity
+from printfleet.core.fleet import AccountHealth, FleetView
+from printfleet.core.model import (
+    Material,
+    Print,
+    Printer,
+    PrinterStatus,
+    PrintStatus,
+    Snapshot,
+    Vendor,
+)
+from printfleet.health import HealthServer, source_problems
+from printfleet.metrics import FleetCollector, Metrics
+from printfleet.sources.base import BudgetStatus
+
+T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+
+#: DESIGN §7: every metric family and its exact label names (the contract).
+CONTRACT: dict[str, set[str]] = {
+    "printfleet_printer_info": {"source", "serial", "name", "model", "vendor", "group", "firmware"},
+    "printfleet_printer_up": {"source", "serial"},
+    "printfleet_printer_status": {"source", "serial", "status"},
+    "printfleet_print_progress_ratio": {"source", "serial"},
+    "printfleet_print_remaining_seconds": {"source", "serial"},
+    "printfleet_print_layers": {"source", "serial", "kind"},
+    "printfleet_material_remaining_ratio": {"source", "serial", "slot"},
+    "printfleet_prints_total": {"source", "serial", "result"},
+    "printfleet_events_total": {"source", "type"},
+    "printfleet_source_up": {"source"},
+    "printfleet_source_last_success_timestamp_seconds": {"source"},
+    "printfleet_api_requests_total": {"source", "endpoint", "code"},
+    "printfleet_api_request_duration_seconds_bucket": {"source", "endpoint", "le"},
+    "printfleet_api_budget_remaining": {"source"},
+    "printfleet_poll_duration_seconds_bucket": {"source", "le"},
+    "printfleet_rule_matches_total": {"rule"},
+    "printfleet_deliveries_total": {"sink", "result"},
+    "printfleet_outbox_pending": {"sink"},
+    "printfleet_outbox_dead": {"sink"},
+    "printfleet_records_skipped_total": {"source", "kind"},
+    "printfleet_build_info": {"version"},
+}
+
+
+def make_printer(serial: str) -> Printer:
+    return Printer(
+        serial=serial,
+        name=f"{serial} name",
+        vendor=Vendor.FORMLABS,
+        model="Form 4",
+        model_code="FORM-4-0",
+        status=PrinterStatus.PRINTING,
+        status_raw="PRINTING",
+        online=True,
+        group="Dental",
+        firmware="1.9.2",
+        current_print=Print(
+            id="p1",
+            name="arch",
+            status=PrintStatus.PRINTING,
+            status_raw="PRINTING",
+            progress=0.5,
+            layer=10,
+            layers_total=20,
+            remaining_s=60.0,
+        ),
+        materials=(Material(slot="main", capacity_ml=1000, remaining_ml=500),),
+    )
+
+
+def make_view(*serials: str) -> FleetView:
+    snapshot = Snapshot(
+        source="lab",
+        vendor=Vendor.FORMLABS,
+        taken_at=T0,
+        printers={s: make_printer(s) for s in serials},
+    )
+    return FleetView(
+        snapshots={"lab": snapshot},
+        health={"lab": AccountHealth(up=True, last_success_at=T0)},
+    )
+
+
+class World:
+    """What the app would wire: a view holder, readiness, and a running health server."""
+
+    def __init__(self) -> None:
+        self.view = make_view("Form4-A", "Form4-B")
+        self.ready: tuple[bool, str] = (True, "")
+        self.registry = CollectorRegistry()
+        self.metrics = Metrics(self.registry)
+        self.registry.register(
+            FleetCollector(
+                lambda: self.view,
+                lambda: {"lab": BudgetStatus(remaining=1200, capacity=1350, window_s=3600)},
+                lambda: ({"mqtt": 2}, {"ops-slack": 1}),
+            )
+        )
+        self.server = HealthServer("127.0.0.1:0", self.registry, ready=lambda: self.ready)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.bound_port}"
+
+    def exercise(self) -> None:
+        """Give every counter and histogram at least one series."""
+        m = self.metrics
+        m.api_request("lab", "/printers/", "200", 0.2)
+        m.record_skipped("lab", "printer")
+        m.poll_done("lab", 1.0, ok=True)
+        m.rule_matched("print-failed-to-slack")
+        m.delivery_done("mqtt", "ok")
+        for kind in (EventType.PRINT_FINISHED, EventType.PRINTER_STATUS_CHANGED):
+            m.event_emitted(
+                ChangeEvent(
+                    id=kind.value,
+                    type=kind,
+                    source="lab",
+                    vendor=Vendor.FORMLABS,
+                    subject="Form4-A",
+                    time=T0,
+                    severity=Severity.INFO,
+                )
+            )
+
+
+@pytest.fixture
+def world() -> Iterator[World]:
+    """A health server on a free port over a two-printer fleet."""
+    w = World()
+    w.server.start()
+    try:
+        yield w
+    finally:
+        w.server.stop()
+
+
+def scrape(world: World) -> str:
+    response = httpx.get(f"{world.url}/metrics", timeout=10)
+    assert response.status_code == 200
+    return response.text
+
+
+def test_metric_names_and_labels_follow_the_contract(world: World) -> None:
+    """Every DESIGN §7 family is scraped with exactly its contracted label names."""
+    world.exercise()
+    found: dict[str, set[str]] = {}
+    for family in text_string_to_metric_families(scrape(world)):
+        for sample in family.samples:
+            found.setdefault(sample.name, set()).update(sample.labels)
+    missing = set(CONTRACT) - set(found)
+    assert not missing
+    assert {name: found[name] for name in CONTRACT} == CONTRACT
+
+
+def test_scraped_text_passes_promtool(world: World) -> None:
+    """`promtool check metrics` accepts the scraped exposition without lint findings."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        if os.environ.get("CI"):
+            pytest.fail("promtool is required in CI but is not installed")
+        pytest.skip("promtool is not installed (apt-get install prometheus)")
+    world.exercise()
+    checked = subprocess.run(
+        [promtool, "check", "metrics"],
+        input=scrape(world),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout.strip() == ""
+
+
+def test_metrics_content_type_and_gzip(world: World) -> None:
+    """/metrics is text format 0.0.4 and gzip-encoded when the scraper accepts it."""
+    raw = httpx.get(f"{world.url}/metrics", headers={"Accept-Encoding": "gzip"}, timeout=10)
+    assert raw.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    assert raw.headers["content-encoding"] == "gzip"
+    plain = httpx.get(f"{world.url}/metrics", headers={"Accept-Encoding": "identity"}, timeout=10)
+    assert "content-encoding" not in plain.headers
+    assert raw.content == plain.content  # httpx decoded the gzip body
+    assert raw.num_bytes_downloaded < len(raw.content)
+
+
+def test_a_removed_printer_is_gone_from_the_next_scrape(world: World) -> None:
+    """Swapping in a view without a printer removes all of its series over HTTP."""
+    assert 'serial="Form4-B"' in scrape(world)
+    world.view = make_view("Form4-A")
+    text = scrape(world)
+    assert 'serial="Form4-B"' not in text
+    assert 'serial="Form4-A"' in text
+
+
+def test_healthz_is_ok_while_serving(world: World) -> None:
+    """/healthz answers 200 ok even when not ready."""
+    world.ready = (False, "mqtt disconnected")
+    response = httpx.get(f"{world.url}/healthz", timeout=10)
+    assert (response.status_code, response.text) == (200, "ok\n")
+
+
+def test_readyz_follows_the_ready_callable(world: World) -> None:
+    """/readyz is 200 when ready and 503 with the reason when not."""
+    assert httpx.get(f"{world.url}/readyz", timeout=10).status_code == 200
+    world.ready = (False, "source lab not polled successfully in 90s; mqtt disconnected")
+    response = httpx.get(f"{world.url}/readyz", timeout=10)
+    assert response.status_code == 503
+    assert "source lab not polled successfully in 90s; mqtt disconnected" in response.text
+
+
+def test_unknown_paths_are_404(world: World) -> None:
+    """Anything but the three endpoints is 404."""
+    assert httpx.get(f"{world.url}/", timeout=10).status_code == 404
+
+
+def test_a_failing_ready_callable_is_a_500_not_a_dead_server(world: World) -> None:
+    """An exception while answering gives a 500 and the server keeps serving."""
+
+    def broken() -> tuple[bool, str]:
+        raise RuntimeError("boom")
+
+    world.server._ready = broken
+    assert httpx.get(f"{world.url}/readyz", timeout=10).status_code == 500
+    assert httpx.get(f"{world.url}/healthz", timeout=10).status_code == 200
+
+
+def test_stale_sources_are_readiness_problems() -> None:
+    """source_problems names sources without a recent successful poll, and unknown ones."""
+    view = make_view("Form4-A")
+    now = T0.replace(minute=1, second=30)
+    assert source_problems(view, now=now, stale_after=120) == []
+    assert source_problems(view, now=now, stale_after=60, sources=["lab", "factory"]) == [
+        "source lab not polled successfully in 90s",
+        "source factory not polled successfully yet",
+    ]
+
+
+def test_stop_releases_the_port() -> None:
+    """After stop() the same port can be bound again."""
+    registry = CollectorRegistry()
+    first = HealthServer("127.0.0.1:0", registry, ready=lambda: (True, ""))
+    first.start()
+    port = first.bound_port
+    first.stop()
+    with HealthServer(f"127.0.0.1:{port}", registry, ready=lambda: (True, "")) as second:
+        assert second.bound_port == port

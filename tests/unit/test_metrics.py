@@ -1,0 +1,298 @@
+"""Metrics: Observer counters and the scrape-time fleet collector on an own registry."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from printfleet.core.events import ChangeEvent, EventType, Severity
+from printfleet.core.fleet import AccountHealth, FleetView
+from printfleet.core.model import (
+    Material,
+    Print,
+    Printer,
+    PrinterStatus,
+    PrintStatus,
+    Snapshot,
+    Vendor,
+)
+from printfleet.metrics import FleetCollector, Metrics, exposition
+from printfleet.sources.base import BudgetStatus
+
+T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+
+
+def make_printer(serial: str = "Form4-X", **changes: Any) -> Printer:
+    values: dict[str, Any] = {
+        "serial": serial,
+        "name": f"{serial} name",
+        "vendor": Vendor.FORMLABS,
+        "model": "Form 4",
+        "model_code": "FORM-4-0",
+        "status": PrinterStatus.PRINTING,
+        "status_raw": "PRINTING",
+        "online": True,
+        "group": "Dental",
+        "firmware": "1.9.2",
+        "current_print": Print(
+            id="p1",
+            name="arch",
+            status=PrintStatus.PRINTING,
+            status_raw="PRINTING",
+            progress=0.25,
+            layer=100,
+            layers_total=400,
+            remaining_s=1800.0,
+        ),
+        "materials": (Material(slot="FRONT", capacity_ml=1000, remaining_ml=250),),
+    }
+    values.update(changes)
+    return Printer(**values)
+
+
+def make_view(*printers: Printer, source: str = "lab", up: bool = True) -> FleetView:
+    snapshot = Snapshot(
+        source=source,
+        vendor=Vendor.FORMLABS,
+        taken_at=T0,
+        printers={p.serial: p for p in printers},
+    )
+    return FleetView(
+        snapshots={source: snapshot},
+        health={source: AccountHealth(up=up, last_success_at=T0)},
+    )
+
+
+class Holder:
+    """The poller's role: holds the current view and swaps it whole."""
+
+    def __init__(self, view: FleetView) -> None:
+        self.view = view
+
+    def __call__(self) -> FleetView:
+        return self.view
+
+
+def fleet_registry(
+    holder: Holder,
+    budgets: Mapping[str, BudgetStatus] | None = None,
+    outbox: tuple[Mapping[str, int], Mapping[str, int]] = ({}, {}),
+) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(FleetCollector(holder, lambda: budgets or {}, lambda: outbox))
+    return registry
+
+
+def event(kind: EventType, serial: str = "Form4-X") -> ChangeEvent:
+    return ChangeEvent(
+        id=f"{kind}-{serial}",
+        type=kind,
+        source="lab",
+        vendor=Vendor.FORMLABS,
+        subject=serial,
+        time=T0,
+        severity=Severity.INFO,
+    )
+
+
+def samples(text: str) -> set[tuple[str, tuple[tuple[str, str], ...], float]]:
+    return {
+        (s.name, tuple(sorted(s.labels.items())), s.value)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+# -- fleet collector -----------------------------------------------------------------------
+
+
+def test_printer_info_carries_the_facts_as_labels() -> None:
+    """printer_info is 1 with source, serial, name, model, vendor, group and firmware labels."""
+    registry = fleet_registry(Holder(make_view(make_printer())))
+    labels = {
+        "source": "lab",
+        "serial": "Form4-X",
+        "name": "Form4-X name",
+        "model": "Form 4",
+        "vendor": "formlabs",
+        "group": "Dental",
+        "firmware": "1.9.2",
+    }
+    assert registry.get_sample_value("printfleet_printer_info", labels) == 1.0
+
+
+def test_printer_status_is_a_state_set_over_every_status() -> None:
+    """printer_status has one series per PrinterStatus, 1 only for the current one."""
+    registry = fleet_registry(Holder(make_view(make_printer(status=PrinterStatus.PAUSED))))
+    values = {
+        s.value: registry.get_sample_value(
+            "printfleet_printer_status", {"source": "lab", "serial": "Form4-X", "status": s.value}
+        )
+        for s in PrinterStatus
+    }
+    assert values == {s.value: 1.0 if s is PrinterStatus.PAUSED else 0.0 for s in PrinterStatus}
+
+
+def test_current_print_gauges() -> None:
+    """Progress ratio, remaining seconds, layers done/total and material ratio are exported."""
+    registry = fleet_registry(Holder(make_view(make_printer())))
+    key = {"source": "lab", "serial": "Form4-X"}
+    assert registry.get_sample_value("printfleet_print_progress_ratio", key) == 0.25
+    assert registry.get_sample_value("printfleet_print_remaining_seconds", key) == 1800.0
+    assert registry.get_sample_value("printfleet_print_layers", {**key, "kind": "done"}) == 100
+    assert registry.get_sample_value("printfleet_print_layers", {**key, "kind": "total"}) == 400
+    material = {**key, "slot": "FRONT"}
+    assert registry.get_sample_value("printfleet_material_remaining_ratio", material) == 0.25
+    assert registry.get_sample_value("printfleet_printer_up", key) == 1.0
+
+
+def test_an_idle_printer_has_no_print_series() -> None:
+    """Without a current print there is no progress sample rather than a made-up zero."""
+    registry = fleet_registry(Holder(make_view(make_printer(current_print=None))))
+    key = {"source": "lab", "serial": "Form4-X"}
+    assert registry.get_sample_value("printfleet_print_progress_ratio", key) is None
+    assert registry.get_sample_value("printfleet_printer_up", key) == 1.0
+
+
+def test_a_removed_printer_leaves_no_stale_series() -> None:
+    """After the view drops a printer, no series with its serial remains in a scrape."""
+    holder = Holder(make_view(make_printer("Form4-A"), make_printer("Form4-B")))
+    registry = fleet_registry(holder)
+    assert b'serial="Form4-B"' in exposition(registry)
+    holder.view = make_view(make_printer("Form4-A"))
+    assert b'serial="Form4-B"' not in exposition(registry)
+    assert b'serial="Form4-B"' not in generate_latest(registry)
+    assert b'serial="Form4-A"' in exposition(registry)
+
+
+def test_fast_text_equals_the_metric_families() -> None:
+    """exposition() renders exactly the samples that generate_latest() does."""
+    holder = Holder(
+        make_view(
+            make_printer("Form4-A"),
+            make_printer("Form4-B", current_print=None, online=False),
+            make_printer("Form4-C", name='Quote " and \\ and\nnewline'),
+        )
+    )
+    registry = fleet_registry(
+        holder, {"lab": BudgetStatus(remaining=12, capacity=1350, window_s=3600)}, ({"mqtt": 3}, {})
+    )
+    Metrics(registry)
+    fast = exposition(registry).decode()
+    assert samples(fast) == samples(generate_latest(registry).decode())
+    holder.view = make_view(make_printer("Form4-A", status=PrinterStatus.IDLE))  # after a change
+    assert samples(exposition(registry).decode()) == samples(generate_latest(registry).decode())
+
+
+def test_label_values_are_escaped() -> None:
+    """Quotes, backslashes and newlines in a printer name survive a round trip."""
+    name = 'Quote " and \\ and\nnewline'
+    registry = fleet_registry(Holder(make_view(make_printer(name=name))))
+    [info] = [
+        s
+        for f in text_string_to_metric_families(exposition(registry).decode())
+        for s in f.samples
+        if s.name == "printfleet_printer_info"
+    ]
+    assert info.labels["name"] == name
+
+
+def test_source_health_budget_and_outbox_gauges() -> None:
+    """source_up, last success time, budget remaining and outbox counts come from callables."""
+    holder = Holder(make_view(make_printer(), up=False))
+    registry = fleet_registry(
+        holder,
+        {"lab": BudgetStatus(remaining=12, capacity=1350, window_s=3600)},
+        ({"mqtt": 3}, {"ops-slack": 1}),
+    )
+    lab = {"source": "lab"}
+    assert registry.get_sample_value("printfleet_source_up", lab) == 0.0
+    assert (
+        registry.get_sample_value("printfleet_source_last_success_timestamp_seconds", lab)
+        == T0.timestamp()
+    )
+    assert registry.get_sample_value("printfleet_api_budget_remaining", lab) == 12
+    assert registry.get_sample_value("printfleet_outbox_pending", {"sink": "mqtt"}) == 3
+    assert registry.get_sample_value("printfleet_outbox_dead", {"sink": "ops-slack"}) == 1
+
+
+def test_registering_the_collector_twice_is_refused() -> None:
+    """describe() lets the registry reject a second fleet collector (duplicate series)."""
+    registry = fleet_registry(Holder(FleetView()))
+    with pytest.raises(ValueError, match="Duplicated"):
+        registry.register(FleetCollector(FleetView))
+
+
+# -- observer counters ---------------------------------------------------------------------
+
+
+def test_events_are_counted_by_source_and_type() -> None:
+    """event_emitted increments events_total{source,type}."""
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    metrics.event_emitted(event(EventType.PRINT_STARTED))
+    metrics.event_emitted(event(EventType.PRINT_STARTED, "Form4-Y"))
+    labels = {"source": "lab", "type": "print.started"}
+    assert registry.get_sample_value("printfleet_events_total", labels) == 2
+
+
+@pytest.mark.parametrize(
+    ("kind", "result"),
+    [
+        (EventType.PRINT_FINISHED, "finished"),
+        (EventType.PRINT_FAILED, "failed"),
+        (EventType.PRINT_ABORTED, "aborted"),
+    ],
+)
+def test_ended_prints_are_counted_per_printer_and_result(kind: EventType, result: str) -> None:
+    """print.finished/failed/aborted increment prints_total{source,serial,result}."""
+    registry = CollectorRegistry()
+    Metrics(registry).event_emitted(event(kind))
+    labels = {"source": "lab", "serial": "Form4-X", "result": result}
+    assert registry.get_sample_value("printfleet_prints_total", labels) == 1
+
+
+def test_printer_removed_drops_its_print_counters() -> None:
+    """printer.removed deletes that printer's prints_total series (no stale series)."""
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    metrics.event_emitted(event(EventType.PRINT_FINISHED, "Form4-Gone"))
+    metrics.event_emitted(event(EventType.PRINT_FINISHED, "Form4-Kept"))
+    metrics.event_emitted(event(EventType.PRINTER_REMOVED, "Form4-Gone"))
+    text = generate_latest(registry)
+    assert b"Form4-Gone" not in text
+    assert b'printfleet_prints_total{result="finished",serial="Form4-Kept"' in text
+
+
+def test_api_requests_feed_the_counter_and_the_histogram() -> None:
+    """api_request counts by code and observes the duration per endpoint."""
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    metrics.api_request("lab", "/printers/", "200", 0.3)
+    metrics.api_request("lab", "/printers/", "429", 0.1)
+    by_code = {"source": "lab", "endpoint": "/printers/", "code": "429"}
+    assert registry.get_sample_value("printfleet_api_requests_total", by_code) == 1
+    duration = {"source": "lab", "endpoint": "/printers/"}
+    count = registry.get_sample_value("printfleet_api_request_duration_seconds_count", duration)
+    assert count == 2
+
+
+def test_other_observer_hooks() -> None:
+    """Skipped records, polls, rule matches and deliveries each land in their series."""
+    registry = CollectorRegistry()
+    metrics = Metrics(registry, version="9.9.9")
+    metrics.record_skipped("lab", "printer")
+    metrics.poll_done("lab", 1.5, ok=True)
+    metrics.rule_matched("print-failed-to-slack")
+    metrics.delivery_done("mqtt", "retry")
+    get = registry.get_sample_value
+    assert get("printfleet_records_skipped_total", {"source": "lab", "kind": "printer"}) == 1
+    assert get("printfleet_poll_duration_seconds_sum", {"source": "lab"}) == 1.5
+    assert get("printfleet_rule_matches_total", {"rule": "print-failed-to-slack"}) == 1
+    assert get("printfleet_deliveries_total", {"sink": "mqtt", "result": "retry"}) == 1
+    assert get("printfleet_build_info", {"version": "9.9.9"}) == 1
