@@ -120,9 +120,6 @@ class Daemon:
                 if code != EXIT_OK:
                     return code
                 await self._serve()
-                systemd.notify("STOPPING=1")
-                log.info("daemon.stopping")
-                await self._drain()
         finally:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -204,6 +201,8 @@ class Daemon:
                 clock=self.clock,
                 version=__version__,
             )
+            # Entered like every sink: deliver() refuses to send through an unopened sink.
+            await stack.enter_async_context(sink)
             sinks[receiver.name] = sink
         for name, sink in sinks.items():
             max_age = next(
@@ -279,20 +278,18 @@ class Daemon:
         log.info("daemon.ready", sources=len(self.pollers), sinks=sorted(self.workers))
         self.hooks.on_ready(self)
         async with asyncio.TaskGroup() as tasks:
-            running: list[asyncio.Task[Any]] = []
-            for poller in self.pollers:
-                running.append(
-                    tasks.create_task(self._poll_forever(poller, first_delays[poller.name]))
-                )
-            for worker in self.workers.values():
-                running.append(tasks.create_task(worker.run()))
-            if self.mqtt is not None:
-                running.append(tasks.create_task(self.mqtt.run()))
-            running.append(tasks.create_task(self.pipeline.run_timers()))
-            running.append(tasks.create_task(self._watch_silences()))
+            # Three groups, stopped in this order on shutdown: producers, deliverers, MQTT.
+            producers: list[asyncio.Task[Any]] = [
+                tasks.create_task(self._poll_forever(poller, first_delays[poller.name]))
+                for poller in self.pollers
+            ]
+            producers.append(tasks.create_task(self.pipeline.run_timers()))
+            producers.append(tasks.create_task(self._watch_silences()))
             interval = systemd.watchdog_interval()
             if interval:
-                running.append(tasks.create_task(_watchdog(interval)))
+                producers.append(tasks.create_task(_watchdog(interval)))
+            deliverers = [tasks.create_task(w.run()) for w in self.workers.values()]
+            connection = tasks.create_task(self.mqtt.run()) if self.mqtt is not None else None
             while not self.stop_event.is_set():
                 reload_wait = asyncio.create_task(self._reload_requested.wait())
                 stop_wait = asyncio.create_task(self.stop_event.wait())
@@ -302,8 +299,14 @@ class Daemon:
                 if self._reload_requested.is_set() and not self.stop_event.is_set():
                     self._reload_requested.clear()
                     self._reload()
-            for task in running:
-                task.cancel()
+            systemd.notify("STOPPING=1")
+            log.info("daemon.stopping")
+            await _cancel(producers)
+            # Deliver what is due while MQTT is still connected; the rest stays in the outbox.
+            await self._drain()
+            await _cancel(deliverers)
+            if connection is not None:
+                await _cancel([connection])  # publishes `offline` before disconnecting
 
     def _refresh_silences(self) -> None:
         """Apply the ad-hoc silences `printfleet silence add` keeps in the state store."""
@@ -369,6 +372,7 @@ class Daemon:
                 worker.wake()
 
     def _view_changed(self, view: FleetView) -> None:
+        self.metrics.track_fleet(view)
         if self.mqtt is not None:
             self.mqtt.publish_state(view)
 
@@ -396,6 +400,12 @@ class _AuthRejectedAtStartup(PrintfleetError):
     def __init__(self, source: str) -> None:
         super().__init__(f"{source}: the vendor rejected the credentials at start-up")
         self.source = source
+
+
+async def _cancel(tasks: list[asyncio.Task[Any]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _watchdog(interval: float) -> None:

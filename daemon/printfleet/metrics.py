@@ -71,6 +71,7 @@ class Metrics:
     """
 
     def __init__(self, registry: CollectorRegistry, *, version: str = __version__) -> None:
+        self._tracked: set[tuple[str, str]] = set()
         self.api_requests = Counter(
             "printfleet_api_requests",
             "Vendor API requests, by endpoint and HTTP status code (or error kind).",
@@ -147,8 +148,22 @@ class Metrics:
             self.prints.labels(event.source, event.subject, result).inc()
         elif event.type is EventType.PRINTER_REMOVED:
             # Removing an absent series is a no-op (prometheus_client >= 0.20).
+            self._tracked.discard((event.source, event.subject))
             for gone in PRINT_RESULTS.values():
                 self.prints.remove(event.source, event.subject, gone)
+
+    def track_fleet(self, view: FleetView) -> None:
+        """Create every printer's ``prints_total`` series at 0 when it is first seen.
+
+        A counter that first appears already at 1 hides that first print from ``increase()``
+        and ``rate()``; in a small fleet nearly every print would be such a first one.
+        """
+        for source, snapshot in view.snapshots.items():
+            for serial in snapshot.printers:
+                if (source, serial) not in self._tracked:
+                    self._tracked.add((source, serial))
+                    for result in PRINT_RESULTS.values():
+                        self.prints.labels(source, serial, result)
 
     def rule_matched(self, rule: str) -> None:
         self.rule_matches.labels(rule).inc()
