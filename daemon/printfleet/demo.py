@@ -98,6 +98,14 @@ def _describe(event: ChangeEvent) -> str:
     return ""
 
 
+def shipped_rules_dir() -> Path:
+    """The shipped rule packs: the source checkout's rules/, else <prefix>/share/printfleet/rules."""
+    checkout = Path(__file__).resolve().parents[2] / "rules"
+    if checkout.is_dir():
+        return checkout
+    return Path(sys.prefix) / "share" / "printfleet" / "rules"
+
+
 def build_settings(
     sim: Any, workdir: Path, *, vendor: str, mqtt: bool, metrics_port: int
 ) -> Settings:
@@ -126,8 +134,8 @@ def build_settings(
                 "secrets_file": str(secrets),
             }
         )
-    rules_dir = Path(__file__).resolve().parents[2] / "rules"
-    packs = [str(rules_dir / "default.toml")] if (rules_dir / "default.toml").exists() else []
+    default_pack = shipped_rules_dir() / "default.toml"
+    packs = [str(default_pack)] if default_pack.exists() else []
     return Settings.model_validate(
         {
             "daemon": {"state_dir": str(workdir / "state"), "log_level": "warning"},
