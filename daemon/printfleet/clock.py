@@ -144,18 +144,6 @@ def parse_duration(text: str | float | int | timedelta) -> timedelta:
     return timedelta(seconds=total)
 
 
-def format_duration(seconds: float) -> str:
-    """Human form of a duration, e.g. ``2h 05m``, ``4m 10s``, ``12s``."""
-    seconds = max(0, round(seconds))
-    hours, rem = divmod(seconds, 3600)
-    minutes, secs = divmod(rem, 60)
-    if hours:
-        return f"{hours}h {minutes:02d}m"
-    if minutes:
-        return f"{minutes}m {secs:02d}s"
-    return f"{secs}s"
-
-
 class ScaledClock:
     """Real time sped up ``speed`` times from ``start`` (the demo and the simulator share one).
 

@@ -18,9 +18,10 @@ import tempfile
 from pathlib import Path
 from typing import Any, TextIO
 
-from printfleet.clock import ScaledClock, format_duration
+from printfleet.clock import ScaledClock
 from printfleet.config import Settings
 from printfleet.core.events import ChangeEvent, EventType, Severity
+from printfleet.core.rules import format_duration
 
 _COLORS = {Severity.INFO: "\033[36m", Severity.WARNING: "\033[33m", Severity.CRITICAL: "\033[31m"}
 _GOOD = {EventType.PRINT_FINISHED, EventType.PRINTER_ONLINE, EventType.SOURCE_RECOVERED}
@@ -99,7 +100,7 @@ def _describe(event: ChangeEvent) -> str:
 
 
 def shipped_rules_dir() -> Path:
-    """The shipped rule packs: the source checkout's rules/, else <prefix>/share/printfleet/rules."""
+    """Shipped rule packs: the checkout's rules/, else <prefix>/share/printfleet/rules."""
     checkout = Path(__file__).resolve().parents[2] / "rules"
     if checkout.is_dir():
         return checkout

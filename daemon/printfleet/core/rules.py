@@ -474,7 +474,7 @@ def split_source(source: object) -> tuple[str, str | None]:
 
 
 def format_duration(seconds: float) -> str:
-    """Human form of a duration (``2h 05m``, ``4m 10s``, ``12s``); same as printfleet.clock's."""
+    """Human form of a duration: ``2h 05m``, ``4m 10s``, ``12s`` (the one formatter)."""
     whole = max(0, round(seconds))
     hours, rem = divmod(whole, 3600)
     minutes, secs = divmod(rem, 60)
