@@ -26,7 +26,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from printfleet.simulator import OutageWindow, Simulator, SimulatorConfig
 
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
-SAMPLES = Path(__file__).parents[3] / "shared" / "api"
+# The vendor samples are copied verbatim into tests/fixtures (checked against shared/api).
+SAMPLES = Path(__file__).parents[1] / "fixtures"
 TOKEN = "/developer/v1/o/token/"
 PRINTERS = "/developer/v1/printers/"
 UNLIMITED = {
