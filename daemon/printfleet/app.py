@@ -256,6 +256,7 @@ class Daemon:
                     previous=previous,
                     watermark=watermark,
                     observer=self.metrics,
+                    outage=store.load_state(f"outage:{source.name}"),
                 )
             )
         return EXIT_OK

@@ -135,7 +135,8 @@ class PollConfig(Section):
     )
     active_interval: Duration = Field(
         timedelta(seconds=5),
-        description="Interval while a print is near its end or a printer just changed.",
+        description="Interval while a print is overdue past its estimated end (the scheduler "
+        "also aims one poll just after each print's estimated end).",
     )
     idle_interval: Duration = Field(
         timedelta(seconds=60), description="Interval while the whole fleet is idle."

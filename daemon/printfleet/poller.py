@@ -10,9 +10,10 @@ differences since then are reported.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 import structlog
 
@@ -26,7 +27,7 @@ from printfleet.core.diff import (
 )
 from printfleet.core.events import ChangeEvent, EventType
 from printfleet.core.fleet import AccountHealth
-from printfleet.core.model import Snapshot
+from printfleet.core.model import Snapshot, frozen_mapping
 from printfleet.core.schedule import Budget, PollPolicy, is_due, next_poll
 from printfleet.errors import AuthFailed, BadResponse, RateLimited, SourceError
 from printfleet.observe import NULL_OBSERVER, Observer
@@ -61,6 +62,7 @@ class SourcePoller:
     Args:
         previous: the last good snapshot restored from the store (``None`` on first start).
         watermark: the history watermark restored from the store.
+        outage: the open outage restored from the store (``state`` key ``outage:<source>``).
         handle: called once per cycle; must persist the snapshot and deliveries atomically.
     """
 
@@ -75,6 +77,7 @@ class SourcePoller:
         previous: Snapshot | None = None,
         watermark: datetime | None = None,
         observer: Observer = NULL_OBSERVER,
+        outage: Mapping[str, Any] | None = None,
     ) -> None:
         self._source = source
         self._handle = handle
@@ -89,7 +92,15 @@ class SourcePoller:
         )
         self._last_change_at: datetime | None = None
         self._last_history_at: datetime | None = None
-        self._outage_seq = 0
+        self._first_poll_at: float | None = None
+        # The open outage ({"since", "kind", "changes"}), persisted with every cycle that
+        # changes it: a restart mid-outage still announces the recovery, and the event ids
+        # (derived from "since") never repeat those of an earlier outage.
+        self._outage: dict[str, Any] | None = dict(outage) if outage else None
+        if self._outage is not None:
+            self._health = replace(
+                self._health, up=False, last_error=self._outage.get("kind"), consecutive_failures=1
+            )
         self._log = structlog.get_logger("printfleet.poller").bind(source=source.name)
 
     @property
@@ -114,6 +125,8 @@ class SourcePoller:
         """Run one cycle; return the delay before the next one."""
         started = time.perf_counter()
         now = self._clock.now()
+        if self._first_poll_at is None:
+            self._first_poll_at = self._clock.monotonic()
         try:
             cycle = await self._fetch_cycle(now)
         except RateLimited as err:
@@ -139,12 +152,21 @@ class SourcePoller:
             now=self._clock.now(),
             last_change_at=self._last_change_at,
             policy=self._policy,
-            budget=Budget(status.remaining, status.capacity, status.window_s),
+            budget=Budget(
+                status.remaining,
+                status.capacity,
+                status.window_s,
+                # The source's budget starts fresh with us: nothing it spends comes back
+                # before one window has passed since our first poll.
+                refill_in_s=max(
+                    0.0, self._first_poll_at + status.window_s - self._clock.monotonic()
+                ),
+            ),
         )
         return decision.delay_s
 
     async def _fetch_cycle(self, now: datetime) -> Cycle:
-        current = await self._source.fetch_printers()
+        current = _keep_unreadable(self._previous, await self._source.fetch_printers())
         lookups = [
             PrintLookup(
                 printer_serial=run.printer_serial or "",
@@ -174,7 +196,8 @@ class SourcePoller:
                 current = replace(current, runs=runs, skipped=current.skipped + batch.skipped)
         current = carry_forward(self._previous, current, now, self._diff)
         events: list[ChangeEvent] = []
-        if not self._health.up and self._health.consecutive_failures > 0:
+        state: dict[str, object] = {}
+        if self._outage is not None:
             events.append(
                 source_event(
                     EventType.SOURCE_RECOVERED,
@@ -182,10 +205,12 @@ class SourcePoller:
                     vendor=self._source.vendor,
                     time=current.taken_at,
                     details={"after_failures": self._health.consecutive_failures},
-                    sequence=self._outage_seq,
+                    sequence=self._outage["since"],
                 )
             )
             self._log.info("source.recovered", failures=self._health.consecutive_failures)
+            self._outage = None
+            state[f"outage:{self.name}"] = None
         events.extend(diff(self._previous, current, now, self._diff))
         for skipped in current.skipped:
             self._observer.record_skipped(self.name, skipped.kind)
@@ -202,7 +227,6 @@ class SourcePoller:
             last_error=None,
             consecutive_failures=0,
         )
-        state: dict[str, object] = {}
         if self._watermark is not None:
             state[f"watermark:{self.name}"] = self._watermark.isoformat()
         return Cycle(
@@ -215,11 +239,16 @@ class SourcePoller:
 
     def _failure_cycle(self, err: SourceError, now: datetime) -> Cycle:
         kind = _error_kind(err)
-        first = self._health.up or self._health.consecutive_failures == 0
         events: Sequence[ChangeEvent] = ()
-        if first or kind != self._health.last_error:
-            if first:
-                self._outage_seq += 1
+        state: dict[str, object] = {}
+        if self._outage is None or kind != self._outage["kind"]:
+            if self._outage is None:
+                self._outage = {"since": now.isoformat(), "kind": kind, "changes": 0}
+            else:
+                changes = int(self._outage.get("changes", 0)) + 1
+                self._outage = {**self._outage, "kind": kind, "changes": changes}
+            state[f"outage:{self.name}"] = dict(self._outage)
+            sequence = f"{self._outage['since']}:{self._outage['changes']}:{kind}"
             event_type = (
                 EventType.SOURCE_AUTH_FAILED if kind == "auth" else EventType.SOURCE_UNREACHABLE
             )
@@ -230,7 +259,7 @@ class SourcePoller:
                     vendor=self._source.vendor,
                     time=now,
                     details={"error": kind, "message": str(err)},
-                    sequence=f"{self._outage_seq}:{kind}",
+                    sequence=sequence,
                 ),
             )
             self._log.warning("source.down", error=kind, message=str(err))
@@ -242,8 +271,29 @@ class SourcePoller:
             consecutive_failures=self._health.consecutive_failures + 1,
         )
         return Cycle(
-            source=self.name, snapshot=None, events=tuple(events), health=self._health, state={}
+            source=self.name, snapshot=None, events=tuple(events), health=self._health, state=state
         )
+
+
+def _keep_unreadable(previous: Snapshot | None, current: Snapshot) -> Snapshot:
+    """``current`` plus the last good state of known printers whose record was skipped.
+
+    A record that cannot be read says nothing about its printer; without this the printer
+    would drop out of the snapshot and be announced as removed.
+    """
+    if previous is None or not current.skipped:
+        return current
+    kept = {
+        s.record_id: previous.printers[s.record_id]
+        for s in current.skipped
+        if s.kind == "printer"
+        and s.record_id is not None
+        and s.record_id in previous.printers
+        and s.record_id not in current.printers
+    }
+    if not kept:
+        return current
+    return replace(current, printers=frozen_mapping({**current.printers, **kept}))
 
 
 def _error_kind(err: SourceError) -> str:
