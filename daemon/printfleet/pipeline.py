@@ -118,17 +118,7 @@ class Pipeline:
         now = self._clock.now()
         deliveries: list[Delivery] = []
         for event in cycle.events:
-            self._observer.event_emitted(event)
-            self._on_event(event)
             envelope = to_cloudevent(event)
-            self._log.info(
-                "event",
-                type=event.type.value,
-                source=event.source,
-                subject=event.subject,
-                id=event.id,
-                print=event.print.name if event.print else None,
-            )
             if self._mqtt_prefix is not None:
                 deliveries.append(self._mqtt_delivery(event, envelope, now))
             deliveries.extend(self._rules.process(envelope, now))
@@ -136,7 +126,23 @@ class Pipeline:
         self._count_matches()
         state = dict(cycle.state)
         state["rules"] = self._rules.state()
-        self._commit(cycle.snapshot, deliveries, state)
+        persisted = self._commit(cycle.snapshot, deliveries, state)
+        # Announced only after the commit: an event logged as detected is then durable. A
+        # kill -9 before the commit re-detects it from the stored snapshot after the restart,
+        # unless the printer moved on meanwhile, so it must not have been announced yet.
+        # When the store fails the deliveries wait in memory, and ``persisted`` says so.
+        for event in cycle.events:
+            self._observer.event_emitted(event)
+            self._on_event(event)
+            self._log.info(
+                "event",
+                type=event.type.value,
+                source=event.source,
+                subject=event.subject,
+                id=event.id,
+                print=event.print.name if event.print else None,
+                persisted=persisted,
+            )
         self._publish_view(
             self._view.with_source(cycle.source, snapshot=cycle.snapshot, health=cycle.health)
         )
@@ -180,7 +186,8 @@ class Pipeline:
 
     def _commit(
         self, snapshot: Snapshot | None, deliveries: list[Delivery], state: dict[str, Any]
-    ) -> None:
+    ) -> bool:
+        """Commit what is pending plus this; ``False`` when the store failed (kept in memory)."""
         pending = self._pending
         if snapshot is not None:
             pending.snapshots[snapshot.source] = snapshot
@@ -211,12 +218,13 @@ class Pipeline:
                     hint="deliveries are kept in memory and committed when the store works again",
                 )
             self._store_failing = True
-            return
+            return False
         if self._store_failing:
             self._log.info("store.recovered")
             self._store_failing = False
         if sinks:
             self._on_committed(sinks)
+        return True
 
     def _publish_view(self, view: FleetView) -> None:
         self._view = view

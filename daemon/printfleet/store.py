@@ -704,6 +704,11 @@ def _connect(path: Path) -> sqlite3.Connection:
         for number in range(version, SCHEMA_VERSION):
             conn.execute("BEGIN IMMEDIATE")
             try:
+                # Another process (a second daemon, `printfleet outbox list`) may have run this
+                # migration while we waited for the write lock: re-check under the lock.
+                if int(conn.execute("PRAGMA user_version").fetchone()[0]) > number:
+                    conn.execute("COMMIT")
+                    continue
                 for statement in _MIGRATIONS[number]:
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {number + 1}")

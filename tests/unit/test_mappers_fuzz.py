@@ -67,6 +67,8 @@ EXPECTED_REASONS = {
     "missing print id",
     "print_run: not an object",
     "print_run: missing guid",
+    "printer_status: not an object",
+    "status: not an object",
 }
 
 # --- strategies ----------------------------------------------------------------------------------
@@ -215,13 +217,18 @@ def check_printer(serial: str, printer: Printer) -> None:
         check_print(printer.current_print)
 
 
-def expected_keys(records: list[Any], key: str) -> set[str]:
-    """Keys of the records a mapper must keep: objects whose key reads as text."""
+def expected_keys(records: list[Any], key: str, status: str | None = None) -> set[str]:
+    """Keys of the records a mapper must keep: objects whose key reads as text (and whose
+    ``status`` block, when named, is absent, null or an object)."""
     keys = set()
     for record in records:
         mapping = as_mapping(record)
-        if mapping is not None and (text := as_str(mapping.get(key))) is not None:
-            keys.add(text)
+        if mapping is None or (text := as_str(mapping.get(key))) is None:
+            continue
+        block = mapping.get(status) if status else None
+        if block is not None and as_mapping(block) is None:
+            continue
+        keys.add(text)
     return keys
 
 
@@ -238,7 +245,7 @@ def test_formlabs_printers_never_crash_or_drop(
         records, source="lab", now=now, offline_after=offline_after
     )
     assert len(printers) + len(skipped) == len(records)
-    assert set(printers) == expected_keys(records, "serial")
+    assert set(printers) == expected_keys(records, "serial", "printer_status")
     check_skipped(skipped)
     for serial, printer in printers.items():
         check_printer(serial, printer)
@@ -322,7 +329,7 @@ def test_carbon_printers_never_crash_or_drop(
     )
     assert runs == {}
     assert len(printers) + len(skipped) == len(records)
-    assert set(printers) == expected_keys(records, "serial")
+    assert set(printers) == expected_keys(records, "serial", "status")
     check_skipped(skipped)
     for serial, printer in printers.items():
         check_printer(serial, printer)

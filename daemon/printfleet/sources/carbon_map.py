@@ -101,6 +101,9 @@ def map_printers(
             continue
         try:
             printer = _printer(record, serial, now, offline_after)
+        except MappingError as err:
+            printers.skip(serial, str(err))
+            continue
         except Exception as err:  # one bad record never fails the poll; fuzz tests forbid it
             printers.skip(serial, unexpected(err))
             continue
@@ -180,7 +183,14 @@ def map_prints(records: Any) -> tuple[dict[str, Print], list[SkippedRecord]]:
 def _printer(
     record: Mapping[str, Any], serial: str, now: datetime, offline_after: timedelta | None
 ) -> Printer:
-    status = as_mapping(record.get("status")) or EMPTY
+    value = record.get("status")
+    status = as_mapping(value)
+    if status is None:
+        if value is not None:
+            # A status that is not an object says nothing about the printer's state: skip the
+            # record rather than announce a change to UNKNOWN that did not happen.
+            raise MappingError("status: not an object")
+        status = EMPTY
     state = status.get("printer_state")
     printer_status = carbon_printer_status(state)
     last_seen = parse_time(record.get("updated_at"))

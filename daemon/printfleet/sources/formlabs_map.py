@@ -113,6 +113,9 @@ def map_printers(
         try:
             printer = _printer(record, serial, now, offline_after)
             previous = _previous_run(record.get("previous_print_run"), serial)
+        except MappingError as err:
+            printers.skip(serial, str(err))
+            continue
         except Exception as err:  # one bad record never fails the poll; fuzz tests forbid it
             printers.skip(serial, unexpected(err))
             continue
@@ -246,7 +249,7 @@ _EPOCH: Final = datetime.min.replace(tzinfo=UTC)
 def _printer(
     record: Mapping[str, Any], serial: str, now: datetime, offline_after: timedelta
 ) -> Printer:
-    status = as_mapping(record.get("printer_status")) or EMPTY
+    status = _status_block(record, "printer_status")
     status_value = status.get("status")
     last_seen = parse_time(status.get("last_pinged_at"))
     code = as_str(record.get("machine_type_id")) or "UNKNOWN"
@@ -278,6 +281,23 @@ def _printer(
         alerts=tuple(sorted(alerts)),
         raw=frozen_mapping(record),
     )
+
+
+def _status_block(record: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    """The record's status object; absent or null reads as "not said".
+
+    Raises:
+        MappingError: the status is there but not an object. Such a record says nothing about
+            the printer's state or heartbeat; reading it as "offline, status unknown" would
+            announce changes that did not happen, so the record is skipped instead.
+    """
+    value = record.get(key)
+    if value is None:
+        return EMPTY
+    status = as_mapping(value)
+    if status is None:
+        raise MappingError(f"{key}: not an object")
+    return status
 
 
 def _current_run(value: Any, serial: str) -> Print | None:
