@@ -7,12 +7,14 @@ Python heap (tracemalloc) of one full ``fetch_printers`` of 10,000 printers per 
 The simulator runs in a child process so that its own allocations and CPU are not measured;
 its rate limits are raised so that repeated runs measure the fetch, not the vendor's budget.
 
-Run: ``.venv/bin/python tests/bench/bench_fetch.py`` (about a minute).
+Run alone with ``python -m tests.bench.bench_fetch`` (about a minute); ``make bench`` collects
+:func:`run` (no baseline: these are the figures behind the request budgets).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
 import statistics
 import sys
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import structlog
 from pydantic import SecretStr
 
 from printfleet.clock import SystemClock
@@ -35,6 +38,11 @@ from printfleet.sources.formlabs import FormlabsSource
 from printfleet.sources.http import RequestBudget
 
 SIZES = (100, 10_000)
+#: Warnings still show; the per-source "source.authenticated" lines do not.
+QUIET_LOG = structlog.wrap_logger(
+    structlog.PrintLogger(file=sys.stderr),
+    wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+)
 TIMED_RUNS = 3
 
 
@@ -110,6 +118,7 @@ def formlabs_source(
         base_url=info["formlabs_url"],
         observer=observer,
         budget=RequestBudget.formlabs(clock, per_hour=1_000_000, per_second=1_000_000),
+        log=QUIET_LOG,
     )
 
 
@@ -125,6 +134,7 @@ def carbon_source(
         clock=SystemClock(),
         base_url=info["carbon_url"],
         observer=observer,
+        log=QUIET_LOG,
         # A fresh budget per source: the default 100 per 10 s is what one 10k fetch uses up.
     )
 
@@ -143,55 +153,64 @@ async def measure(fetch: Callable[[], Awaitable[Any]]) -> tuple[float, float]:
     return statistics.median(times), peak / 2**20
 
 
-async def bench_size(printers: int, info: dict[str, str], secrets: Path) -> list[str]:
-    lines = []
+async def bench_size(printers: int, info: dict[str, str], secrets: Path) -> dict[str, Any]:
+    """Request counts per fetch for one fleet size; at 10k also time and peak heap."""
+    figures: dict[str, Any] = {"printers": printers}
     async with httpx.AsyncClient(timeout=120) as client:
         observer = CountingObserver()
         fl = formlabs_source(info, client, observer)
         snapshot = await fl.fetch_printers()
-        first = observer.total()
+        figures["formlabs_first"] = observer.total()
         observer.reset()
         await fl.fetch_printers()
-        lines.append(
-            f"formlabs {printers:>6} printers: fetch_printers = {observer.total()} request(s) "
-            f"({first} on the first, incl. the token); {len(snapshot.printers)} printers"
-        )
+        figures["formlabs_printers"] = observer.total()
+        figures["formlabs_seen"] = len(snapshot.printers)
         observer.reset()
         inventory = await fl.fetch_inventory()
-        lines.append(
-            f"formlabs {printers:>6} printers: fetch_inventory = {observer.total()} requests "
-            f"{dict(sorted(observer.requests.items()))}; "
-            f"{len(inventory.tanks)} tanks, {len(inventory.cartridges)} cartridges"
-        )
+        figures["formlabs_inventory"] = observer.total()
+        figures["formlabs_inventory_by"] = dict(sorted(observer.requests.items()))
+        figures["tanks"], figures["cartridges"] = len(inventory.tanks), len(inventory.cartridges)
         observer.reset()
         cb = carbon_source(info, secrets, client, observer)
         snapshot = await cb.fetch_printers()
-        lines.append(
-            f"carbon   {printers:>6} printers: fetch_printers = {observer.total()} request(s); "
-            f"{len(snapshot.printers)} printers"
-        )
+        figures["carbon_printers"] = observer.total()
+        figures["carbon_seen"] = len(snapshot.printers)
         if printers >= 10_000:
 
             async def carbon_fetch() -> Any:
                 # A new source each run: its own 100-per-10s budget starts full.
                 return await carbon_source(info, secrets, client, observer).fetch_printers()
 
-            seconds, peak = await measure(fl.fetch_printers)
+            figures["formlabs_time"] = await measure(fl.fetch_printers)
+            figures["carbon_time"] = await measure(carbon_fetch)
+    return figures
+
+
+def describe(f: dict[str, Any]) -> list[str]:
+    """The human-readable lines ``main`` prints for one fleet size."""
+    n = f["printers"]
+    lines = [
+        f"formlabs {n:>6} printers: fetch_printers = {f['formlabs_printers']} request(s) "
+        f"({f['formlabs_first']} on the first, incl. the token); {f['formlabs_seen']} printers",
+        f"formlabs {n:>6} printers: fetch_inventory = {f['formlabs_inventory']} requests "
+        f"{f['formlabs_inventory_by']}; {f['tanks']} tanks, {f['cartridges']} cartridges",
+        f"carbon   {n:>6} printers: fetch_printers = {f['carbon_printers']} request(s); "
+        f"{f['carbon_seen']} printers",
+    ]
+    for vendor in ("formlabs", "carbon"):
+        if f"{vendor}_time" in f:
+            seconds, peak = f[f"{vendor}_time"]
             lines.append(
-                f"formlabs {printers:>6} printers: one fetch_printers {seconds:.2f} s (median of "
-                f"{TIMED_RUNS}), peak Python heap {peak:.0f} MiB"
-            )
-            seconds, peak = await measure(carbon_fetch)
-            lines.append(
-                f"carbon   {printers:>6} printers: one fetch_printers {seconds:.2f} s (median of "
+                f"{vendor:<8} {n:>6} printers: one fetch_printers {seconds:.2f} s (median of "
                 f"{TIMED_RUNS}), peak Python heap {peak:.0f} MiB"
             )
     return lines
 
 
-def main() -> int:
+def collect() -> list[dict[str, Any]]:
+    """Figures for every size in :data:`SIZES`, each against its own simulator process."""
     context = multiprocessing.get_context("spawn")
-    print(f"python {sys.version.split()[0]}; simulator in a child process", flush=True)
+    results = []
     for printers in SIZES:
         with tempfile.TemporaryDirectory() as tmp:
             secrets = Path(tmp) / "secrets.json"
@@ -200,11 +219,66 @@ def main() -> int:
             process.start()
             try:
                 info = parent.recv()
-                for line in asyncio.run(bench_size(printers, info, secrets)):
-                    print(line, flush=True)
+                results.append(asyncio.run(bench_size(printers, info, secrets)))
             finally:
                 parent.send("stop")
                 process.join(timeout=30)
+    return results
+
+
+def run() -> list[dict[str, Any]]:
+    """Rows for ``make bench``: requests per fetch per size, time and heap of a 10k fetch."""
+    rows: list[dict[str, Any]] = []
+    for f in collect():
+        n = f"{f['printers']:,} printers"
+        rows += [
+            {
+                "name": f"Formlabs fetch_printers requests, {n}",
+                "value": f["formlabs_printers"],
+                "unit": "requests",
+                "note": f"{f['formlabs_first']} on the first fetch (token request included); "
+                f"{f['formlabs_seen']:,} printers seen",
+            },
+            {
+                "name": f"Formlabs fetch_inventory requests, {n}",
+                "value": f["formlabs_inventory"],
+                "unit": "requests",
+                "note": f"{f['formlabs_inventory_by']}; {f['tanks']:,} tanks, "
+                f"{f['cartridges']:,} cartridges",
+            },
+            {
+                "name": f"Carbon fetch_printers requests, {n}",
+                "value": f["carbon_printers"],
+                "unit": "requests",
+                "note": f"{f['carbon_seen']:,} printers seen",
+            },
+        ]
+        for vendor, label in (("formlabs", "Formlabs"), ("carbon", "Carbon")):
+            if f"{vendor}_time" in f:
+                seconds, peak = f[f"{vendor}_time"]
+                rows += [
+                    {
+                        "name": f"{label} fetch_printers time, {n}",
+                        "value": seconds,
+                        "unit": "s",
+                        "note": f"median of {TIMED_RUNS}; simulator in a child process, "
+                        "its rate limits raised",
+                    },
+                    {
+                        "name": f"{label} fetch_printers peak Python heap, {n}",
+                        "value": peak,
+                        "unit": "MiB",
+                        "note": "tracemalloc peak of one more fetch",
+                    },
+                ]
+    return [{"baseline": None, "baseline_value": None, "ratio": None, **row} for row in rows]
+
+
+def main() -> int:
+    print(f"python {sys.version.split()[0]}; simulator in a child process", flush=True)
+    for figures in collect():
+        for line in describe(figures):
+            print(line, flush=True)
     return 0
 
 
