@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import math
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -107,22 +108,24 @@ async def _settle(rounds: int = 5) -> None:
         await asyncio.sleep(0)
 
 
-def parse_duration(text: str | float | int | timedelta) -> timedelta:
+def parse_duration(text: object) -> timedelta:
     """Parse ``"90s"``, ``"5m"``, ``"1h30m"``, ``"2d"``, ``"250ms"`` or a number of seconds.
 
     Raises:
-        ValueError: with a message saying which forms are accepted.
+        ValueError: with a message saying which forms are accepted (also for booleans, tables,
+            lists, NaN, infinity and durations too long to represent).
     """
     if isinstance(text, timedelta):
         return text
+    hint = "write a number and a unit (ms, s, m, h, d, w), e.g. '30s', '5m', '1h30m'"
+    if isinstance(text, bool) or not isinstance(text, str | int | float):
+        raise ValueError(f"a duration must be text such as '30s' or a number of seconds; {hint}")
     if isinstance(text, int | float):
-        if text < 0:
-            raise ValueError("durations cannot be negative")
-        return timedelta(seconds=float(text))
+        return _seconds(float(text), text, hint)
     units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
     rest = text.strip().lower()
     if not rest:
-        raise ValueError("empty duration; write e.g. '30s', '5m', '1h'")
+        raise ValueError(f"empty duration; {hint}")
     total = 0.0
     while rest:
         number = ""
@@ -133,15 +136,26 @@ def parse_duration(text: str | float | int | timedelta) -> timedelta:
             unit, rest = unit + rest[0], rest[1:]
         rest = rest.lstrip()
         if not number or unit not in units:
-            raise ValueError(
-                f"invalid duration {text!r}; write a number and a unit (ms, s, m, h, d, w), "
-                "e.g. '30s', '5m', '1h30m'"
-            )
+            raise ValueError(f"invalid duration {text!r}; {hint}")
         try:
             total += float(number) * units[unit]
         except ValueError:
             raise ValueError(f"invalid number in duration {text!r}") from None
-    return timedelta(seconds=total)
+    return _seconds(total, text, hint)
+
+
+# timedelta's limit is 999,999,999 days; nobody means a longer interval.
+_MAX_SECONDS = 100 * 365 * 86400.0
+
+
+def _seconds(value: float, text: object, hint: str) -> timedelta:
+    if math.isnan(value):
+        raise ValueError(f"{text!r} is not a duration; {hint}")
+    if value < 0:
+        raise ValueError("durations cannot be negative")
+    if value > _MAX_SECONDS:
+        raise ValueError(f"duration {text!r} is longer than 100 years; {hint}")
+    return timedelta(seconds=value)
 
 
 class ScaledClock:
