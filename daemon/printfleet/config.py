@@ -106,7 +106,7 @@ class SourceConfig(Section):
     requests_per_10s: int | None = Field(
         None,
         ge=1,
-        description="Carbon: requests per 10 s (default 100, safe under both documented limits).",
+        description="Carbon: requests per 10 s (default 90: 90% of the lower documented limit).",
     )
     timeout: Duration = Field(timedelta(seconds=30), description="Timeout of one HTTP request.")
     offline_after: Duration | None = Field(

@@ -480,8 +480,8 @@ async def test_inventory_is_empty_without_requests(
 async def test_budget_is_a_ten_second_window(
     fake: FakeCarbon, clock: FakeClock, key: RSAPrivateKey
 ) -> None:
-    """budget() reports 100 per 10 s minus what was sent."""
+    """budget() reports the default 90 per 10 s minus what was sent."""
     source = make_source(fake, clock, key)
     await source.fetch_printers()
     status = source.budget()
-    assert (status.capacity, status.window_s, status.remaining) == (100, 10, 99)
+    assert (status.capacity, status.window_s, status.remaining) == (90, 10, 89)

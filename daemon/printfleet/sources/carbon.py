@@ -122,7 +122,7 @@ class CarbonSource:
         offline_after: judge staleness of a printer's ``updated_at`` only when set (the API
             does not say it is a heartbeat); otherwise offline comes from the printer state.
         base_url: e.g. ``https://api.carbon3d.com/v1``.
-        budget: defaults to :meth:`RequestBudget.carbon` (100 per 10 s).
+        budget: defaults to :meth:`RequestBudget.carbon` (90 per 10 s).
     """
 
     def __init__(

@@ -30,7 +30,7 @@ FORMLABS_DEFAULT_URL = "https://api.formlabs.com"
 CARBON_DEFAULT_URL = "https://api.carbon3d.com/v1"
 FORMLABS_BUDGET_PER_HOUR = 1350
 FORMLABS_PER_SECOND = 10.0
-CARBON_PER_10S = 100
+CARBON_PER_10S = 90  # 90% of the older, lower documented limit (100 per 10 s)
 _CARBON_FIX = (
     "use the secrets.json downloaded from print.carbon3d.com/api_keys, unchanged "
     "(or create a new API key there)"

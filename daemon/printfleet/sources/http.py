@@ -141,8 +141,8 @@ class RequestBudget:
         return cls(clock, [WindowLimit(per_hour, 3600.0), WindowLimit.per_second(per_second)])
 
     @classmethod
-    def carbon(cls, clock: Clock, *, per_10s: int = 100) -> RequestBudget:
-        """Carbon: ``per_10s`` requests per 10 s (default 100: safe under both documented caps)."""
+    def carbon(cls, clock: Clock, *, per_10s: int = 90) -> RequestBudget:
+        """Carbon: ``per_10s`` requests per 10 s (default 90: 90% of the lower documented cap)."""
         return cls(clock, [WindowLimit(per_10s, 10.0)])
 
     def pause_remaining(self) -> float:
