@@ -148,7 +148,8 @@ def run() -> list[dict[str, Any]]:
             "unit": "ms",
             "baseline": "target",
             "baseline_value": TARGET_MS,
-            "ratio": round(median / TARGET_MS, 3),
+            "ratio": round(TARGET_MS / median, 3),
+            "target": f"< {TARGET_MS:g} ms",
         },
         {
             "name": "/metrics scrape, first (cold cache)",
@@ -156,7 +157,7 @@ def run() -> list[dict[str, Any]]:
             "unit": "ms",
             "baseline": "target",
             "baseline_value": TARGET_MS,
-            "ratio": round(cold / TARGET_MS, 3),
+            "ratio": round(TARGET_MS / cold, 3),
         },
         {
             "name": f"stock generate_latest, render only ({lines} lines, {size >> 20} MiB)",
