@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             f"Last run: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, commit {commit or 'unknown'}, "
             f"{elapsed:.0f} s in all.",
             f"Machine: {_machine()}.",
-            "Command: `make bench` (runs `python -m tests.bench`). Ratios are value/baseline "
+            "Command: `make bench` (runs `python -m tests.bench`). Ratios are "
             "oriented so that > 1x means printfleet is better.",
             "",
             *lines,
