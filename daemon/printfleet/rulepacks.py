@@ -53,6 +53,7 @@ from printfleet.core.rules import (
 )
 from printfleet.errors import Problem, RuleError
 from printfleet.expressions import ExpressionError, compile_template, compile_when
+from printfleet.settings_loader import toml_error_line, undecodable_line
 
 RULE_KEYS: tuple[str, ...] = (
     "name",
@@ -153,12 +154,27 @@ def load_rule_set(
     )
     for path in unique:
         try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as err:
+            data = path.read_bytes()
+        except OSError as err:
             problems.append(
-                Problem(file=str(path), key="", message=f"cannot read: {err}", fix="check the file")
+                Problem(
+                    file=str(path), key="", message=f"cannot read: {err.strerror}", fix="check it"
+                )
             )
             continue
+        line = undecodable_line(data)
+        if line is not None:
+            problems.append(
+                Problem(
+                    file=str(path),
+                    key="",
+                    message="not UTF-8 text",
+                    fix="save it as UTF-8 (that line has another encoding)",
+                    line=line,
+                )
+            )
+            continue
+        text = data.decode("utf-8")
         loader.load_text(text, str(path))
     if problems:
         raise RuleError(problems)
@@ -254,14 +270,13 @@ class _Loader:
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as err:
-            match = re.search(r"line (\d+)", str(err))
             self.problems.append(
                 Problem(
                     file=file,
                     key="",
                     message=f"not valid TOML: {err}",
                     fix="check quotes, brackets and commas on that line",
-                    line=int(match.group(1)) if match else None,
+                    line=toml_error_line(err, text),
                 )
             )
             return

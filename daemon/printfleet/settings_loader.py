@@ -169,11 +169,11 @@ class _Loader:
                     "create it (config.example.toml documents every key), or name another "
                     f"with -c FILE or ${CONFIG_ENV}"
                 )
-            raise ConfigError(Problem(self.file, "", message, fix))
+            raise ConfigError(Problem(self.file, "", message, fix, _undecodable_line(self.path)))
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as err:
-            raise ConfigError(_toml_problem(self.file, err)) from None
+            raise ConfigError(_toml_problem(self.file, err, text)) from None
         self.lines = toml_key_lines(text)
         self._apply_environment(data)
         self._check_duplicate_names(data)
@@ -602,17 +602,52 @@ def _read_text(path: Path) -> tuple[str, tuple[str, str] | None]:
             "let the printfleet user read it (e.g. chgrp printfleet FILE; chmod 640 FILE)",
         )
     except UnicodeDecodeError:
-        return "", (f"{path} is not UTF-8 text", "save it as UTF-8")
+        return "", (
+            f"{path} is not UTF-8 text",
+            "save it as UTF-8 (that line has another encoding)",
+        )
     except OSError as err:
         return "", (f"{path} cannot be read ({err.strerror})", "check the file")
 
 
-def _toml_problem(file: str, err: tomllib.TOMLDecodeError) -> Problem:
+def undecodable_line(data: bytes) -> int | None:
+    """The 1-based line of the first byte sequence that is not UTF-8 (None if all decode)."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return data[: err.start].count(b"\n") + 1
+    return None
+
+
+def _undecodable_line(path: Path) -> int | None:
+    try:
+        return undecodable_line(path.read_bytes())
+    except OSError:
+        return None
+
+
+def toml_error_line(err: tomllib.TOMLDecodeError, document: str) -> int | None:
+    """The line a TOML error points at; "end of document" is the document's last line."""
+    match = re.search(r"line (\d+)", str(err))
+    if match:
+        return int(match.group(1))
+    if "end of document" in str(err):
+        return max(1, len(document.splitlines()))
+    return None
+
+
+def _toml_problem(file: str, err: tomllib.TOMLDecodeError, document: str) -> Problem:
     text = str(err)
     match = re.search(r"\(at line (\d+), column (\d+)\)", text)
     reason = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", text)
     if match is None:
-        return Problem(file, "", f"TOML syntax error: {reason}", "fix the TOML syntax")
+        return Problem(
+            file,
+            "",
+            f"TOML syntax error: {reason}",
+            "fix the TOML syntax (the file ends in the middle of something)",
+            toml_error_line(err, document),
+        )
     line, column = int(match.group(1)), int(match.group(2))
     fix = "fix the TOML syntax there"
     if "overwrite" in reason or "twice" in reason or "redefin" in reason.lower():
