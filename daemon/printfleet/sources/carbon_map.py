@@ -90,24 +90,12 @@ def map_printers(
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
     printers: Keyed[Printer] = Keyed("printer")
-    for value in items:
-        record = as_mapping(value)
-        if record is None:
-            printers.skip(None, REASON_NOT_OBJECT)
-            continue
-        serial = as_str(record.get("serial"))
-        if serial is None:
-            printers.skip(None, REASON_MISSING_SERIAL)
-            continue
-        try:
-            printer = _printer(record, serial, now, offline_after)
-        except MappingError as err:
-            printers.skip(serial, str(err))
-            continue
-        except Exception as err:  # one bad record never fails the poll; fuzz tests forbid it
-            printers.skip(serial, unexpected(err))
-            continue
-        printers.add(serial, printer)
+    printers.collect(
+        items,
+        key="serial",
+        missing=REASON_MISSING_SERIAL,
+        build=lambda record, serial: _printer(record, serial, now, offline_after),
+    )
     return printers.items, {}, printers.skipped
 
 

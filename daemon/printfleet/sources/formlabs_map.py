@@ -101,27 +101,15 @@ def map_printers(
         now = now.replace(tzinfo=UTC)
     printers: Keyed[Printer] = Keyed("printer")
     runs: dict[str, Print] = {}
-    for value in records:
-        record = as_mapping(value)
-        if record is None:
-            printers.skip(None, REASON_NOT_OBJECT)
-            continue
-        serial = as_str(record.get("serial"))
-        if serial is None:
-            printers.skip(None, REASON_MISSING_SERIAL)
-            continue
-        try:
-            printer = _printer(record, serial, now, offline_after)
-            previous = _previous_run(record.get("previous_print_run"), serial)
-        except MappingError as err:
-            printers.skip(serial, str(err))
-            continue
-        except Exception as err:  # one bad record never fails the poll; fuzz tests forbid it
-            printers.skip(serial, unexpected(err))
-            continue
-        printers.add(serial, printer)
-        if previous is not None:
+
+    def build(record: Mapping[str, Any], serial: str) -> Printer:
+        printer = _printer(record, serial, now, offline_after)
+        previous = _previous_run(record.get("previous_print_run"), serial)
+        if previous is not None:  # only once the printer itself mapped
             runs[previous.id] = previous
+        return printer
+
+    printers.collect(records, key="serial", missing=REASON_MISSING_SERIAL, build=build)
     return printers.items, runs, printers.skipped
 
 

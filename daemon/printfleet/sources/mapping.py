@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final, Generic, TypeVar
 
@@ -64,6 +64,36 @@ class Keyed(Generic[T]):
 
     def skip(self, key: str | None, reason: str) -> None:
         self.skipped.append(SkippedRecord(self.kind, key, reason))
+
+    def collect(
+        self,
+        records: Iterable[Any],
+        *,
+        key: str,
+        missing: str,
+        build: Callable[[Mapping[str, Any], str], T],
+    ) -> None:
+        """Map every record with ``build(record, its key)``; skip, with a reason, each record
+        that is not an object, lacks its ``key`` or cannot be mapped. Never raises: one bad
+        record must not fail the poll."""
+        for value in records:
+            record = as_mapping(value)
+            if record is None:
+                self.skip(None, REASON_NOT_OBJECT)
+                continue
+            ident = as_str(record.get(key))
+            if ident is None:
+                self.skip(None, missing)
+                continue
+            try:
+                item = build(record, ident)
+            except MappingError as err:
+                self.skip(ident, str(err))
+                continue
+            except Exception as err:  # a mapper bug; the fuzz tests fail on this reason
+                self.skip(ident, unexpected(err))
+                continue
+            self.add(ident, item)
 
 
 def records_of(body: Any, *, source: str, what: str, list_key: str) -> list[Any]:
