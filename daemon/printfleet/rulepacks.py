@@ -53,7 +53,7 @@ from printfleet.core.rules import (
 )
 from printfleet.errors import Problem, RuleError
 from printfleet.expressions import ExpressionError, compile_template, compile_when
-from printfleet.settings_loader import toml_error_line, undecodable_line
+from printfleet.settings_loader import toml_error_line, toml_key, toml_key_lines, undecodable_line
 
 RULE_KEYS: tuple[str, ...] = (
     "name",
@@ -231,6 +231,7 @@ class _Lines:
 
     def __init__(self, text: str) -> None:
         self.lines = text.splitlines()
+        self.keys = toml_key_lines(text)
         self.headers: dict[str, list[int]] = {"rule": [], "silence": []}
         for number, line in enumerate(self.lines, start=1):
             if match := self._HEADER.match(line):
@@ -240,10 +241,17 @@ class _Lines:
         found = self.headers.get(kind, [])
         return found[index] if index < len(found) else None
 
+    def top(self, key: str) -> int | None:
+        """The line of a top-level key (``"" = 1``, ``[extra]``, ``x.y = 2``), as tomllib
+        reads the key: quoted, escaped and empty keys are found too."""
+        return self.keys.get((key,))
+
     def key(self, kind: str, index: int, key: str) -> int | None:
         start = self.table(kind, index)
         if start is None:
             return None
+        if (kind, index, key) in self.keys:
+            return self.keys[(kind, index, key)]
         pattern = re.compile(
             rf"""^\s*(?:{re.escape(key)}|"{re.escape(key)}"|'{re.escape(key)}')\s*[=.]"""
         )
@@ -286,10 +294,11 @@ class _Loader:
                 self.problems.append(
                     Problem(
                         file=file,
-                        key=key,
+                        key=toml_key(key),
                         message="unknown top-level key",
                         fix=f"{_hint(key, TOP_KEYS)}a pack holds only [[rule]] and [[silence]] "
                         "tables",
+                        line=lines.top(key),
                     )
                 )
         for kind, build in (("rule", self._rule), ("silence", self._silence)):
@@ -328,9 +337,10 @@ class _Loader:
             if key not in RULE_KEYS:
                 self._problem(
                     where,
-                    key,
+                    toml_key(key),
                     "unknown key",
                     f"{_hint(key, RULE_KEYS)}remove it; rule keys are: {', '.join(RULE_KEYS)}",
+                    line_key=key,
                 )
         if not isinstance(name, str) or not _NAME_RE.match(name):
             self._problem(
@@ -489,7 +499,7 @@ class _Loader:
             if key not in MQTT_KEYS:
                 self._problem(
                     where,
-                    f"mqtt.{key}",
+                    f"mqtt.{toml_key(key)}",
                     "unknown key",
                     f"{_hint(key, MQTT_KEYS)}use topic, retain, qos",
                 )
@@ -546,9 +556,10 @@ class _Loader:
             if key not in SILENCE_KEYS:
                 self._problem(
                     where,
-                    key,
+                    toml_key(key),
                     "unknown key",
                     f"{_hint(key, SILENCE_KEYS)}silence keys are: {', '.join(SILENCE_KEYS)}",
+                    line_key=key,
                 )
         match: dict[str, tuple[str, ...]] = {}
         raw_match = table.get("match", {})
@@ -568,9 +579,9 @@ class _Loader:
                 else:
                     self._problem(
                         where,
-                        f"match.{key}",
+                        f"match.{toml_key(key)}",
                         "must be a glob or a list of globs",
-                        f'write {key} = "Form4-*"',
+                        f'write {toml_key(key)} = "Form4-*"',
                     )
         schedule_value = table.get("schedule")
         schedule: list[str] = []
@@ -656,14 +667,18 @@ class _Loader:
 
     # -- values -----------------------------------------------------------------------------
 
-    def _problem(self, where: _Where, key: str, message: str, fix: str) -> None:
+    def _problem(
+        self, where: _Where, key: str, message: str, fix: str, *, line_key: str | None = None
+    ) -> None:
+        """A problem with ``key`` (shown as written in TOML) of the rule or silence at
+        ``where``, on the line of ``line_key`` (default: the first part of ``key``)."""
         self.problems.append(
             Problem(
                 file=where.file,
                 key=f"{where.label}.{key}",
                 message=message,
                 fix=fix,
-                line=where.key_line(key.split(".")[0]),
+                line=where.key_line(key.split(".")[0] if line_key is None else line_key),
             )
         )
 

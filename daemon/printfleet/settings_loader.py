@@ -149,6 +149,10 @@ class _Loader:
     lines: dict[Loc, int] = field(default_factory=dict)
     # Which environment variable set a value, keyed by its location.
     from_env: dict[Loc, str] = field(default_factory=dict)
+    # Tables that only exist because environment variables set keys in them (a section or
+    # table the file does not have), with those variables: ``PRINTFLEET_X__INTERVAL`` makes
+    # ``("x",)``, so an "unknown section" there is blamed on the variable, not the file.
+    env_tables: dict[Loc, list[str]] = field(default_factory=dict)
 
     @property
     def file(self) -> str:
@@ -193,6 +197,12 @@ class _Loader:
         for n in range(len(loc), 0, -1):
             if loc[:n] in self.from_env:
                 return f"environment variable {self.from_env[loc[:n]]}", None
+        for n in range(len(loc), 0, -1):
+            if loc[:n] in self.env_tables:
+                names = self.env_tables[loc[:n]]
+                if len(names) == 1:
+                    return f"environment variable {names[0]}", None
+                return f"environment variables {', '.join(names)}", None
         return self.file, self._line(loc)
 
     def _line(self, loc: Loc) -> int | None:
@@ -298,7 +308,12 @@ class _Loader:
                 self.from_env[loc] = var
                 return
             child = node.get(part)
-            node = node.setdefault(part, {}) if child is None else child
+            if child is None:
+                child = node[part] = {}
+                self.env_tables[loc[: i + 1]] = []
+            if loc[: i + 1] in self.env_tables:
+                self.env_tables[loc[: i + 1]].append(var)
+            node = child
 
     # -- checks on the raw data ---------------------------------------------------------
 
@@ -401,7 +416,12 @@ class _Loader:
                 if not error["loc"] and reported_duplicates:
                     continue  # the model's uniqueness check, already reported with lines
                 message, fix = _explain(error)
-                self._add(tuple(error["loc"]), message, fix)
+                loc = tuple(error["loc"])
+                origin = self._origin(loc)[0]
+                if error["type"] == "extra_forbidden" and origin != self.file:
+                    unset = "unset the variables" if "variables" in origin else "unset the variable"
+                    fix = fix.replace("remove it", unset, 1)
+                self._add(loc, message, fix)
             return None
 
 
@@ -674,20 +694,42 @@ def _register_inline_secrets(model: BaseModel) -> None:
 
 
 def dotted_key(loc: Loc) -> str:
-    """``("source", 1, "client_secret_file")`` → ``source[1].client_secret_file``."""
+    """``("source", 1, "client_secret_file")`` → ``source[1].client_secret_file``.
+
+    A key TOML cannot write bare is quoted as TOML would write it, so an empty or blank key
+    stays visible: ``("poll", "")`` → ``poll.""``.
+    """
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += f".{part}" if out else part
+            out += f".{toml_key(part)}" if out else toml_key(part)
     return out
 
 
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def toml_key(key: str) -> str:
+    """``key`` as TOML writes it: bare when it may be (``interval``), else a quoted string
+    (``""``, ``"two words"``, ``"\\u000a"``)."""
+    if _BARE_KEY.fullmatch(key):
+        return key
+    out = []
+    for char in key:
+        if char in '"\\':
+            out.append("\\" + char)
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
+
+
 _HEADER = re.compile(r"^\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
-_KEY = re.compile(
-    r"""^((?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*'))*)\s*="""
-)
+_SEGMENT = r"""(?:[A-Za-z0-9_-]+|"(?:[^"\\]|\\.)*"|'[^']*')"""
+_KEY = re.compile(rf"^({_SEGMENT}(?:\s*\.\s*{_SEGMENT})*)\s*=")
 _STRINGS = re.compile(r""""(?:[^"\\]|\\.)*"|'[^']*'""")
 
 
@@ -742,8 +784,18 @@ def toml_key_lines(text: str) -> dict[Loc, int]:
 
 
 def _split_key(key: str) -> list[str]:
-    parts = re.findall(r'"([^"]*)"|\'([^\']*)\'|([^.\s]+)', key)
-    return [a or b or c for a, b, c in parts]
+    """The segments of a (dotted) TOML key as tomllib reads them: ``a."b.c".""`` →
+    ``["a", "b.c", ""]``, escapes in quoted segments decoded."""
+    try:
+        node: Any = tomllib.loads(f"{key} = 0")
+    except tomllib.TOMLDecodeError:
+        parts = re.findall(r'"([^"]*)"|\'([^\']*)\'|([^.\s]+)', key)
+        return [a or b or c for a, b, c in parts]
+    segments: list[str] = []
+    while isinstance(node, dict) and len(node) == 1:
+        ((segment, node),) = node.items()
+        segments.append(segment)
+    return segments
 
 
 def _bracket_depth(text: str) -> int:

@@ -232,16 +232,6 @@ def mangle_text(text: str, data: st.DataObject) -> str | bytes:
 
 # -- the property ----------------------------------------------------------------------------
 
-# Known gaps, each pinned by a strict xfail test at the end of this module: the fuzz tolerates
-# exactly these until they are fixed (then the xfail test passes, fails as XPASS, and its
-# marker and the matching line here go).
-
-
-def _known_gap(problem: Problem) -> bool:
-    """A problem without key or line of a kind already reported (see the xfail tests)."""
-    message = problem.message
-    return message in ("unknown section", "unknown top-level key")  # a key named ""
-
 
 def assert_actionable(err: ConfigError) -> None:
     """Every problem names a file, says what is wrong, and points at a key or a line."""
@@ -252,8 +242,7 @@ def assert_actionable(err: ConfigError) -> None:
         assert isinstance(problem.message, str), problem
         assert problem.message.strip(), problem
         assert "Traceback" not in problem.message, problem
-        if not _known_gap(problem):
-            assert (problem.key or "").strip() or problem.line is not None, repr(problem)
+        assert (problem.key or "").strip() or problem.line is not None, repr(problem)
     assert str(err).strip()
 
 
@@ -418,7 +407,7 @@ def test_damaged_rule_pack_text_fails_clearly(workspace: Workspace, data: st.Dat
     load_pack(workspace, mangle_text(workspace.packs[name], data))
 
 
-# -- known gaps (reported; each xfail is strict so that a fix is noticed) ----------------------
+# -- cases the fuzz found, pinned ------------------------------------------------------------
 
 
 def _problems(load: Any) -> list[Problem]:
@@ -488,7 +477,6 @@ def test_a_duration_given_as_boolean_is_rejected(workspace: Workspace) -> None:
     assert [p.key for p in problems] == ["poll.interval"]
 
 
-@pytest.mark.xfail(strict=True, reason="an unknown section from the environment blames the file")
 def test_an_unknown_section_from_the_environment_names_the_variable(
     workspace: Workspace,
 ) -> None:
@@ -520,8 +508,7 @@ def test_a_file_that_is_not_utf8_points_at_the_bad_line(workspace: Workspace, ki
     assert "codec" not in problems[0].message
 
 
-@pytest.mark.xfail(strict=True, reason='a key named "" is reported without key or line')
 def test_an_empty_top_level_key_in_a_pack_is_located(workspace: Workspace) -> None:
-    """A top-level key "" in a rule pack is reported with its line."""
+    """A top-level key "" in a rule pack is reported with its line, the key written as in TOML."""
     problems = _pack_problems(workspace, '"" = 1\n')
-    assert [p.line for p in problems] == [1]
+    assert [(p.key, p.line) for p in problems] == [('""', 1)]
