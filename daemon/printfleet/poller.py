@@ -27,7 +27,7 @@ from printfleet.core.diff import (
 )
 from printfleet.core.events import ChangeEvent, EventType
 from printfleet.core.fleet import AccountHealth
-from printfleet.core.model import Snapshot, frozen_mapping
+from printfleet.core.model import Snapshot, frozen_mapping, without_raw
 from printfleet.core.schedule import Budget, PollPolicy, is_due, next_poll
 from printfleet.errors import AuthFailed, BadResponse, RateLimited, SourceError
 from printfleet.observe import NULL_OBSERVER, Observer
@@ -231,7 +231,8 @@ class SourcePoller:
             state[f"watermark:{self.name}"] = self._watermark.isoformat()
         return Cycle(
             source=self.name,
-            snapshot=current,
+            # The events keep the vendor records they were detected in; the kept state does not.
+            snapshot=without_raw(current, self._previous),
             events=tuple(events),
             health=self._health,
             state=state,

@@ -69,7 +69,15 @@ from printfleet.core.codec import (
     snapshot_to_json,
 )
 from printfleet.core.delivery import Delivery
-from printfleet.core.model import EMPTY, Print, Printer, Snapshot, frozen_mapping, iso
+from printfleet.core.model import (
+    EMPTY,
+    Print,
+    Printer,
+    Snapshot,
+    frozen_mapping,
+    iso,
+    printer_without_raw,
+)
 from printfleet.errors import StoreError
 
 log = structlog.get_logger("printfleet.store")
@@ -373,7 +381,7 @@ class Store:
             }
             changed = list(snapshot.printers.items())
             removed = stored - snapshot.printers.keys()
-            held = {serial: _without_raw(p) for serial, p in changed}
+            held = {serial: printer_without_raw(p) for serial, p in changed}
         else:
             # ``held`` mirrors the rows: a printer not rewritten keeps its stored version.
             changed, held = [], {}
@@ -381,7 +389,7 @@ class Store:
                 old = known.printers.get(serial)
                 if old is None or _printer_changed(old, printer):
                     changed.append((serial, printer))
-                    held[serial] = _without_raw(printer)
+                    held[serial] = printer_without_raw(printer)
                 else:
                     held[serial] = old
             removed = known.printers.keys() - snapshot.printers.keys()
@@ -784,16 +792,6 @@ def _refresh_head(conn: sqlite3.Connection, sink: str, key: str, now: int) -> No
             conn.execute("UPDATE outbox SET due_at = NULL WHERE id = ?", (other,))
     if head is not None and head[1] is None:
         conn.execute("UPDATE outbox SET due_at = ? WHERE id = ?", (now, head[0]))
-
-
-def _without_raw(printer: Printer) -> Printer:
-    """``printer`` as stored: vendor records are not kept, not even in memory."""
-    current = printer.current_print
-    if current is not None and current.raw:
-        current = replace(current, raw=EMPTY)
-    if not printer.raw and current is printer.current_print:
-        return printer
-    return replace(printer, raw=EMPTY, current_print=current)
 
 
 def _printer_changed(old: Printer | None, new: Printer) -> bool:

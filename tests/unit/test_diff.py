@@ -34,6 +34,7 @@ from printfleet.core.model import (
     Snapshot,
     Tank,
     Vendor,
+    without_raw,
 )
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
@@ -123,7 +124,7 @@ def cycle(
     """What the poller does with a fetched snapshot: carry forward, diff, keep."""
     now = now or cur.taken_at
     cur = carry_forward(prev, cur, now, SETTINGS)
-    return cur, diff(prev, cur, now, SETTINGS)
+    return without_raw(cur, prev), diff(prev, cur, now, SETTINGS)
 
 
 # --- table: one poll, which events --------------------------------------------------------
@@ -1251,3 +1252,44 @@ def test_no_print_starts_or_ends_twice(
         if e.print is not None and e.type in (E.PRINT_FINISHED, E.PRINT_FAILED, E.PRINT_ABORTED)
     )
     assert all(n == 1 for n in outcomes.values())
+
+
+# --- what is kept between polls -------------------------------------------------------------
+
+
+def test_events_carry_the_vendor_record_the_kept_state_does_not() -> None:
+    record = {"serial": "F1", "status_message": "Resin tank missing"}
+    job_record = {"guid": "p1", "layer": 12}
+    before = snap(printer(current=run(progress=0.1)))
+    after = snap(
+        printer(current=run(progress=0.3, raw=job_record), raw=record, alerts=("TANK",)), at=T1
+    )
+    kept, events = cycle(before, after)
+    alert = next(e for e in events if e.type is E.PRINTER_ALERT)
+    assert alert.printer is not None
+    assert dict(alert.printer.raw) == record
+    data = to_cloudevent(alert)["data"]
+    assert data["printer"]["raw"]["status_message"] == "Resin tank missing"
+    assert not kept.printers["F1"].raw
+    current = kept.printers["F1"].current_print
+    assert current is not None
+    assert not current.raw
+    assert current.progress == 0.3
+
+
+def test_an_unchanged_printer_is_the_previous_object() -> None:
+    seen = T0 - timedelta(seconds=30)
+    first, _ = cycle(None, snap(printer("F1", last_seen_at=seen), printer("F2", raw={"a": 1})))
+    again = snap(
+        printer("F1", last_seen_at=seen, raw={"ping": 1}),
+        printer("F2", raw={"a": 2}, status=PrinterStatus.PRINTING),
+        at=T1,
+    )
+    kept, _ = cycle(first, again)
+    assert kept.printers["F1"] is first.printers["F1"]
+    assert kept.printers["F2"] is not first.printers["F2"]
+    assert kept.printers["F2"].status is PrinterStatus.PRINTING
+    assert not kept.printers["F2"].raw
+    newer = snap(printer("F1", last_seen_at=T1), printer("F2", status=PrinterStatus.PRINTING))
+    latest, _ = cycle(kept, newer)
+    assert latest.printers["F1"].last_seen_at == T1
