@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -526,6 +527,52 @@ async def test_discovery_configs_appear_and_are_removed_with_the_printer(
         remaining = set(late.retained)
     assert not [t for t in remaining if node in t]
     assert [t for t in remaining if "printfleet_lab_Form4-A" in t]
+
+
+async def test_discovery_is_not_republished_for_a_progress_change(
+    mosquitto: Mosquitto, sinks: list[tuple[MqttSink, asyncio.Task[None]]]
+) -> None:
+    """With discovery on, a print moving on republishes its values, never the configs."""
+    sink = await run_sink(sinks, mosquitto)
+    await publish_and_sync(sink, make_view(make_printer(progress=0.425)))
+    async with Subscriber(mosquitto, "#") as sub:
+        await sub.barrier()
+        before = len(sub.messages)
+        await publish_and_sync(sink, make_view(make_printer(progress=0.5)))
+        await sub.barrier()
+        changed = {
+            m.topic.value
+            for m in sub.messages[before:]
+            if not m.topic.value.startswith("test-barrier/")
+        }
+    base = "printfleet/lab/Form4-CapableBeaver"
+    assert changed == {f"{base}/state", f"{base}/progress"}
+
+
+async def test_discovery_follows_a_renamed_printer_and_a_removed_material_slot(
+    mosquitto: Mosquitto, sinks: list[tuple[MqttSink, asyncio.Task[None]]]
+) -> None:
+    """A new name reaches every entity's device; a slot that went away loses its entity."""
+    sink = await run_sink(sinks, mosquitto)
+    printer = make_printer()
+    await publish_and_sync(sink, make_view(printer))
+    renamed = dataclasses.replace(
+        printer,
+        name="Front desk",
+        materials=(Material(slot="FRONT", capacity_ml=1000, remaining_ml=640),),
+    )
+    await publish_and_sync(sink, make_view(renamed))
+    async with Subscriber(mosquitto, "#") as sub:
+        await sub.barrier()
+        retained = sub.retained
+    node = "printfleet_lab_Form4-CapableBeaver"
+    configs = {t: json.loads(p) for t, p in retained.items() if t.startswith("homeassistant/")}
+    assert configs
+    assert {c["device"]["name"] for c in configs.values()} == {"Front desk"}
+    assert f"homeassistant/sensor/{node}/material_remaining/config" in configs
+    assert not [t for t in retained if "material_remaining_FRONT" in t or "BACK" in t]
+    assert retained["printfleet/lab/Form4-CapableBeaver/material_remaining"] == b"64.0"
+    assert set(retained) == {*sink.retained_topics(), "printfleet/status"}
 
 
 # -- protocol and secrets ------------------------------------------------------------------

@@ -91,6 +91,33 @@ def discovery_messages(
         sw_version: printfleet's version, announced as the discovery origin.
     """
     node = node_id(source, printer.serial)
+    configs = discovery_configs(
+        source=source,
+        printer=printer,
+        field_topics=field_topics,
+        availability_topic=availability_topic,
+        sw_version=sw_version,
+    )
+    return {config_topic(ha_prefix, node, entity): body for entity, body in configs.items()}
+
+
+def config_topic(ha_prefix: str, node: str, entity: str) -> str:
+    """The config topic of ``entity`` (``<component>/<key>``, as keyed by
+    :func:`discovery_configs`) of the printer whose node id is ``node``."""
+    component, _, key_id = entity.partition("/")
+    return f"{ha_prefix}/{component}/{node}/{key_id}/config"
+
+
+def discovery_configs(
+    *,
+    source: str,
+    printer: Printer,
+    field_topics: Mapping[str, str],
+    availability_topic: str,
+    sw_version: str | None = None,
+) -> dict[str, bytes]:
+    """Like :func:`discovery_messages`, keyed by entity (``<component>/<key>``) not topic."""
+    node = node_id(source, printer.serial)
     common: dict[str, Any] = {
         "availability_topic": availability_topic,
         "payload_available": "online",
@@ -98,7 +125,7 @@ def discovery_messages(
         "device": device(source, printer),
         "origin": {"name": "printfleet", **({"sw_version": sw_version} if sw_version else {})},
     }
-    messages: dict[str, bytes] = {}
+    configs: dict[str, bytes] = {}
 
     def add(component: str, key: str, name: str, topic: str, extra: Mapping[str, Any]) -> None:
         key_id = safe_id(key)
@@ -110,7 +137,7 @@ def discovery_messages(
             **extra,
             **common,
         }
-        messages[f"{ha_prefix}/{component}/{node}/{key_id}/config"] = _encode(config)
+        configs[f"{component}/{key_id}"] = _encode(config)
 
     for key, topic in field_topics.items():
         if key == "online":
@@ -139,7 +166,7 @@ def discovery_messages(
         elif key in _SENSORS:
             name, extra = _SENSORS[key]
             add("sensor", key, name, topic, {**extra, "value_template": NULL_TEMPLATE})
-    return messages
+    return configs
 
 
 def removal_messages(topics: Iterable[str]) -> dict[str, bytes]:

@@ -44,8 +44,9 @@ import json
 import math
 import random
 import socket
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Final
@@ -242,12 +243,21 @@ def default_backoff(attempt: int) -> float:
 
 
 @dataclass(slots=True)
-class _Rendered:
-    """The retained messages of one printer, and what they were computed from."""
+class _Retained:
+    """What the broker holds for one printer, and what it was rendered from.
 
-    printer: Printer
-    last_seen: datetime | None
-    messages: dict[str, bytes]
+    Payloads are not kept (at 10,000 printers with Home Assistant discovery they are ~100 MB),
+    only a hash of each acknowledged one: a changed printer is re-rendered and only messages
+    whose hash differs go out. Discovery configs are re-rendered only when their inputs
+    (``identity``) change, or after a reconnect.
+    """
+
+    printer: Printer | None = None  # None: not confirmed on this connection yet
+    last_seen: datetime | None = None
+    identity: tuple[Any, ...] | None = None  # discovery inputs; None: not confirmed
+    # message key -> hash of the acknowledged payload; None: published on an earlier
+    # connection and not yet republished on this one (still to be cleared if unwanted).
+    digests: dict[str, int | None] = field(default_factory=dict)
 
 
 PrinterKey = tuple[str, str]  # (source, serial)
@@ -331,11 +341,7 @@ class MqttSink:
         self._view_generation = 0
         self._synced_generation = 0
         self._state_changed = asyncio.Event()
-        self._rendered: dict[PrinterKey, _Rendered] = {}
-        # What the broker acknowledged, per printer: topic -> payload, or None for a topic
-        # published on an earlier connection and not yet republished on this one.
-        self._published: dict[PrinterKey, dict[str, bytes | None]] = {}
-        self._synced: dict[PrinterKey, dict[str, bytes]] = {}  # identity fast path
+        self._retained: dict[PrinterKey, _Retained] = {}
 
     def __repr__(self) -> str:
         return f"<MqttSink {self._broker.host}:{self._broker.port} prefix={self._prefix!r}>"
@@ -595,10 +601,9 @@ class MqttSink:
 
     def _mark_unconfirmed(self) -> None:
         """After a (re)connect: everything must be republished, and old topics stay known."""
-        for messages in self._published.values():
-            for topic in messages:
-                messages[topic] = None
-        self._synced.clear()
+        for entry in self._retained.values():
+            entry.printer = entry.identity = None
+            entry.digests = dict.fromkeys(entry.digests)
         self._synced_generation = -1
         self._state_changed.set()
 
@@ -613,102 +618,142 @@ class MqttSink:
 
     async def _sync(self, client: aiomqtt.Client) -> None:
         """Publish the retained messages that differ from what the broker acknowledged."""
-        wanted = await self._render(self._view)
-        pending: list[tuple[PrinterKey, str, bytes]] = []
-        done_keys: list[PrinterKey] = []
-        for key in list(self._published.keys() | wanted.keys()):
-            want = wanted[key].messages if key in wanted else {}
-            if self._synced.get(key) is want:
-                continue
-            have = self._published.get(key, {})
-            changes = [(key, t, p) for t, p in want.items() if have.get(t) != p]
-            changes += [(key, t, b"") for t in have if t not in want]
-            pending.extend(changes)
-            done_keys.append(key)
-        remaining = iter(pending)
+        rendered: list[tuple[PrinterKey, Printer, tuple[Any, ...] | None]] = []
+        gone: list[PrinterKey] = []
+        sent = 0
+
+        def changes() -> Iterator[tuple[PrinterKey, str, bytes]]:
+            # Rendered as the publishers ask, so a full republish of a large fleet never
+            # holds every payload at once (~130,000 messages at 10,000 printers).
+            wanted: set[PrinterKey] = set()
+            snapshots = self._view.snapshots if self._view is not None else {}
+            for source, snapshot in snapshots.items():
+                for serial, printer in snapshot.printers.items():
+                    key = (source, serial)
+                    wanted.add(key)
+                    entry = self._retained.get(key)
+                    if entry is not None and self._still_current(entry, printer):
+                        continue
+                    identity = self._identity(printer)
+                    rendered.append((key, printer, identity))
+                    yield from self._printer_changes(key, printer, entry, identity)
+            gone.extend(key for key in self._retained if key not in wanted)
+            for key in gone:
+                yield from [(key, name, b"") for name in self._retained[key].digests]
+
+        remaining = changes()
 
         async def publisher() -> None:
-            for key, topic, payload in remaining:  # shared: each message goes out once
-                await client.publish(topic, payload, qos=1, retain=True)
-                have = self._published.setdefault(key, {})
+            nonlocal sent
+            for key, name, payload in remaining:  # shared: each message goes out once
+                await client.publish(self._topic(key, name), payload, qos=1, retain=True)
+                sent += 1
+                digests = self._retained.setdefault(key, _Retained()).digests
                 if payload:
-                    have[topic] = payload
+                    digests[name] = hash(payload)
                 else:
-                    have.pop(topic, None)
+                    digests.pop(name, None)
 
         # A sliding window of publishes awaiting their PUBACK (not batches: a batch waits
         # for its slowest PUBACK, and a broker that delays ACKs (Nagle) stalls every batch).
         try:
             async with asyncio.TaskGroup() as group:
-                for _ in range(min(SYNC_WINDOW, len(pending))):
+                for _ in range(SYNC_WINDOW):
                     group.create_task(publisher())
         except BaseExceptionGroup as failed:
             raise _first_error(failed) from None
-        for key in done_keys:
-            if key in wanted:
-                self._synced[key] = wanted[key].messages
-            else:
-                self._synced.pop(key, None)
-                if not self._published.get(key):
-                    self._published.pop(key, None)
-        if pending:
-            self._log.debug("mqtt.state_synced", messages=len(pending), printers=len(done_keys))
+        for key, printer, identity in rendered:
+            entry = self._retained.setdefault(key, _Retained())
+            entry.printer, entry.last_seen, entry.identity = printer, printer.last_seen_at, identity
+        for key in gone:
+            if not self._retained[key].digests:
+                del self._retained[key]
+        if sent:
+            self._log.debug("mqtt.state_synced", messages=sent, printers=len(rendered))
 
-    async def _render(self, view: FleetView | None) -> dict[PrinterKey, _Rendered]:
-        """Retained messages per printer of ``view``, reusing unchanged printers' renders."""
-        rendered: dict[PrinterKey, _Rendered] = {}
-        if view is None:
-            return rendered
-        previous = self._rendered
-        count = 0
-        for source, snapshot in view.snapshots.items():
-            for serial, printer in snapshot.printers.items():
-                key = (source, serial)
-                old = previous.get(key)
-                if old is not None and self._still_current(old, printer):
-                    rendered[key] = old
-                    continue
-                rendered[key] = _Rendered(
-                    printer, printer.last_seen_at, self._printer_messages(source, printer)
-                )
-                count += 1
-                if count % 500 == 0:
-                    await asyncio.sleep(0)  # rendering a large fleet must not stall the loop
-        self._rendered = rendered
-        return rendered
+    def _printer_changes(
+        self,
+        key: PrinterKey,
+        printer: Printer,
+        entry: _Retained | None,
+        identity: tuple[Any, ...] | None,
+    ) -> list[tuple[PrinterKey, str, bytes]]:
+        """The messages of one printer that differ from what the broker holds (a list: the
+        publishers update ``entry.digests`` while the caller is still yielding them).
 
-    def _still_current(self, old: _Rendered, printer: Printer) -> bool:
-        if old.printer is not printer and old.printer != printer:
+        Discovery configs are rendered only when ``entry`` does not hold them for the same
+        ``identity``."""
+        kept_discovery = entry is not None and entry.identity == identity
+        messages = self._printer_messages(key[0], printer, discovery=not kept_discovery)
+        have = entry.digests if entry is not None else {}
+        out = [(key, n, p) for n, p in messages.items() if have.get(n) != hash(p)]
+        out += [
+            (key, n, b"")
+            for n in have
+            if n not in messages and not (kept_discovery and n.startswith(_HA))
+        ]
+        return out
+
+    def _still_current(self, entry: _Retained, printer: Printer) -> bool:
+        old = entry.printer
+        if old is None or (old is not printer and old != printer):
             return False
         seen = printer.last_seen_at
-        if seen is None or seen == old.last_seen:
+        if seen is None or seen == entry.last_seen:
             return True
-        if old.last_seen is None:
+        if entry.last_seen is None:
             return False
-        return (seen - old.last_seen).total_seconds() < self._heartbeat
+        return (seen - entry.last_seen).total_seconds() < self._heartbeat
 
-    def _printer_messages(self, source: str, printer: Printer) -> dict[str, bytes]:
+    def _identity(self, printer: Printer) -> tuple[Any, ...] | None:
+        """What the printer's discovery configs are rendered from (None: discovery is off)."""
+        if not self._config.homeassistant_discovery:
+            return None
+        slots = tuple(m.slot for m in printer.materials)  # which material entities exist
+        return (
+            printer.name,
+            printer.vendor,
+            printer.model,
+            printer.firmware,
+            printer.location,
+            slots,
+        )
+
+    def _printer_messages(
+        self, source: str, printer: Printer, *, discovery: bool
+    ) -> dict[str, bytes]:
+        """Message key -> payload of one printer (discovery configs when ``discovery``)."""
+        messages = {"state": state_payload(printer)}
+        for name, value in field_values(printer).items():
+            messages[sys.intern(name)] = value.encode()
+        if not discovery or not self._config.homeassistant_discovery:
+            return messages
         base = printer_topic(self._prefix, source, printer.serial)
-        messages = {f"{base}/state": state_payload(printer)}
-        field_topics: dict[str, str] = {}
-        for key, value in field_values(printer).items():
-            topic = f"{base}/{key}"
-            field_topics[key] = topic
-            messages[topic] = value.encode()
-        if self._config.homeassistant_discovery:
-            messages.update(
-                homeassistant.discovery_messages(
-                    source=source,
-                    printer=printer,
-                    field_topics=field_topics,
-                    availability_topic=self.status_topic,
-                    ha_prefix=self._config.homeassistant_prefix,
-                    sw_version=__version__,
-                )
-            )
+        configs = homeassistant.discovery_configs(
+            source=source,
+            printer=printer,
+            field_topics={name: f"{base}/{name}" for name in messages if name != "state"},
+            availability_topic=self.status_topic,
+            sw_version=__version__,
+        )
+        for entity, body in configs.items():
+            messages[sys.intern(_HA + entity)] = body
         return messages
+
+    def _topic(self, key: PrinterKey, name: str) -> str:
+        source, serial = key
+        if name.startswith(_HA):
+            node = homeassistant.node_id(source, serial)
+            return homeassistant.config_topic(
+                self._config.homeassistant_prefix, node, name[len(_HA) :]
+            )
+        return f"{printer_topic(self._prefix, source, serial)}/{name}"
 
     def retained_topics(self) -> Iterable[str]:
         """Every retained topic currently acknowledged by the broker (for tests and tools)."""
-        for messages in self._published.values():
-            yield from (t for t, p in messages.items() if p is not None)
+        for key, entry in self._retained.items():
+            yield from (self._topic(key, n) for n, d in entry.digests.items() if d is not None)
+
+
+# Message keys of discovery configs: ``ha:<component>/<key>``; the others are field names.
+_HA: Final = "ha:"
