@@ -7,7 +7,11 @@ the global default registry):
   things happen; it keeps counters and histograms (``api_requests_total``,
   ``api_request_duration_seconds``, ``poll_duration_seconds``, ``events_total``,
   ``prints_total``, ``rule_matches_total``, ``deliveries_total``, ``records_skipped_total``)
-  plus ``build_info``.
+  plus ``build_info``. ``prints_total`` is a :class:`PrintCounters` collector rather than a
+  prometheus_client ``Counter``: three series per printer at 10,000 printers cost ~17 MB as
+  ``Counter`` children, and a few hundred bytes per printer as plain ints. It has no
+  ``_created`` series: in the text format Prometheus stores those as 30,000 extra gauge
+  series that nothing reads, and every series starts at 0 (see :meth:`Metrics.track_fleet`).
 * :class:`FleetCollector` is a custom collector that reads the current
   :class:`~printfleet.core.fleet.FleetView` (and the request budgets and outbox counts) at
   scrape time. It keeps no per-printer state between scrapes except a text cache keyed by the
@@ -25,23 +29,25 @@ Label choices:
 Scrape cost: at 10,000 printers the fleet gauges are ~150,000 samples. ``generate_latest``
 formats those in about a second, so :func:`exposition` (used by the health server) lets
 :class:`FleetCollector` write its text directly from a per-printer cache, reusing a printer's
-lines while the printer value is unchanged. Any other consumer of the registry
-(``generate_latest``, ``registry.get_sample_value``) gets ordinary metric families.
+lines while the printer value is unchanged, and :class:`PrintCounters` write its ~30,000
+lines straight from its counts. Any other consumer of the registry (``generate_latest``,
+``registry.get_sample_value``) gets ordinary metric families.
 """
 
 from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from types import MappingProxyType
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from printfleet import __version__
 from printfleet.core.events import ChangeEvent, EventType
@@ -67,11 +73,11 @@ OutboxCounts = tuple[Mapping[str, int], Mapping[str, int]]
 class Metrics:
     """The :class:`~printfleet.observe.Observer` that turns reports into Prometheus series.
 
-    Thread-safe (prometheus_client metrics are), so it may be called from any task or thread.
+    Thread-safe (prometheus_client metrics are, and :class:`PrintCounters` locks), so it may be
+    called from any task or thread.
     """
 
     def __init__(self, registry: CollectorRegistry, *, version: str = __version__) -> None:
-        self._tracked: set[tuple[str, str]] = set()
         self.api_requests = Counter(
             "printfleet_api_requests",
             "Vendor API requests, by endpoint and HTTP status code (or error kind).",
@@ -104,12 +110,8 @@ class Metrics:
             ["source", "type"],
             registry=registry,
         )
-        self.prints = Counter(
-            "printfleet_prints",
-            "Print runs that ended, by printer and result (finished, failed, aborted).",
-            ["source", "serial", "result"],
-            registry=registry,
-        )
+        self.prints = PrintCounters()
+        registry.register(self.prints)
         self.rule_matches = Counter(
             "printfleet_rule_matches",
             "Times a rule fired for an event.",
@@ -143,14 +145,11 @@ class Metrics:
 
     def event_emitted(self, event: ChangeEvent) -> None:
         self.events.labels(event.source, event.type.value).inc()
-        result = PRINT_RESULTS.get(event.type)
+        result = _RESULT_INDEX.get(event.type)
         if result is not None:
-            self.prints.labels(event.source, event.subject, result).inc()
+            self.prints.inc(event.source, event.subject, result)
         elif event.type is EventType.PRINTER_REMOVED:
-            # Removing an absent series is a no-op (prometheus_client >= 0.20).
-            self._tracked.discard((event.source, event.subject))
-            for gone in PRINT_RESULTS.values():
-                self.prints.remove(event.source, event.subject, gone)
+            self.prints.remove(event.source, event.subject)
 
     def track_fleet(self, view: FleetView) -> None:
         """Create every printer's ``prints_total`` series at 0 when it is first seen.
@@ -159,17 +158,126 @@ class Metrics:
         and ``rate()``; in a small fleet nearly every print would be such a first one.
         """
         for source, snapshot in view.snapshots.items():
-            for serial in snapshot.printers:
-                if (source, serial) not in self._tracked:
-                    self._tracked.add((source, serial))
-                    for result in PRINT_RESULTS.values():
-                        self.prints.labels(source, serial, result)
+            self.prints.track(source, snapshot.printers)
 
     def rule_matched(self, rule: str) -> None:
         self.rule_matches.labels(rule).inc()
 
     def delivery_done(self, sink: str, result: str) -> None:
         self.deliveries.labels(sink, result).inc()
+
+
+# -- per-printer print counters ------------------------------------------------------------
+
+#: Index of each print result in a :class:`PrintCounters` row (PRINT_RESULTS order).
+_RESULT_INDEX: Final[Mapping[EventType, int]] = MappingProxyType(
+    {kind: index for index, kind in enumerate(PRINT_RESULTS)}
+)
+_RESULTS: Final = tuple(PRINT_RESULTS.values())
+#: A count in a :class:`PrintCounters` row whose series does not exist.
+_ABSENT: Final = -1
+
+#: ``prints_total`` as a prometheus_client ``Counter`` declares it. Never registered and never
+#: given a child (:class:`PrintCounters` keeps the counts): it supplies the family's name,
+#: help and type, and keeps the declaration where tools that read this module's ``Counter``
+#: calls (the dashboard and alert-rule tests) find every exported metric.
+PRINTS_DECLARATION: Final = Counter(
+    "printfleet_prints",
+    "Print runs that ended, by printer and result (finished, failed, aborted).",
+    ["source", "serial", "result"],
+    registry=None,
+)
+_PRINTS_FAMILY: Final = next(iter(PRINTS_DECLARATION.describe()))
+
+
+class PrintCounters(Collector):
+    """``printfleet_prints_total{source,serial,result}``: what a labelled ``Counter`` exposes.
+
+    One row per printer, ``[finished, failed, aborted]`` (``_ABSENT`` where that result's
+    series does not exist). A ``Counter`` child costs a child object, a lock, a value object,
+    a kwargs dict and label tuples per series; a row is one small list.
+
+    Both scrape paths emit what the ``Counter`` did minus its ``_created`` samples:
+    :meth:`collect` yields a counter family, and under :func:`exposition` :meth:`render` writes
+    the same lines as ``generate_latest`` would (labels sorted, values as Go formats them).
+
+    Counts change on the event loop and are read by the scraping thread, so both hold a lock;
+    a scrape holds it only to copy the rows.
+    """
+
+    NAME: Final = _PRINTS_FAMILY.name
+    HELP: Final = _PRINTS_FAMILY.documentation
+    LABELS: Final = ("source", "serial", "result")  # as declared; written sorted in the text
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rows: dict[tuple[str, str], list[int]] = {}
+
+    def track(self, source: str, serials: Iterable[str]) -> None:
+        """Create the three series of each printer of ``source`` at 0 unless they exist."""
+        with self._lock:
+            rows = self._rows
+            for serial in serials:
+                row = rows.get((source, serial))
+                if row is None:
+                    rows[source, serial] = [0, 0, 0]
+                elif min(row) < 0:  # a print came before tracking
+                    row[:] = [max(count, 0) for count in row]
+
+    def inc(self, source: str, serial: str, result: int) -> None:
+        """Count one print with ``result`` (an index into PRINT_RESULTS), creating its series."""
+        key = (source, serial)
+        with self._lock:
+            row = self._rows.get(key)
+            if row is None:
+                row = self._rows[key] = [_ABSENT, _ABSENT, _ABSENT]
+            row[result] = max(row[result], 0) + 1
+
+    def remove(self, source: str, serial: str) -> None:
+        """Delete the printer's series (if any); it starts from zero if it is tracked again."""
+        with self._lock:
+            self._rows.pop((source, serial), None)
+
+    def _snapshot(self) -> list[tuple[str, str, tuple[int, ...]]]:
+        """``(source, serial, counts)`` per printer, copied under the lock."""
+        with self._lock:
+            return [(source, serial, tuple(row)) for (source, serial), row in self._rows.items()]
+
+    def describe(self) -> Iterator[Metric]:
+        """What the ``Counter`` described (lets the registry reject duplicate names)."""
+        yield from PRINTS_DECLARATION.describe()
+
+    def collect(self) -> Iterator[Metric]:
+        texts: list[str] | None = getattr(_text_mode, "texts", None)
+        if texts is not None:
+            texts.append(self.render())
+            return
+        family = CounterMetricFamily(self.NAME, self.HELP, labels=self.LABELS)
+        for source, serial, counts in self._snapshot():
+            for result, count in zip(_RESULTS, counts, strict=True):
+                if count >= 0:
+                    family.add_metric((source, serial, result), float(count))
+        yield family
+
+    def render(self) -> str:
+        """The same text ``generate_latest`` writes for the family (format 0.0.4)."""
+        help_text = _escape_help(self.HELP)
+        lines = [f"# HELP {self.NAME}_total {help_text}\n# TYPE {self.NAME}_total counter\n"]
+        values = [_go_float(n) for n in range(8)]  # most counts are small
+        for source, serial, counts in self._snapshot():
+            labels = f'serial="{_escape_label(serial)}",source="{_escape_label(source)}"}} '
+            for start, count in zip(_TOTAL_STARTS, counts, strict=True):
+                if count >= 0:
+                    value = values[count] if count < len(values) else _go_float(count)
+                    lines.append(f"{start}{labels}{value}\n")
+        return "".join(lines)
+
+
+#: How each result's ``_total`` line starts (labels in sorted order).
+_TOTAL_STARTS: Final = tuple(f'{PrintCounters.NAME}_total{{result="{r}",' for r in _RESULTS)
+
+#: A sample value as ``generate_latest`` writes it (``0.0``, ``12.0``).
+_go_float: Callable[[float], str] = floatToGoString
 
 
 # -- scrape-time fleet gauges --------------------------------------------------------------
@@ -465,8 +573,10 @@ def _escape_help(text: str) -> str:
 def exposition(registry: Collector) -> bytes:
     """Prometheus text (format 0.0.4) of ``registry``, with fleet collectors rendered fast.
 
-    Equivalent to ``generate_latest(registry)``; :class:`FleetCollector` writes its cached
-    text instead of building ~150,000 sample objects at 10,000 printers.
+    Equivalent to ``generate_latest(registry)`` (the same samples; the families these
+    collectors write come last): :class:`FleetCollector` writes its cached text instead of
+    building ~150,000 sample objects at 10,000 printers, :class:`PrintCounters` renders its
+    ~60,000 lines from its counts.
     """
     texts: list[str] = []
     _text_mode.texts = texts

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from printfleet.core.events import ChangeEvent, EventType, Severity
@@ -21,7 +22,7 @@ from printfleet.core.model import (
     Snapshot,
     Vendor,
 )
-from printfleet.metrics import FleetCollector, Metrics, exposition
+from printfleet.metrics import PRINT_RESULTS, FleetCollector, Metrics, exposition
 from printfleet.sources.base import BudgetStatus
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
@@ -296,3 +297,157 @@ def test_other_observer_hooks() -> None:
     assert get("printfleet_rule_matches_total", {"rule": "print-failed-to-slack"}) == 1
     assert get("printfleet_deliveries_total", {"sink": "mqtt", "result": "retry"}) == 1
     assert get("printfleet_build_info", {"version": "9.9.9"}) == 1
+
+
+# -- prints_total ----------------------------------------------------------------------------
+
+RESULTS = ("finished", "failed", "aborted")
+
+
+def prints_block(text: bytes) -> bytes:
+    """The prints_total family's _total lines, in output order."""
+    return b"".join(
+        line
+        for line in text.splitlines(keepends=True)
+        if line.startswith(
+            (
+                b"printfleet_prints_total",
+                b"# HELP printfleet_prints_total",
+                b"# TYPE printfleet_prints_total",
+            )
+        )
+    )
+
+
+def prints(registry: CollectorRegistry, serial: str) -> dict[str, float | None]:
+    """The printer's prints_total values by result (None: no such series)."""
+    labels = {"source": "lab", "serial": serial}
+    return {
+        r: registry.get_sample_value("printfleet_prints_total", {**labels, "result": r})
+        for r in RESULTS
+    }
+
+
+def test_track_fleet_creates_each_printers_three_series_at_zero() -> None:
+    """Every printer in the view has finished/failed/aborted series at 0, in both scrape paths."""
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    metrics.track_fleet(make_view(make_printer("Form4-A"), make_printer("Form4-B")))
+    assert prints(registry, "Form4-A") == dict.fromkeys(RESULTS, 0.0)
+    assert prints(registry, "Form4-B") == dict.fromkeys(RESULTS, 0.0)
+    fast = samples(exposition(registry).decode())
+    for serial in ("Form4-A", "Form4-B"):
+        for result in RESULTS:
+            labels = (("result", result), ("serial", serial), ("source", "lab"))
+            assert ("printfleet_prints_total", labels, 0.0) in fast
+
+
+def test_a_finished_print_increments_exactly_its_series() -> None:
+    """print.finished adds 1 to that printer's finished series and touches nothing else."""
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    metrics.track_fleet(make_view(make_printer("Form4-A"), make_printer("Form4-B")))
+    metrics.event_emitted(event(EventType.PRINT_FINISHED, "Form4-A"))
+    metrics.track_fleet(make_view(make_printer("Form4-A"), make_printer("Form4-B")))  # no reset
+    assert prints(registry, "Form4-A") == {"finished": 1.0, "failed": 0.0, "aborted": 0.0}
+    assert prints(registry, "Form4-B") == dict.fromkeys(RESULTS, 0.0)
+    assert b'printfleet_prints_total{result="finished",serial="Form4-A",source="lab"} 1.0\n' in (
+        exposition(registry)
+    )
+
+
+def test_printer_removed_drops_its_tracked_series_and_a_return_starts_at_zero() -> None:
+    """printer.removed deletes all three series; tracked again, the printer starts from 0."""
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    view = make_view(make_printer("Form4-Gone"), make_printer("Form4-Kept"))
+    metrics.track_fleet(view)
+    metrics.event_emitted(event(EventType.PRINT_FAILED, "Form4-Gone"))
+    metrics.event_emitted(event(EventType.PRINTER_REMOVED, "Form4-Gone"))
+    assert prints(registry, "Form4-Gone") == dict.fromkeys(RESULTS, None)
+    assert prints(registry, "Form4-Kept") == dict.fromkeys(RESULTS, 0.0)
+    assert b"Form4-Gone" not in exposition(registry)
+    assert b"Form4-Gone" not in generate_latest(registry)
+    metrics.track_fleet(view)
+    assert prints(registry, "Form4-Gone") == dict.fromkeys(RESULTS, 0.0)
+
+
+def test_a_print_before_tracking_creates_only_its_series() -> None:
+    """As with a labelled Counter, an untracked printer's print creates just that series."""
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    metrics.event_emitted(event(EventType.PRINT_FAILED, "Form4-New"))
+    assert prints(registry, "Form4-New") == {"finished": None, "failed": 1.0, "aborted": None}
+    metrics.track_fleet(make_view(make_printer("Form4-New")))
+    assert prints(registry, "Form4-New") == {"finished": 0.0, "failed": 1.0, "aborted": 0.0}
+
+
+def test_prints_text_is_what_a_prometheus_client_counter_writes() -> None:
+    """exposition(), generate_latest() and a stock Counter fed the same way agree byte for byte
+    (label escaping, non-ASCII serials), except that prints_total has no _created series."""
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    stock_registry = CollectorRegistry()
+    stock = Counter(
+        "printfleet_prints",
+        "Print runs that ended, by printer and result (finished, failed, aborted).",
+        ["source", "serial", "result"],
+        registry=stock_registry,
+    )
+    assert prints_block(exposition(registry)) == prints_block(generate_latest(stock_registry))
+
+    serials = ("Form4-A", 'Q"uo\\te\nx', "Fórm-ü", "Form4-Gone")
+    metrics.track_fleet(make_view(*(make_printer(s) for s in serials)))
+    for serial in serials:
+        for result in RESULTS:
+            stock.labels("lab", serial, result)
+    for kind, serial in [
+        (EventType.PRINT_FINISHED, "Form4-A"),
+        (EventType.PRINT_FINISHED, "Form4-A"),
+        (EventType.PRINT_FAILED, 'Q"uo\\te\nx'),
+        (EventType.PRINT_ABORTED, "Form4-A"),
+        (EventType.PRINT_FINISHED, "Form4-Late"),  # never tracked: one series
+    ]:
+        metrics.event_emitted(event(kind, serial))
+        stock.labels("lab", serial, PRINT_RESULTS[kind]).inc()
+    metrics.event_emitted(event(EventType.PRINTER_REMOVED, "Form4-Gone"))
+    for result in RESULTS:
+        stock.remove("lab", "Form4-Gone", result)
+
+    expected = prints_block(generate_latest(stock_registry))
+    assert prints_block(exposition(registry)) == expected
+    assert prints_block(generate_latest(registry)) == expected
+    assert b"printfleet_prints_created" not in exposition(registry)
+    assert b"printfleet_prints_created" not in generate_latest(registry)
+
+
+def test_prints_can_be_scraped_while_printers_come_and_go() -> None:
+    """A scrape in another thread never sees the counts change under it (they are locked)."""
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    views = [make_view(*(make_printer(f"Form4-{n}-{i}") for i in range(50))) for n in range(4)]
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def scrape() -> None:
+        try:
+            while not done.is_set():
+                exposition(registry)
+                generate_latest(registry)
+        except BaseException as error:
+            errors.append(error)
+
+    scraper = threading.Thread(target=scrape)
+    scraper.start()
+    try:
+        for _ in range(20):
+            for n, view in enumerate(views):
+                metrics.track_fleet(view)
+                metrics.event_emitted(event(EventType.PRINT_FINISHED, f"Form4-{n}-0"))
+            for n in range(4):
+                for i in range(50):
+                    metrics.event_emitted(event(EventType.PRINTER_REMOVED, f"Form4-{n}-{i}"))
+    finally:
+        done.set()
+        scraper.join()
+    assert errors == []
