@@ -334,6 +334,55 @@ async def test_malformed_printer_is_skipped_while_others_arrive(
     assert [s.kind for s in snapshot.skipped] == ["printer"]
 
 
+async def test_vendor_fields_read_as_received_from_the_streamed_array(
+    fake: FakeFormlabs, clock: FakeClock
+) -> None:
+    """raw is the record as the vendor wrote it (the array is decoded record by record)."""
+    body = printers()
+    body[0]["status_message"] = 'Grüße, "quoted" ✓'
+    text = json.dumps(body, indent=2, ensure_ascii=False)
+    fake.routes[f"{API}/printers/"] = httpx.Response(200, content=text.encode())
+    snapshot = await make_source(fake, clock).fetch_printers()
+    for record in body:
+        assert snapshot.printers[record["serial"]].raw == record
+    first = snapshot.printers[body[0]["serial"]]
+    assert first.raw["status_message"] == 'Grüße, "quoted" ✓'
+    printing = [p for p in snapshot.printers.values() if p.current_print is not None]
+    assert printing
+    for printer in printing:
+        assert printer.current_print is not None
+        expected = printer.raw["printer_status"]["current_print_run"]
+        assert printer.current_print.raw == expected
+        assert printer.current_print.as_dict(with_raw=True)["raw"] == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '[{"serial": "A"}, {"serial": "B"',
+        '[{"serial": "A"} {"serial": "B"}]',
+        '[{"serial": "A"}] x',
+    ],
+    ids=["cut-off", "missing-comma", "trailing-garbage"],
+)
+async def test_a_broken_printers_array_is_bad_response(
+    fake: FakeFormlabs, clock: FakeClock, text: str
+) -> None:
+    """JSON that breaks off part-way fails the fetch; it never yields a partial fleet."""
+    fake.routes[f"{API}/printers/"] = httpx.Response(200, content=text.encode())
+    with pytest.raises(BadResponse):
+        await make_source(fake, clock).fetch_printers()
+
+
+async def test_an_empty_printers_array_is_an_empty_fleet(
+    fake: FakeFormlabs, clock: FakeClock
+) -> None:
+    fake.routes[f"{API}/printers/"] = httpx.Response(200, content=b" [ ] ")
+    snapshot = await make_source(fake, clock).fetch_printers()
+    assert dict(snapshot.printers) == {}
+    assert snapshot.skipped == ()
+
+
 # --- pagination ---------------------------------------------------------------------------------
 
 

@@ -29,6 +29,7 @@ from printfleet.core.model import (
     Vendor,
     frozen_mapping,
     iso,
+    plain,
 )
 
 FORMAT = 1
@@ -94,7 +95,7 @@ def printer_to_json(printer: Printer, *, with_raw: bool = False) -> dict[str, An
         "queue_length": printer.queue_length,
     }
     if with_raw:
-        data["raw"] = dict(printer.raw)
+        data["raw"] = plain(printer.raw)
     return data
 
 
@@ -119,7 +120,7 @@ def print_to_json(run: Print, *, with_raw: bool = False) -> dict[str, Any]:
         "user": run.user,
     }
     if with_raw:
-        data["raw"] = dict(run.raw)
+        data["raw"] = plain(run.raw)
     return data
 
 

@@ -10,7 +10,8 @@ one fetch is ~100 MB.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
@@ -29,6 +30,50 @@ def frozen_mapping(data: Mapping[str, Any] | None) -> Mapping[str, Any]:
     if not data:
         return EMPTY
     return MappingProxyType(dict(data))
+
+
+class RawJson(Mapping[str, Any]):
+    """A vendor record kept as the JSON text it arrived in, decoded when first read.
+
+    At 10,000 printers the text is a fifth of the decoded objects' size, and most records
+    are never read: only rules that use ``printer.raw.*`` and event envelopes decode one.
+    ``path`` selects a nested object (a printer record's current print run).
+    """
+
+    __slots__ = ("_decoded", "_path", "_text")
+
+    def __init__(self, text: str, path: tuple[str, ...] = ()) -> None:
+        self._text = text
+        self._path = path
+        self._decoded: dict[str, Any] | None = None
+
+    def _data(self) -> dict[str, Any]:
+        if self._decoded is None:
+            value: Any = json.loads(self._text)
+            for key in self._path:
+                value = value.get(key) if isinstance(value, dict) else None
+            self._decoded = value if isinstance(value, dict) else {}
+        return self._decoded
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data())
+
+    def __len__(self) -> int:
+        return len(self._data())
+
+    def __repr__(self) -> str:
+        return f"RawJson({len(self._text)} characters)"
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self._data())
+
+
+def plain(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """``raw`` as a plain dict (one decode for a :class:`RawJson`, not one per key)."""
+    return raw.as_dict() if isinstance(raw, RawJson) else dict(raw)
 
 
 class Vendor(StrEnum):
@@ -179,7 +224,7 @@ class Print:
             "user": self.user,
         }
         if with_raw:
-            data["raw"] = dict(self.raw)
+            data["raw"] = plain(self.raw)
         return data
 
 
@@ -231,7 +276,7 @@ class Printer:
             "tank": self.tank.as_dict() if self.tank else None,
         }
         if with_raw:
-            data["raw"] = dict(self.raw)
+            data["raw"] = plain(self.raw)
         return data
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any
@@ -37,6 +37,7 @@ from printfleet.sources.http import (
     follow_link,
     iso_z,
 )
+from printfleet.sources.mapping import RecordStream
 
 DEFAULT_BASE_URL = "https://api.formlabs.com"
 API = "/developer/v1"
@@ -246,19 +247,25 @@ class FormlabsSource:
         """``GET /printers/``: a bare array, or (API 0.1.0) a paginated object whose ``next``
         links are followed; records are deduplicated by serial (the last page read wins)."""
         url = f"{self._base}{API}/printers/"
-        result = await self._http.request("GET", url, endpoint="/printers/", auth=self._auth)
-        if isinstance(result.body, list):
-            records: list[Any] = result.body
+        result = await self._http.request(
+            "GET", url, endpoint="/printers/", auth=self._auth, stream_array=True
+        )
+        records: Iterable[Any]
+        if isinstance(result.body, RecordStream):
+            records = result.body
         elif isinstance(result.body, dict) and "results" in result.body:
             records = await self._walk(result.body, result.url, "/printers/", key="serial")
         else:
             raise BadResponse(self._name, "GET /printers/ answered neither an array nor a page")
-        printers, runs, skipped = formlabs_map.map_printers(
-            records,
-            source=self._name,
-            now=self._http.server_now(),
-            offline_after=self._offline_after,
-        )
+        try:
+            printers, runs, skipped = formlabs_map.map_printers(
+                records,
+                source=self._name,
+                now=self._http.server_now(),
+                offline_after=self._offline_after,
+            )
+        except ValueError as err:  # the array's text broke off: the whole response is unusable
+            raise BadResponse(self._name, "GET /printers/ answered malformed JSON") from err
         return Snapshot(
             source=self._name,
             vendor=Vendor.FORMLABS,

@@ -41,6 +41,7 @@ from printfleet.sources.mapping import (
     formlabs_printer_status,
     model_name,
     parse_time,
+    raw_record,
     raw_text,
     records_of,
     unexpected,
@@ -242,7 +243,7 @@ def _printer(
     last_seen = parse_time(status.get("last_pinged_at"))
     code = as_str(record.get("machine_type_id")) or "UNKNOWN"
     run_value = status.get("current_print_run")
-    current = _current_run(run_value, serial)
+    current = _current_run(run_value, serial, record)
     tank = _tank(record.get("tank_status"))
     alerts = {alert for key, value, alert in _ATTENTION if status.get(key) == value}
     run = as_mapping(run_value)
@@ -267,7 +268,7 @@ def _printer(
         materials=_materials(record.get("cartridge_status")),
         tank=tank,
         alerts=tuple(sorted(alerts)),
-        raw=frozen_mapping(record),
+        raw=raw_record(record),
     )
 
 
@@ -288,12 +289,13 @@ def _status_block(record: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     return status
 
 
-def _current_run(value: Any, serial: str) -> Print | None:
+def _current_run(value: Any, serial: str, printer: Mapping[str, Any]) -> Print | None:
     """The run on the printer now; ``None`` when there is none or it has no guid."""
     if as_mapping(value) is None:
         return None
     try:
-        return _print(value, serial)
+        raw = raw_record(printer, "printer_status", "current_print_run")
+        return _print(value, serial, raw)
     except MappingError:  # a run we cannot track; the printer record still keeps it in raw
         return None
 
@@ -308,8 +310,9 @@ def _previous_run(value: Any, serial: str) -> Print | None:
         return None
 
 
-def _print(raw: Any, printer_serial: str | None) -> Print:
-    record = as_mapping(raw)
+def _print(value: Any, printer_serial: str | None, raw: Mapping[str, Any] | None = None) -> Print:
+    """``value`` as a print run; ``raw`` is what it keeps as ``raw`` (default: ``value``)."""
+    record = as_mapping(value)
     if record is None:
         raise MappingError(REASON_NOT_OBJECT)
     guid = as_str(record.get("guid"))
@@ -338,7 +341,7 @@ def _print(raw: Any, printer_serial: str | None) -> Print:
         material=as_str(record.get("material_name")) or as_str(record.get("material")),
         message=as_str(record.get("message")),
         user=_user(record.get("user")),
-        raw=frozen_mapping(record),
+        raw=frozen_mapping(record) if raw is None else raw,
     )
 
 

@@ -29,6 +29,7 @@ the endpoint label only.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from collections import deque
@@ -47,6 +48,7 @@ from printfleet.core.model import SkippedRecord
 from printfleet.errors import AuthFailed, BadResponse, RateLimited, SourceUnavailable
 from printfleet.observe import NULL_OBSERVER, Observer
 from printfleet.sources.base import BudgetStatus
+from printfleet.sources.mapping import RecordStream
 
 Params = Sequence[tuple[str, str]]
 ParamsArg = Params | Callable[[], Params] | None
@@ -326,6 +328,7 @@ class VendorHttp:
         data: Mapping[str, str] | None = None,
         auth: Authenticator | None = None,
         accept: Collection[int] = (),
+        stream_array: bool = False,
     ) -> HttpResult:
         """Send one request (retrying transient failures) and return its status and JSON body.
 
@@ -336,6 +339,9 @@ class VendorHttp:
             data: a form-encoded body.
             auth: adds ``Authorization: Bearer``; a 401 renews once, then :class:`AuthFailed`.
             accept: non-2xx statuses returned to the caller instead of raised.
+            stream_array: a JSON array body comes back as a
+                :class:`~printfleet.sources.mapping.RecordStream` (decoded while read, each
+                object keeping its text) instead of a list.
 
         Raises:
             AuthFailed, RateLimited, SourceUnavailable, BadResponse (see the module docstring).
@@ -374,7 +380,9 @@ class VendorHttp:
                 if 200 <= status < 300 or status in accept:
                     if 200 <= status < 300:
                         self._consecutive_429 = 0
-                    body = self._json(response, method, endpoint, required=status < 300)
+                    body = self._json(
+                        response, method, endpoint, required=status < 300, stream=stream_array
+                    )
                     return HttpResult(status, body, str(response.url))
                 if status == 401:
                     if auth is None or token is None:
@@ -453,8 +461,19 @@ class VendorHttp:
         # safe direction both for "last pinged" judgements and for JWT iat.
         self._offset = server - self._clock.now()
 
-    def _json(self, response: httpx.Response, method: str, endpoint: str, *, required: bool) -> Any:
+    def _json(
+        self,
+        response: httpx.Response,
+        method: str,
+        endpoint: str,
+        *,
+        required: bool,
+        stream: bool = False,
+    ) -> Any:
         try:
+            if stream:
+                text = response.content.decode("utf-8-sig")  # JSON is UTF-8 (RFC 8259)
+                return RecordStream(text) if RecordStream.is_array(text) else json.loads(text)
             return response.json()
         except ValueError as err:  # JSONDecodeError and UnicodeDecodeError
             if not required:

@@ -13,11 +13,18 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable, Mapping
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final, Generic, TypeVar
 
-from printfleet.core.model import PrinterStatus, PrintStatus, SkippedRecord
+from printfleet.core.model import (
+    PrinterStatus,
+    PrintStatus,
+    RawJson,
+    SkippedRecord,
+    frozen_mapping,
+)
 from printfleet.errors import BadResponse
 
 T = TypeVar("T")
@@ -96,14 +103,80 @@ class Keyed(Generic[T]):
             self.add(ident, item)
 
 
-def records_of(body: Any, *, source: str, what: str, list_key: str) -> list[Any]:
+class Record(dict[str, Any]):
+    """A decoded vendor record that remembers the JSON text it was decoded from."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, value: dict[str, Any], text: str) -> None:
+        super().__init__(value)
+        self.text = text
+
+
+def raw_record(record: Mapping[str, Any], *path: str) -> Mapping[str, Any]:
+    """What a mapped value keeps as ``raw``: the record's own text when it has it (decoded
+    again only if read), else a read-only copy. ``path`` selects a nested object."""
+    if isinstance(record, Record):
+        return RawJson(record.text, path)
+    value: Any = record
+    for key in path:
+        value = value.get(key) if isinstance(value, Mapping) else None
+    return frozen_mapping(value if isinstance(value, Mapping) else None)
+
+
+_DECODER: Final = json.JSONDecoder()
+_SPACE: Final = re.compile(r"[ \t\n\r]*")
+
+
+class RecordStream(Iterable[Any]):
+    """The elements of a JSON array body, decoded one at a time as they are read.
+
+    A 5,000-printer ``/printers/`` array decodes to ~55 MB of objects; mapped one by one, each
+    record is garbage as soon as its printer is built. Objects come as :class:`Record`.
+    Iterating raises ``ValueError`` where the text stops being a JSON array.
+    """
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+
+    @staticmethod
+    def is_array(text: str) -> bool:
+        return text.startswith("[", _skip_space(text, 0))
+
+    def __iter__(self) -> Iterator[Any]:
+        text = self._text
+        at = _skip_space(text, _skip_space(text, 0) + 1)
+        if text.startswith("]", at):
+            at += 1
+        else:
+            while True:
+                value, end = _DECODER.raw_decode(text, at)
+                yield Record(value, text[at:end]) if isinstance(value, dict) else value
+                at = _skip_space(text, end)
+                if text.startswith(",", at):
+                    at = _skip_space(text, at + 1)
+                elif text.startswith("]", at):
+                    at += 1
+                    break
+                else:
+                    raise ValueError(f"expected ',' or ']' at character {at}")
+        if _skip_space(text, at) != len(text):
+            raise ValueError(f"extra data after the array at character {at}")
+
+
+def _skip_space(text: str, at: int) -> int:
+    match = _SPACE.match(text, at)
+    return match.end() if match else at
+
+
+def records_of(body: Any, *, source: str, what: str, list_key: str) -> Iterable[Any]:
     """The list of records in a response body: a bare JSON array, or an object holding the
     array under ``list_key`` (a page wrapper such as ``{count, next, previous, results}``).
 
     Raises:
         BadResponse: the body is neither (the whole response is unusable, not one record).
     """
-    if isinstance(body, list):
+    if isinstance(body, list | RecordStream):
         return body
     if isinstance(body, Mapping):
         inner = body.get(list_key)
