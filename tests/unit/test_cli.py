@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from printfleet import __version__, cli
-from printfleet.core.model import Snapshot, Vendor
+from printfleet.core.model import Printer, PrinterStatus, RawJson, Snapshot, Vendor
 from printfleet.errors import (
     AuthFailed,
     ConfigError,
@@ -450,6 +450,40 @@ def test_snapshot_prints_json_and_maps_failures(
     if error is None:
         assert json.loads(out)["source"] == "lab"
     assert made[0].closed
+
+
+def test_snapshot_raw_shows_the_vendor_record_as_received(
+    good_config: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`snapshot --raw` decodes the record text the source kept (RawJson) into the output."""
+    record = '{"serial": "F1", "alias": "Grüße", "printer_status": {"status": "IDLE"}}'
+    printer = Printer(
+        serial="F1",
+        name="Grüße",
+        vendor=Vendor.FORMLABS,
+        model="Form 4",
+        model_code="FORM-4-0",
+        status=PrinterStatus.IDLE,
+        status_raw="IDLE",
+        online=True,
+        raw=RawJson(record),
+    )
+
+    class Source(_FakeSource):
+        async def fetch_printers(self) -> Snapshot:
+            taken = datetime(2026, 1, 1, tzinfo=UTC)
+            return Snapshot(self.name, Vendor.FORMLABS, taken, {"F1": printer})
+
+    fake_module(
+        monkeypatch,
+        "printfleet.sources.factory",
+        make_source=lambda config, **kw: Source(config.name, None),
+    )
+    assert cli.main(["snapshot", "-c", str(good_config), "--raw"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["printers"][0]["raw"] == json.loads(record)
+    assert cli.main(["snapshot", "-c", str(good_config)]) == 0
+    assert "raw" not in json.loads(capsys.readouterr().out)["printers"][0]
 
 
 def test_snapshot_of_unknown_source_is_a_config_error(
