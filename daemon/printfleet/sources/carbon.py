@@ -18,7 +18,6 @@ from typing import Any
 
 import httpx
 import jwt
-import structlog
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from printfleet.clock import Clock
@@ -27,13 +26,13 @@ from printfleet.errors import BadResponse
 from printfleet.logs import register_secret
 from printfleet.observe import NULL_OBSERVER, Observer
 from printfleet.sources import carbon_map
-from printfleet.sources.base import BudgetStatus, Inventory, PrintLookup, RunBatch
+from printfleet.sources.base import Inventory, PrintLookup, RunBatch
 from printfleet.sources.http import (
+    HttpSource,
     PageGuard,
     Params,
     RequestBudget,
     RetryPolicy,
-    VendorHttp,
     dedupe_skipped,
     iso_z,
 )
@@ -111,7 +110,7 @@ class CarbonToken:
             self._renew_at = 0.0
 
 
-class CarbonSource:
+class CarbonSource(HttpSource):
     """One Carbon customer account (implements :class:`~printfleet.sources.base.Source`).
 
     Args:
@@ -124,6 +123,8 @@ class CarbonSource:
         base_url: e.g. ``https://api.carbon3d.com/v1``.
         budget: defaults to :meth:`RequestBudget.carbon` (90 per 10 s).
     """
+
+    VENDOR = Vendor.CARBON
 
     def __init__(
         self,
@@ -142,16 +143,10 @@ class CarbonSource:
         rng: random.Random | None = None,
         log: Any = None,
     ) -> None:
-        self._name = name
-        self._base = base_url.rstrip("/")
-        self._clock = clock
-        self._offline_after = offline_after
-        self._client_id = client_id
-        self._log = (log if log is not None else structlog.get_logger().bind(source=name)).bind(
-            vendor=Vendor.CARBON.value
-        )
-        self._http = VendorHttp(
-            source=name,
+        super().__init__(
+            name=name,
+            client_id=client_id,
+            base_url=base_url,
             client=client,
             clock=clock,
             budget=budget or RequestBudget.carbon(clock),
@@ -159,9 +154,10 @@ class CarbonSource:
             timeout=timeout,
             retry=retry,
             rng=rng,
+            log=log,
             forbidden_hint=FORBIDDEN_HINT,
-            log=self._log,
         )
+        self._offline_after = offline_after
         self._auth = CarbonToken(
             client_id=client_id,
             private_key=private_key,
@@ -169,26 +165,6 @@ class CarbonSource:
             server_now=self._http.server_now,
             log=self._log,
         )
-
-    def __repr__(self) -> str:
-        return (
-            f"CarbonSource(name={self._name!r}, base_url={self._base!r}, "
-            f"client_id={self._client_id!r})"
-        )
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def vendor(self) -> Vendor:
-        return Vendor.CARBON
-
-    def budget(self) -> BudgetStatus:
-        return self._http.budget.status()
-
-    async def aclose(self) -> None:
-        self._http.close()
 
     # -- fetches ---------------------------------------------------------------------------
 

@@ -17,7 +17,6 @@ from types import MappingProxyType
 from typing import Any
 
 import httpx
-import structlog
 from pydantic import SecretStr
 
 from printfleet.clock import Clock
@@ -26,8 +25,9 @@ from printfleet.errors import AuthFailed, BadResponse, RateLimited, SourceUnavai
 from printfleet.logs import register_secret
 from printfleet.observe import NULL_OBSERVER, Observer
 from printfleet.sources import formlabs_map
-from printfleet.sources.base import BudgetStatus, Inventory, PrintLookup, RunBatch
+from printfleet.sources.base import Inventory, PrintLookup, RunBatch
 from printfleet.sources.http import (
+    HttpSource,
     PageGuard,
     Params,
     RequestBudget,
@@ -163,7 +163,7 @@ def _error_code(body: Any) -> str | None:
     return None
 
 
-class FormlabsSource:
+class FormlabsSource(HttpSource):
     """One Formlabs account (implements :class:`~printfleet.sources.base.Source`).
 
     Args:
@@ -176,6 +176,8 @@ class FormlabsSource:
             vendor's clock as estimated from ``Date`` headers).
         budget: defaults to :meth:`RequestBudget.formlabs` (1350/h, 10/s).
     """
+
+    VENDOR = Vendor.FORMLABS
 
     def __init__(
         self,
@@ -194,14 +196,10 @@ class FormlabsSource:
         rng: random.Random | None = None,
         log: Any = None,
     ) -> None:
-        self._name = name
-        self._base = base_url.rstrip("/")
-        self._clock = clock
-        self._offline_after = offline_after
-        self._log = log if log is not None else structlog.get_logger().bind(source=name)
-        self._log = self._log.bind(vendor=Vendor.FORMLABS.value)
-        self._http = VendorHttp(
-            source=name,
+        super().__init__(
+            name=name,
+            client_id=client_id,
+            base_url=base_url,
             client=client,
             clock=clock,
             budget=budget or RequestBudget.formlabs(clock),
@@ -209,8 +207,9 @@ class FormlabsSource:
             timeout=timeout,
             retry=retry,
             rng=rng,
-            log=self._log,
+            log=log,
         )
+        self._offline_after = offline_after
         self._auth = FormlabsToken(
             self._http,
             token_url=f"{self._base}{API}/o/token/",
@@ -219,27 +218,6 @@ class FormlabsSource:
             clock=clock,
             log=self._log,
         )
-        self._client_id = client_id
-
-    def __repr__(self) -> str:
-        return (
-            f"FormlabsSource(name={self._name!r}, base_url={self._base!r}, "
-            f"client_id={self._client_id!r})"
-        )
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def vendor(self) -> Vendor:
-        return Vendor.FORMLABS
-
-    def budget(self) -> BudgetStatus:
-        return self._http.budget.status()
-
-    async def aclose(self) -> None:
-        self._http.close()
 
     # -- fetches ---------------------------------------------------------------------------
 

@@ -37,14 +37,14 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
 import structlog
 
 from printfleet.clock import Clock
-from printfleet.core.model import SkippedRecord
+from printfleet.core.model import SkippedRecord, Vendor
 from printfleet.errors import AuthFailed, BadResponse, RateLimited, SourceUnavailable
 from printfleet.observe import NULL_OBSERVER, Observer
 from printfleet.sources.base import BudgetStatus
@@ -524,6 +524,71 @@ class VendorHttp:
 
 # --------------------------------------------------------------------------------------------
 # Helpers for the sources
+
+
+class HttpSource:
+    """What the vendor sources share: their name, vendor, log, request helper and budget.
+
+    Subclasses set :attr:`VENDOR` and implement the fetches of
+    :class:`~printfleet.sources.base.Source`.
+    """
+
+    VENDOR: ClassVar[Vendor]
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        client_id: str,
+        base_url: str,
+        client: httpx.AsyncClient,
+        clock: Clock,
+        budget: RequestBudget,
+        observer: Observer,
+        timeout: float,
+        retry: RetryPolicy | None,
+        rng: random.Random | None,
+        log: Any,
+        forbidden_hint: str | None = None,
+    ) -> None:
+        self._name = name
+        self._client_id = client_id
+        self._base = base_url.rstrip("/")
+        self._clock = clock
+        logger = log if log is not None else structlog.get_logger().bind(source=name)
+        self._log = logger.bind(vendor=self.VENDOR.value)
+        self._http = VendorHttp(
+            source=name,
+            client=client,
+            clock=clock,
+            budget=budget,
+            observer=observer,
+            timeout=timeout,
+            retry=retry,
+            rng=rng,
+            forbidden_hint=forbidden_hint,
+            log=self._log,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(name={self._name!r}, base_url={self._base!r}, "
+            f"client_id={self._client_id!r})"
+        )
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def vendor(self) -> Vendor:
+        return self.VENDOR
+
+    def budget(self) -> BudgetStatus:
+        return self._http.budget.status()
+
+    async def aclose(self) -> None:
+        self._http.close()
 
 
 class PageGuard:
