@@ -97,17 +97,15 @@ def printer_json(
     p: Printer, now: int, heartbeat_s: int, *, unknown: bool, malformed: bool
 ) -> bytes:
     """The printer's record as JSON bytes, cached until it changes or its next heartbeat."""
-    obs = p.observed_at(now, heartbeat_s)
-    key = (p.version, obs, unknown, malformed)
-    if p.cache is not None and p.cache[0] == key:
-        return p.cache[1]
-    record = printer_record(p, now, heartbeat_s, unknown=unknown)
-    if malformed:
-        # A record a strict parser chokes on: the status object flattened to its state string.
-        record["status"] = record["status"]["printer_state"]
-    body = dumps(record)
-    p.cache = (key, body)
-    return body
+
+    def render() -> bytes:
+        record = printer_record(p, now, heartbeat_s, unknown=unknown)
+        if malformed:
+            # A record a strict parser chokes on: the status object flattened to its state string.
+            record["status"] = record["status"]["printer_state"]
+        return dumps(record)
+
+    return p.cached_json((p.observed_at(now, heartbeat_s), unknown, malformed), render)
 
 
 def print_record(run: Run, t: int) -> JsonObject:

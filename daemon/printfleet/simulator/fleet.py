@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from printfleet.simulator import catalog
@@ -233,6 +234,13 @@ class Printer:
         self.version += 1
         if visible:
             self.changed_at = t
+
+    def cached_json(self, key: tuple[object, ...], render: Callable[[], bytes]) -> bytes:
+        """``render()``'s JSON, reused until the printer changes or ``key`` differs."""
+        full = (self.version, *key)
+        if self.cache is None or self.cache[0] != full:
+            self.cache = (full, render())
+        return self.cache[1]
 
     def observed_at(self, now: int, heartbeat_s: int) -> int:
         """When the cloud last heard from the printer: its last heartbeat or pushed change.

@@ -298,17 +298,15 @@ def printer_json(
     p: Printer, now: int, heartbeat_s: int, *, unknown: bool, malformed: bool
 ) -> bytes:
     """The printer's record as JSON bytes, cached until it changes or its next heartbeat."""
-    obs = p.observed_at(now, heartbeat_s)
-    key = (p.version, obs, unknown, malformed)
-    if p.cache is not None and p.cache[0] == key:
-        return p.cache[1]
-    record = printer_record(p, now, heartbeat_s, unknown=unknown)
-    if malformed:
-        # A record a strict parser chokes on: the nested object flattened to its status string.
-        record["printer_status"] = record["printer_status"]["status"]
-    body = dumps(record)
-    p.cache = (key, body)
-    return body
+
+    def render() -> bytes:
+        record = printer_record(p, now, heartbeat_s, unknown=unknown)
+        if malformed:
+            # A record a strict parser chokes on: the nested object flattened to its status string.
+            record["printer_status"] = record["printer_status"]["status"]
+        return dumps(record)
+
+    return p.cached_json((p.observed_at(now, heartbeat_s), unknown, malformed), render)
 
 
 def malformed_printer(index: int) -> Any:
