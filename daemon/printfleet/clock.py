@@ -11,8 +11,11 @@ import heapq
 import itertools
 import math
 import time
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Protocol, TypeVar
+
+T = TypeVar("T")
 
 
 class Clock(Protocol):
@@ -100,6 +103,20 @@ class FakeClock:
     async def run_until(self, deadline: float) -> None:
         """Advance to the absolute monotonic time ``deadline``."""
         await self.advance(max(0.0, deadline - self._elapsed))
+
+    async def drive(self, work: Awaitable[T], *, max_steps: int = 1_000_000) -> T:
+        """Run ``work`` to completion, jumping to each sleeper's deadline whenever nothing
+        else is ready (so retries, backoffs and budget waits take no real time)."""
+        task = asyncio.ensure_future(work)
+        for _ in range(max_steps):
+            await asyncio.sleep(0)
+            if task.done():
+                return task.result()
+            deadline = self.next_deadline
+            if deadline is not None:
+                await self.run_until(deadline)
+        task.cancel()
+        raise RuntimeError(f"not finished after {max_steps} scheduling steps")
 
 
 async def _settle(rounds: int = 5) -> None:

@@ -7,9 +7,8 @@ moves: nothing here sleeps.
 
 from __future__ import annotations
 
-import asyncio
 import random
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -38,16 +37,6 @@ def _forget_registered_secrets() -> Iterator[None]:
     """Secrets the sources register for log redaction do not leak into other tests."""
     yield
     forget_secrets()
-
-
-async def drive(clock: FakeClock, coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro`` to completion, jumping the fake clock to each sleeper's deadline."""
-    task = asyncio.ensure_future(coro)
-    while not task.done():
-        await asyncio.sleep(0)
-        if not task.done() and clock.next_deadline is not None:
-            await clock.run_until(clock.next_deadline)
-    return task.result()
 
 
 @pytest.fixture
@@ -284,7 +273,7 @@ async def test_5xx_backoff_then_source_unavailable_then_recovery(
     sim.faults.formlabs.error_rate = 1.0
     before = sim.request_count("formlabs")
     with pytest.raises(SourceUnavailable):
-        await drive(clock, source.fetch_printers())
+        await clock.drive(source.fetch_printers())
     assert sim.request_count("formlabs") - before == 4
     sim.faults.formlabs.error_rate = 0.0
     assert len((await source.fetch_printers()).printers) == 30
@@ -307,7 +296,7 @@ async def test_hanging_server_times_out_as_source_unavailable(
     )
     sim.faults.formlabs.hang_s = 2.0
     with pytest.raises(SourceUnavailable, match="timeout"):
-        await drive(clock, source.fetch_printers())
+        await clock.drive(source.fetch_printers())
 
 
 # --- malformed data -----------------------------------------------------------------------------
@@ -357,7 +346,7 @@ async def test_ten_thousand_carbon_printers_within_the_budget(
     big_sim: Simulator, big_clock: FakeClock, client: httpx.AsyncClient, tmp_path: Path
 ) -> None:
     """A 10,000-printer Carbon fleet takes 100 pages of 100, inside 100 requests per 10 s."""
-    snapshot = await drive(big_clock, carbon(big_sim, client, big_clock, tmp_path).fetch_printers())
+    snapshot = await big_clock.drive(carbon(big_sim, client, big_clock, tmp_path).fetch_printers())
     assert len(snapshot.printers) == 10_000
     assert big_sim.request_count("carbon", "/v1/printers") == 100
     assert all(r.status == 200 for r in big_sim.requests if r.vendor == "carbon")

@@ -6,7 +6,7 @@ import asyncio
 import copy
 import json
 import random
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -141,18 +141,6 @@ def make_source(
         budget=budget,
         rng=random.Random(5),
     )
-
-
-async def drive(clock: FakeClock, coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro``, jumping the fake clock to each sleeper's deadline."""
-    task = asyncio.ensure_future(coro)
-    for _ in range(100_000):
-        await asyncio.sleep(0)
-        if task.done():
-            return task.result()
-        if clock.next_deadline is not None:
-            await clock.run_until(clock.next_deadline)
-    raise AssertionError("never finished")
 
 
 @pytest.fixture
@@ -412,7 +400,7 @@ async def test_cursor_older_than_a_minute_is_never_reused(
         retry=RetryPolicy(total_s=600),
     )
     since = datetime(2025, 6, 17, 9, 0, tzinfo=UTC)
-    batch = await drive(clock, source.fetch_runs(since=since))
+    batch = await clock.drive(source.fetch_runs(since=since))
     assert sent[0] == (0.0, None, "2025-06-17T09:00:00Z")
     assert sent[1] == (0.0, "c1", "2025-06-17T09:00:00Z")
     restarted = sent[2]

@@ -6,7 +6,7 @@ import asyncio
 import copy
 import json
 import random
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -154,18 +154,6 @@ def make_source(
     )
 
 
-async def drive(clock: FakeClock, coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro``, jumping the fake clock to each sleeper's deadline."""
-    task = asyncio.ensure_future(coro)
-    for _ in range(100_000):
-        await asyncio.sleep(0)
-        if task.done():
-            return task.result()
-        if clock.next_deadline is not None:
-            await clock.run_until(clock.next_deadline)
-    raise AssertionError("never finished")
-
-
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock(datetime(2026, 3, 1, tzinfo=UTC))
@@ -261,7 +249,7 @@ async def test_token_endpoint_outage_is_source_unavailable(
     """5xx from the token endpoint is an outage (SourceUnavailable), not an auth failure."""
     fake.scripted[f"{API}/o/token/"] = [httpx.Response(503) for _ in range(4)]
     with pytest.raises(SourceUnavailable):
-        await drive(clock, make_source(fake, clock).fetch_printers())
+        await clock.drive(make_source(fake, clock).fetch_printers())
 
 
 async def test_failed_early_renewal_keeps_the_unexpired_token(clock: FakeClock) -> None:

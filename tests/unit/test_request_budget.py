@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from email.utils import format_datetime
 from typing import Any, TypeVar
@@ -96,19 +96,6 @@ def make_http(
     )
 
 
-async def drive(clock: FakeClock, coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro`` to completion, jumping the fake clock to each sleeper's deadline."""
-    task = asyncio.ensure_future(coro)
-    for _ in range(1_000_000):
-        await asyncio.sleep(0)
-        if task.done():
-            return task.result()
-        deadline = clock.next_deadline
-        if deadline is not None:
-            await clock.run_until(deadline)
-    raise AssertionError("the coroutine never finished")
-
-
 def max_in_window(times: list[float], window: float) -> int:
     """The most events in any half-open window ``(t - window, t]``."""
     best, start = 0, 0
@@ -132,7 +119,7 @@ async def test_budget_never_exceeded_over_a_simulated_hour() -> None:
         while clock.monotonic() < 7200:
             await http.request("GET", URL, endpoint="/printers/")
 
-    await drive(clock, hammer())
+    await clock.drive(hammer())
     assert max_in_window(recorder.times, 3600.0) == 1350
     assert max_in_window(recorder.times, 1.0) <= 10
     assert len(recorder.times) >= 2 * 1350
@@ -152,7 +139,7 @@ async def test_concurrent_callers_share_one_budget() -> None:
     async def many() -> None:
         await asyncio.gather(*(http.request("GET", URL, endpoint="/x") for _ in range(20)))
 
-    await drive(clock, many())
+    await clock.drive(many())
     assert len(recorder.times) == 20
     assert max_in_window(recorder.times, 10.0) == 5
 
@@ -257,7 +244,7 @@ async def test_5xx_is_retried_with_backoff_then_source_unavailable() -> None:
     policy = RetryPolicy(attempts=4, base_s=0.5, cap_s=10.0)
     http = make_http(clock, recorder, retry=policy)
     with pytest.raises(SourceUnavailable) as caught:
-        await drive(clock, http.request("GET", URL, endpoint="/printers/"))
+        await clock.drive(http.request("GET", URL, endpoint="/printers/"))
     assert len(recorder.requests) == 4
     gaps = [b - a for a, b in zip(recorder.times, recorder.times[1:], strict=False)]
     for n, gap in enumerate(gaps, start=1):
@@ -270,7 +257,7 @@ async def test_5xx_then_success_returns_the_body() -> None:
     clock = FakeClock()
     recorder = Recorder(clock, [httpx.Response(502), httpx.Response(200, json=[{"a": 1}])])
     http = make_http(clock, recorder)
-    result = await drive(clock, http.request("GET", URL, endpoint="/printers/"))
+    result = await clock.drive(http.request("GET", URL, endpoint="/printers/"))
     assert result.body == [{"a": 1}]
 
 
@@ -302,7 +289,7 @@ async def test_network_failures_are_retried_then_source_unavailable(
     recorder = Recorder(clock, [error] * 4)
     http = make_http(clock, recorder, observer=observer)
     with pytest.raises(SourceUnavailable) as caught:
-        await drive(clock, http.request("GET", URL, endpoint="/printers/"))
+        await clock.drive(http.request("GET", URL, endpoint="/printers/"))
     assert caught.value.__cause__ is error
     assert [code for _, _, code in observer.calls] == [label] * 4
 
@@ -398,8 +385,7 @@ async def test_every_attempt_is_reported_with_its_endpoint_label() -> None:
     observer = RecordingObserver()
     recorder = Recorder(clock, [httpx.Response(500), httpx.Response(200, json=[])])
     http = make_http(clock, recorder, observer=observer)
-    await drive(
-        clock,
+    await clock.drive(
         http.request("GET", URL + "?printer=SECRETLESS", endpoint="/prints/"),
     )
     assert observer.calls == [("lab", "/prints/", "500"), ("lab", "/prints/", "200")]
