@@ -16,6 +16,8 @@ Every error's ``str`` and ``repr`` are safe to log: secrets are never put into t
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -40,6 +42,12 @@ class Problem:
         where = self.file if self.line is None else f"{self.file}:{self.line}"
         text = f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
         return f"{text} (fix: {self.fix})" if self.fix else text
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
+    """The one of ``choices`` closest to ``word`` when it is close enough to be a typo."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return close[0] if close else None
 
 
 class ConfigError(PrintfleetError):

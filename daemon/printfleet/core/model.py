@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any
+from typing import Any, overload
 
 EMPTY: Mapping[str, Any] = MappingProxyType({})
 
@@ -362,9 +362,18 @@ def printer_without_raw(printer: Printer) -> Printer:
     return replace(printer, raw=EMPTY, current_print=current)
 
 
+@overload
+def iso(value: datetime) -> str: ...
+@overload
+def iso(value: None) -> None: ...
 def iso(value: datetime | None) -> str | None:
-    """RFC 3339 UTC with a ``Z``, seconds precision unless there are fractions."""
+    """RFC 3339 in UTC with a ``Z``, seconds precision unless there are fractions.
+
+    A naive ``value`` is taken to be UTC already. The one ISO formatter of printfleet: events,
+    query strings, tables and the CLI all write times with it.
+    """
     if value is None:
         return None
-    text = value.isoformat()
-    return text[:-6] + "Z" if text.endswith("+00:00") else text
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat().removesuffix("+00:00") + "Z"
