@@ -1,6 +1,6 @@
 """Run asyncio tasks in simulated time: real I/O while fake time stands still.
 
-A :class:`SimDriver` owns a :class:`DrivenClock` (a :class:`~printfleet.clock.FakeClock` that
+A :class:`SimDriver` owns a :class:`DrivenClock` (a :class:`~printfleet.testing.FakeClock` that
 knows which tasks are parked in ``sleep``) and the tasks it spawned. :meth:`SimDriver.run_until`
 repeats two steps until the target time:
 
@@ -40,7 +40,6 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from printfleet.clock import FakeClock
 from printfleet.config import SourceConfig
 from printfleet.core.diff import DiffSettings
 from printfleet.core.events import ChangeEvent
@@ -49,6 +48,7 @@ from printfleet.observe import NullObserver
 from printfleet.poller import Cycle, SourcePoller
 from printfleet.simulator import GroundTruthEvent, RequestRecord, Simulator, SimulatorConfig
 from printfleet.sources.factory import make_source
+from printfleet.testing import FakeClock
 
 
 class DriverStuck(AssertionError):

@@ -26,8 +26,8 @@ from typing import Any, TextIO
 import structlog
 
 from printfleet import __version__
-from printfleet.clock import parse_duration
 from printfleet.config import Settings, SourceConfig
+from printfleet.core.durations import parse_duration
 from printfleet.errors import AuthFailed, ConfigError, PrintfleetError, Problem, SourceError
 from printfleet.logs import configure_logging, redact
 from printfleet.settings_loader import CREDENTIALS_ENV, config_path, load_settings

@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from printfleet.clock import parse_duration
+from printfleet.core.durations import parse_duration
 
 
 def _duration(value: Any) -> timedelta:

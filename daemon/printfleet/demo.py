@@ -20,8 +20,8 @@ from typing import Any, TextIO
 
 from printfleet.clock import ScaledClock
 from printfleet.config import Settings
+from printfleet.core.durations import format_duration
 from printfleet.core.events import ChangeEvent, EventType, Severity
-from printfleet.core.rules import format_duration
 
 _COLORS = {Severity.INFO: "\033[36m", Severity.WARNING: "\033[33m", Severity.CRITICAL: "\033[31m"}
 _GOOD = {EventType.PRINT_FINISHED, EventType.PRINTER_ONLINE, EventType.SOURCE_RECOVERED}

@@ -41,7 +41,7 @@ from typing import Any
 
 from simpleeval import SimpleEval
 
-from printfleet.clock import parse_duration
+from printfleet.core.durations import parse_duration
 from printfleet.core.rules import check_field_path, lookup
 
 MAX_EXPRESSION_LENGTH = 2000

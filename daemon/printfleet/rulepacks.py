@@ -39,8 +39,8 @@ from typing import Any
 
 import structlog
 
-from printfleet.clock import parse_duration
 from printfleet.config import Settings
+from printfleet.core.durations import parse_duration
 from printfleet.core.events import Severity
 from printfleet.core.rules import (
     RESOLVABLE_TYPES,

@@ -19,7 +19,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import SecretStr
 
-from printfleet.clock import FakeClock
 from printfleet.errors import AuthFailed, RateLimited, SourceUnavailable
 from printfleet.logs import forget_secrets
 from printfleet.simulator import Simulator, SimulatorConfig
@@ -27,6 +26,7 @@ from printfleet.sources.carbon import CarbonSource
 from printfleet.sources.factory import load_carbon_secrets
 from printfleet.sources.formlabs import FormlabsSource
 from printfleet.sources.http import RequestBudget, RetryPolicy
+from printfleet.testing import FakeClock
 
 T = TypeVar("T")
 FORMLABS_TOKEN = "/developer/v1/o/token/"

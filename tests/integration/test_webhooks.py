@@ -19,7 +19,6 @@ from pydantic import SecretStr
 from structlog.testing import capture_logs
 from tests.receiver import Receiver, Reply, verify_signature
 
-from printfleet.clock import FakeClock
 from printfleet.core.delivery import Delivery
 from printfleet.core.events import ChangeEvent, EventType, Severity, encode_event, to_cloudevent
 from printfleet.core.model import Printer, PrinterStatus, Vendor
@@ -27,6 +26,7 @@ from printfleet.errors import DeliveryFailed
 from printfleet.outbox import OutboxWorker
 from printfleet.sinks.webhook import WebhookSink, parse_retry_after
 from printfleet.store import FILENAME, Store
+from printfleet.testing import FakeClock
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 VERSION = "1.2.3"

@@ -18,13 +18,13 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
-from printfleet.clock import FakeClock
 from printfleet.core.model import PrintStatus
 from printfleet.errors import AuthFailed, BadResponse
 from printfleet.logs import forget_secrets
 from printfleet.sources.base import PrintLookup
 from printfleet.sources.carbon import PRINT_STATUSES, CarbonSource
 from printfleet.sources.http import RequestBudget, RetryPolicy
+from printfleet.testing import FakeClock
 
 T = TypeVar("T")
 BASE = "https://api.carbon.test/v1"

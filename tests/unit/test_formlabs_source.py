@@ -17,13 +17,13 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from printfleet.clock import FakeClock
 from printfleet.core.model import PrintStatus
 from printfleet.errors import AuthFailed, BadResponse, SourceUnavailable
 from printfleet.logs import forget_secrets
 from printfleet.sources.base import PrintLookup
 from printfleet.sources.formlabs import FormlabsSource
 from printfleet.sources.http import RequestBudget, RetryPolicy
+from printfleet.testing import FakeClock
 
 T = TypeVar("T")
 BASE = "https://api.formlabs.test"

@@ -15,15 +15,14 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from printfleet.clock import FakeClock
 from printfleet.config import DaemonConfig, Settings
 from printfleet.core.delivery import Delivery
 from printfleet.errors import DeliveryFailed, StoreError
 from printfleet.observe import NullObserver
 from printfleet.outbox import OutboxWorker, backoff_delay
 from printfleet.outbox_cli import outbox_command
-from printfleet.sinks.base import RecordingSink
 from printfleet.store import FILENAME, Store
+from printfleet.testing import FakeClock, RecordingSink
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 SETTLE = 5.0  # seconds of real time a condition may take before the test fails

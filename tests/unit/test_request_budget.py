@@ -13,7 +13,6 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from printfleet.clock import FakeClock
 from printfleet.errors import AuthFailed, BadResponse, RateLimited, SourceUnavailable
 from printfleet.sources.http import (
     PageGuard,
@@ -24,6 +23,7 @@ from printfleet.sources.http import (
     follow_link,
     iso_z,
 )
+from printfleet.testing import FakeClock
 
 T = TypeVar("T")
 URL = "https://api.example.test/developer/v1/printers/"

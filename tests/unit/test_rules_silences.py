@@ -234,12 +234,12 @@ class _RecordingStore:
 
 async def test_silences_never_stop_mqtt_event_publishing() -> None:
     """With every notification silenced, the pipeline still publishes the event to MQTT."""
-    from printfleet.clock import FakeClock
     from printfleet.core.events import ChangeEvent, EventType, Severity
     from printfleet.core.fleet import AccountHealth
     from printfleet.core.model import Vendor
     from printfleet.pipeline import Pipeline
     from printfleet.poller import Cycle
+    from printfleet.testing import FakeClock
 
     everything = Silence(id="all", ends_at=T0 + timedelta(days=1))
     eng = engine(rule("failed"), silences=[everything])

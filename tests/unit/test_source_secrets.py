@@ -17,13 +17,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import SecretStr
 
-from printfleet.clock import FakeClock
 from printfleet.config import SourceConfig
 from printfleet.errors import AuthFailed, ConfigError, PrintfleetError
 from printfleet.logs import forget_secrets, redact
 from printfleet.sources.carbon import CarbonSource
 from printfleet.sources.factory import make_source
 from printfleet.sources.formlabs import FormlabsSource
+from printfleet.testing import FakeClock
 
 FORMLABS_SECRET = "fl-SECRET-value-9f8e7d6c5b4a"
 BASE = "https://api.formlabs.test"

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from printfleet.clock import FakeClock
 from printfleet.core.delivery import Delivery
 from printfleet.core.model import (
     Material,
@@ -29,6 +28,7 @@ from printfleet.core.model import (
 )
 from printfleet.errors import StoreError
 from printfleet.store import FILENAME, SCHEMA_VERSION, Store
+from printfleet.testing import FakeClock
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

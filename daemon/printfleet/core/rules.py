@@ -41,6 +41,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from printfleet.core.delivery import Delivery, delivery_id
+from printfleet.core.durations import format_duration
 from printfleet.core.events import EventType, Severity
 from printfleet.core.model import Print, Printer, PrinterStatus, PrintStatus, Vendor
 
@@ -471,18 +472,6 @@ def split_source(source: object) -> tuple[str, str | None]:
     if len(parts) == 3 and parts[0] == "printfleet":
         return parts[2], parts[1]
     return text, None
-
-
-def format_duration(seconds: float) -> str:
-    """Human form of a duration: ``2h 05m``, ``4m 10s``, ``12s`` (the one formatter)."""
-    whole = max(0, round(seconds))
-    hours, rem = divmod(whole, 3600)
-    minutes, secs = divmod(rem, 60)
-    if hours:
-        return f"{hours}h {minutes:02d}m"
-    if minutes:
-        return f"{minutes}m {secs:02d}s"
-    return f"{secs}s"
 
 
 def event_names(event: Mapping[str, Any]) -> dict[str, Any]:

@@ -4,6 +4,6 @@ The outbox depends only on the :class:`~printfleet.sinks.base.Sink` protocol; th
 chooses the concrete classes.
 """
 
-from printfleet.sinks.base import Attempt, RecordingSink, Sink
+from printfleet.sinks.base import Sink
 
-__all__ = ["Attempt", "RecordingSink", "Sink"]
+__all__ = ["Sink"]
