@@ -27,11 +27,11 @@ from prometheus_client import CollectorRegistry
 from printfleet import __version__, systemd
 from printfleet.clock import Clock, SystemClock
 from printfleet.config import Settings
-from printfleet.core.diff import DiffSettings
 from printfleet.core.events import ChangeEvent
 from printfleet.core.fleet import FleetView
 from printfleet.core.rules import RuleEngine
 from printfleet.core.schedule import PollPolicy
+from printfleet.core.thresholds import DiffSettings
 from printfleet.errors import ConfigError, PrintfleetError
 from printfleet.health import HealthServer
 from printfleet.metrics import FleetCollector, Metrics

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from printfleet.core.codec import snapshot_to_json
-from printfleet.core.diff import DiffSettings, carry_forward, diff
+from printfleet.core.diff import carry_forward, diff
 from printfleet.core.model import (
     Material,
     Print,
@@ -29,6 +29,7 @@ from printfleet.core.model import (
     Tank,
     Vendor,
 )
+from printfleet.core.thresholds import DiffSettings
 
 PRINTERS = 10_000
 CHANGED = 0.01

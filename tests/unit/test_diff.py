@@ -18,7 +18,6 @@ from printfleet.config import ThresholdsConfig
 from printfleet.core.codec import snapshot_from_json, snapshot_to_json
 from printfleet.core.diff import (
     WAITING_ALERT,
-    DiffSettings,
     carry_forward,
     diff,
     source_event,
@@ -36,6 +35,7 @@ from printfleet.core.model import (
     Vendor,
     without_raw,
 )
+from printfleet.core.thresholds import DiffSettings
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 STEP = timedelta(seconds=15)

@@ -50,14 +50,21 @@ Performance: unchanged printers are skipped with ``==`` (which ignores ``raw`` a
 ``last_seen_at``) and cost one tank-age comparison and no allocation. Print ids are found
 through the printer serial they belong to; only a history record without ``printer_serial``
 makes the differ build a print-id index of the fleet, once per diff.
+
+Layout: the settings live in :mod:`printfleet.core.thresholds` and the merged view of a print
+(live vs history) in :mod:`printfleet.core.prints`. What stays here is one file on purpose:
+the printer half and the print half of ``_Differ`` call into each other (a changed printer
+judges its print first, a waiting print raises a printer alert, an offline event absorbs the
+status change) and share one event list and one occurrence mark, so splitting them by subject
+would scatter the rules above across files that only make sense read together.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
 
 from printfleet.core.events import (
     DEFAULT_SEVERITY,
@@ -80,11 +87,21 @@ from printfleet.core.model import (
     frozen_mapping,
     iso,
 )
+from printfleet.core.prints import (
+    PrintIndex,
+    aware,
+    end_time,
+    expected_end,
+    has_started,
+    pick,
+    start_time,
+    views_of,
+    with_serial,
+)
+from printfleet.core.thresholds import DiffSettings
 
 __all__ = [
     "WAITING_ALERT",
-    "DiffSettings",
-    "ThresholdValues",
     "carry_forward",
     "diff",
     "source_event",
@@ -101,75 +118,6 @@ _OUTCOME: Mapping[PrintStatus, EventType] = {
     PrintStatus.ABORTED: EventType.PRINT_ABORTED,
 }
 _RESUMED_TO = frozenset({PrintStatus.PRINTING, PrintStatus.PREPARING})
-# A vendor estimate longer than this is nonsense; it must not overflow datetime arithmetic.
-_MAX_SPAN_S = 60.0 * 86400
-
-
-class ThresholdValues(Protocol):
-    """The threshold settings the differ reads (``config.ThresholdsConfig`` has this shape).
-
-    Declared here so the core can accept the config section without importing pydantic.
-    """
-
-    @property
-    def progress_milestones(self) -> tuple[float, ...]: ...
-    @property
-    def material_low_ratio(self) -> float: ...
-    @property
-    def material_low_ml(self) -> float | None: ...
-    @property
-    def tank_max_layers(self) -> int: ...
-    @property
-    def tank_max_age(self) -> timedelta: ...
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class DiffSettings:
-    """What counts as a change worth an event.
-
-    ``milestones`` are progress fractions in (0, 1), stored sorted and deduplicated.
-    ``run_retention`` is how long ended (and lost, unresolved) print runs are carried forward,
-    and how old an unknown history record may be and still be announced.
-
-    Raises:
-        ValueError: a value is out of range.
-    """
-
-    milestones: tuple[float, ...] = (0.25, 0.5, 0.75)
-    material_low_ratio: float = 0.15
-    material_low_ml: float | None = None
-    tank_max_layers: int = 75000
-    tank_max_age: timedelta = timedelta(days=365)
-    run_retention: timedelta = timedelta(hours=6)
-
-    def __post_init__(self) -> None:
-        if any(not 0 < m < 1 for m in self.milestones):
-            raise ValueError(f"milestones must be fractions between 0 and 1: {self.milestones}")
-        object.__setattr__(self, "milestones", tuple(sorted(set(self.milestones))))
-        if not 0 <= self.material_low_ratio <= 1:
-            raise ValueError(f"material_low_ratio must be in [0, 1]: {self.material_low_ratio}")
-        if self.material_low_ml is not None and self.material_low_ml < 0:
-            raise ValueError(f"material_low_ml must be >= 0: {self.material_low_ml}")
-        if self.tank_max_layers < 1:
-            raise ValueError(f"tank_max_layers must be >= 1: {self.tank_max_layers}")
-        if self.tank_max_age <= timedelta(0):
-            raise ValueError(f"tank_max_age must be positive: {self.tank_max_age}")
-        if self.run_retention < timedelta(0):
-            raise ValueError(f"run_retention must be >= 0: {self.run_retention}")
-
-    @classmethod
-    def from_config(
-        cls, thresholds: ThresholdValues, *, run_retention: timedelta = timedelta(hours=6)
-    ) -> DiffSettings:
-        """Settings from the ``[thresholds]`` config section (any object of that shape)."""
-        return cls(
-            milestones=tuple(thresholds.progress_milestones),
-            material_low_ratio=thresholds.material_low_ratio,
-            material_low_ml=thresholds.material_low_ml,
-            tank_max_layers=thresholds.tank_max_layers,
-            tank_max_age=thresholds.tank_max_age,
-            run_retention=run_retention,
-        )
 
 
 # --- public functions ---------------------------------------------------------------------
@@ -216,25 +164,25 @@ def carry_forward(
     if previous is None:
         return current
     cutoff = min(now, current.taken_at) - settings.run_retention
-    cur_index = _PrintIndex(current)
+    cur_index = PrintIndex(current)
     runs: dict[str, Print] | None = None
-    for serial, pv in _views(previous):
+    for serial, pv in views_of(previous):
         cv = cur_index.view(pv.id, serial)
         if pv.status.is_terminal:
             if cv is not None and cv.status.is_terminal:
                 continue
-            ref = _end_time(pv)
-        elif _has_started(pv):
+            ref = end_time(pv)
+        elif has_started(pv):
             if cv is not None:
                 continue
-            ref = _expected_end(pv)
+            ref = expected_end(pv)
         else:
             continue
         if ref is None or ref < cutoff:
             continue
         if runs is None:
             runs = dict(current.runs)
-        runs[pv.id] = _with_serial(pv, serial)
+        runs[pv.id] = with_serial(pv, serial)
     if runs is None:
         return current
     return dataclasses.replace(current, runs=frozen_mapping(runs))
@@ -251,9 +199,9 @@ def unresolved_prints(previous: Snapshot | None, current: Snapshot) -> list[Prin
     """
     if previous is None:
         return []
-    cur_index = _PrintIndex(current)
+    cur_index = PrintIndex(current)
     lost: list[Print] = []
-    for serial, pv in _views(previous):
+    for serial, pv in views_of(previous):
         if not pv.status.is_active:
             continue
         on_printer = cur_index.on_printer(pv.id, serial)
@@ -262,7 +210,7 @@ def unresolved_prints(previous: Snapshot | None, current: Snapshot) -> list[Prin
         run = current.runs.get(pv.id)
         if run is not None and run.status.is_terminal:
             continue
-        lost.append(_with_serial(pv, serial))
+        lost.append(with_serial(pv, serial))
     lost.sort(key=lambda p: (p.printer_serial or "", p.id))
     return lost
 
@@ -327,8 +275,8 @@ class _Differ:
         self.settings = settings
         self.events: list[ChangeEvent] = []
         self.seen_prints: set[str] = set()
-        self.prev_index = _PrintIndex(prev)
-        self.cur_index = _PrintIndex(cur)
+        self.prev_index = PrintIndex(prev)
+        self.cur_index = PrintIndex(cur)
         # Discriminator of recurring changes: "first seen after this snapshot".
         self.mark = iso(prev.taken_at) or ""
         # Vendor times later than this are not believed.
@@ -497,9 +445,9 @@ class _Differ:
             old_layers = old.layers_printed if old is not None else None
             if old_layers is None or old_layers < max_layers:
                 self._tank_event(cp, tank, "layers", {"layers_printed": layers})
-        ff = _aware(tank.first_filled_at)
+        ff = aware(tank.first_filled_at)
         if ff is not None and ff <= self.age_hi:
-            old_ff = _aware(old.first_filled_at) if old is not None else None
+            old_ff = aware(old.first_filled_at) if old is not None else None
             if old_ff is None or old_ff > self.age_lo:
                 age = self.cur.taken_at - ff
                 self._tank_event(cp, tank, "age", {"age_days": round(age / timedelta(days=1), 1)})
@@ -537,7 +485,7 @@ class _Differ:
             return
         self.seen_prints.add(pid)
         live = self.cur_index.on_printer(pid, serial)
-        cv = _pick(live, self.cur.runs.get(pid))
+        cv = pick(live, self.cur.runs.get(pid))
         if cv is None:
             return  # gone without a trace: unresolved, the poller looks it up
         is_live = cv is live
@@ -548,7 +496,7 @@ class _Differ:
             if pv == cv or pv.status.is_terminal:
                 return  # nothing new, or its outcome was reported: terminal is final
         elif cv.status.is_terminal or not is_live:
-            end = _end_time(cv)
+            end = end_time(cv)
             if end is not None and end < self.old_cutoff:
                 return  # old history fetched late: not news
         serial = serial or cv.printer_serial or (pv.printer_serial if pv else None)
@@ -561,8 +509,8 @@ class _Differ:
         )
         t_start: datetime | None = None
 
-        if _has_started(cv) and not (pv is not None and _has_started(pv)):
-            start = _start_time(cv)
+        if has_started(cv) and not (pv is not None and has_started(pv)):
+            start = start_time(cv)
             old_news = (
                 pv is None
                 and cv.status.is_terminal
@@ -674,7 +622,7 @@ class _Differ:
 
     def _time(self, vendor: datetime | None) -> datetime:
         """A vendor time if it is believable (not ahead of the snapshot), else the snapshot's."""
-        t = _aware(vendor)
+        t = aware(vendor)
         if t is None or t > self.limit:
             return self.cur.taken_at
         return t
@@ -714,123 +662,6 @@ class _Differ:
         # Stable: events of one printer at the same instant keep their logical order
         # (started before progress before outcome).
         return sorted(self.events, key=lambda e: (e.subject, e.time))
-
-
-# --- prints across printers and runs ------------------------------------------------------
-
-
-class _PrintIndex:
-    """Finds a print by id in one snapshot, via the printer serial it belongs to.
-
-    Only when the serial is unknown is a print-id → printer index built (once, lazily).
-    """
-
-    __slots__ = ("_by_id", "snapshot")
-
-    def __init__(self, snapshot: Snapshot) -> None:
-        self.snapshot = snapshot
-        self._by_id: dict[str, Printer] | None = None
-
-    def on_printer(self, pid: str, serial: str | None) -> Print | None:
-        """The print as its printer shows it now, if it does."""
-        if serial is not None:
-            printer = self.snapshot.printers.get(serial)
-            if printer is not None:
-                cp = printer.current_print
-                if cp is not None and cp.id == pid:
-                    return cp
-                return None
-        found = self._by_print_id().get(pid)
-        return found.current_print if found is not None else None
-
-    def serial_of(self, pid: str) -> str | None:
-        """The serial of the printer showing print ``pid``, if one does."""
-        found = self._by_print_id().get(pid)
-        return found.serial if found is not None else None
-
-    def _by_print_id(self) -> dict[str, Printer]:
-        if self._by_id is None:
-            self._by_id = {
-                p.current_print.id: p
-                for p in self.snapshot.printers.values()
-                if p.current_print is not None
-            }
-        return self._by_id
-
-    def view(self, pid: str, serial: str | None) -> Print | None:
-        """Everything this snapshot says about print ``pid`` (see :func:`_pick`)."""
-        return _pick(self.on_printer(pid, serial), self.snapshot.runs.get(pid))
-
-
-def _pick(live: Print | None, recorded: Print | None) -> Print | None:
-    """One view of a print from its printer (live) and the history (recorded).
-
-    An outcome wins (history first: it is the vendor's record, the printer may lag); otherwise
-    the live view wins, since a non-terminal history record may be stale.
-    """
-    if live is None:
-        return recorded
-    if recorded is not None and recorded.status.is_terminal:
-        return recorded
-    return live
-
-
-def _views(snapshot: Snapshot) -> Iterator[tuple[str | None, Print]]:
-    """Every print ``snapshot`` knows, once each, as ``(printer serial, merged view)``."""
-    seen: set[str] = set()
-    runs = snapshot.runs
-    for serial, printer in snapshot.printers.items():
-        cp = printer.current_print
-        if cp is None:
-            continue
-        seen.add(cp.id)
-        view = _pick(cp, runs.get(cp.id))
-        assert view is not None
-        yield serial, view
-    for rid, run in runs.items():
-        if rid not in seen:
-            yield run.printer_serial, run
-
-
-def _has_started(p: Print) -> bool:
-    """Whether the print got going (being prepared or further), as far as we can tell."""
-    status = p.status
-    return (
-        status.is_active
-        or status.is_terminal
-        or (status is PrintStatus.UNKNOWN and p.started_at is not None)
-    )
-
-
-def _start_time(p: Print) -> datetime | None:
-    return _aware(p.started_at) or _aware(p.created_at)
-
-
-def _end_time(p: Print) -> datetime | None:
-    """When a run ended, or the best earlier time we have."""
-    return _aware(p.finished_at) or _aware(p.started_at) or _aware(p.created_at)
-
-
-def _expected_end(p: Print) -> datetime | None:
-    """When a running print should be over: its start plus elapsed plus remaining time."""
-    start = _start_time(p)
-    if start is None:
-        return None
-    span = max(0.0, p.elapsed_s or 0.0) + max(0.0, p.remaining_s or 0.0)
-    return start + timedelta(seconds=min(span, _MAX_SPAN_S))
-
-
-def _with_serial(p: Print, serial: str | None) -> Print:
-    if p.printer_serial is not None or serial is None:
-        return p
-    return dataclasses.replace(p, printer_serial=serial)
-
-
-def _aware(t: datetime | None) -> datetime | None:
-    """``t`` with a zone (a vendor time without one is read as UTC, as the APIs document)."""
-    if t is None or t.tzinfo is not None:
-        return t
-    return t.replace(tzinfo=UTC)
 
 
 def _has_alert(printer: Printer, text: str) -> bool:
