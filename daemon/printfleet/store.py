@@ -29,9 +29,9 @@ Why this shape:
   at a time in ``created_at`` order. Only the oldest pending delivery of each key (its
   *head*) has a ``due_at``; the ones behind it have none and get one when they become the
   head. :meth:`Store.due` is then a plain index range scan however large a backlog grows.
-- **Never a crash loop.** A database that is corrupt or cannot be opened is renamed to
-  ``state.sqlite3.corrupt-<timestamp>`` (with its ``-wal``/``-shm``), logged once as an
-  error, and replaced by an empty one.
+- **Never a crash loop.** A database that is corrupt or cannot be opened is moved aside and
+  replaced by an empty one; opening, migrating and that recovery live in
+  :mod:`printfleet.store_file` (the tables are defined there, in ``MIGRATIONS``).
 
 Errors: every failure of SQLite (disk full, I/O error, locked) is raised as
 :class:`~printfleet.errors.StoreError` naming the operation and the file; the transaction is
@@ -42,12 +42,15 @@ full. Outbox workers leave an entry pending when marking it fails (it is deliver
 
 The store is synchronous (SQLite calls are short) and thread-safe: one lock serialises use of
 its connection, so the metrics collector may read counts from its own thread.
+
+Why one file: the snapshot rows, the rule state and the outbox table share one connection,
+one lock and one transaction helper, and the atomic poll commit above spans all three; split
+by table, the guarantee this module exists for would have no single place to be read.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -79,6 +82,7 @@ from printfleet.core.model import (
     printer_without_raw,
 )
 from printfleet.errors import StoreError
+from printfleet.store_file import describe, open_database
 
 log = structlog.get_logger("printfleet.store")
 
@@ -89,59 +93,6 @@ DELIVERED_LOG_CAP: Final = 10_000
 LAST_SEEN_REFRESH: Final = timedelta(minutes=15)
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-
-# Each entry upgrades the schema by one version (PRAGMA user_version). Append, never edit.
-_MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
-    (
-        """CREATE TABLE snapshot (
-            source   TEXT PRIMARY KEY,
-            taken_at INTEGER NOT NULL,  -- microseconds since the epoch, UTC
-            body     TEXT NOT NULL      -- codec JSON of the snapshot without printers
-        )""",
-        """CREATE TABLE snapshot_printer (
-            source TEXT NOT NULL,
-            serial TEXT NOT NULL,
-            body   TEXT NOT NULL,       -- codec JSON of one printer, without raw
-            PRIMARY KEY (source, serial)
-        ) WITHOUT ROWID""",
-        """CREATE TABLE state (
-            key   TEXT PRIMARY KEY,
-            value TEXT NOT NULL         -- JSON
-        ) WITHOUT ROWID""",
-        """CREATE TABLE outbox (
-            seq              INTEGER PRIMARY KEY,  -- insertion order: ties of created_at
-            id               TEXT NOT NULL UNIQUE,
-            sink             TEXT NOT NULL,
-            event_id         TEXT NOT NULL,
-            key              TEXT NOT NULL,
-            created_at       INTEGER NOT NULL,
-            enqueued_at      INTEGER NOT NULL,     -- age for expiry (reset by replay)
-            payload          TEXT NOT NULL,
-            attempt          INTEGER NOT NULL DEFAULT 0,
-            due_at           INTEGER,              -- only the head of each key has one
-            first_attempt_at INTEGER,
-            last_error       TEXT,
-            dead             INTEGER NOT NULL DEFAULT 0,
-            dead_at          INTEGER,
-            response         TEXT
-        )""",
-        "CREATE INDEX outbox_order ON outbox (sink, key, dead, created_at, seq)",
-        "CREATE INDEX outbox_due ON outbox (sink, due_at) WHERE due_at IS NOT NULL",
-        "CREATE INDEX outbox_head ON outbox (sink, key) WHERE due_at IS NOT NULL",
-        """CREATE TABLE delivered (
-            n            INTEGER PRIMARY KEY,
-            id           TEXT NOT NULL UNIQUE,
-            sink         TEXT NOT NULL,
-            delivered_at INTEGER NOT NULL
-        )""",
-    ),
-)
-SCHEMA_VERSION: Final = len(_MIGRATIONS)
-
-# SQLite primary result codes (https://www.sqlite.org/rescode.html).
-_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY, _SQLITE_IOERR = 5, 6, 8, 10
-_SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOTADB = 11, 13, 14, 26
-_UNUSABLE = frozenset({_SQLITE_CORRUPT, _SQLITE_NOTADB, _SQLITE_CANTOPEN, _SQLITE_READONLY})
 
 _ENTRY_COLUMNS: Final = (
     "id, sink, event_id, key, created_at, payload, attempt, due_at, first_attempt_at, "
@@ -178,14 +129,6 @@ class _Known:
     vendor: str
 
 
-class _Unusable(Exception):
-    """The database file cannot be used and should be moved aside (internal)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
 class Store:
     """The state database. Open with :meth:`open`; use as a context manager or :meth:`close`."""
 
@@ -213,28 +156,7 @@ class Store:
         """
         clock = clock or SystemClock()
         path = Path(path)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise StoreError(f"cannot create the state directory {path.parent}: {err}") from err
-        try:
-            conn = _connect(path)
-        except _Unusable as bad:
-            moved = _move_aside(path, bad.reason, clock)
-            log.error(
-                "store.replaced",
-                path=str(path),
-                moved_to=str(moved),
-                reason=bad.reason,
-                hint="a fresh database was created; printers are re-learned on the next poll",
-            )
-            try:
-                conn = _connect(path)
-            except _Unusable as again:
-                raise StoreError(
-                    f"cannot create a fresh state database at {path}: {again.reason}"
-                ) from None
-        return cls(conn, path, clock)
+        return cls(open_database(path, clock), path, clock)
 
     @property
     def path(self) -> Path:
@@ -666,7 +588,7 @@ class Store:
             try:
                 yield conn
             except sqlite3.Error as err:
-                raise StoreError(_describe(what, self._path, err)) from err
+                raise StoreError(describe(what, self._path, err)) from err
 
     @contextmanager
     def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
@@ -675,7 +597,7 @@ class Store:
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as err:
-                raise StoreError(_describe(what, self._path, err)) from err
+                raise StoreError(describe(what, self._path, err)) from err
             try:
                 yield conn
                 conn.execute("COMMIT")
@@ -683,96 +605,11 @@ class Store:
                 with suppress(sqlite3.Error):  # SQLite may have rolled back already
                     conn.execute("ROLLBACK")
                 if isinstance(err, sqlite3.Error):
-                    raise StoreError(_describe(what, self._path, err)) from err
+                    raise StoreError(describe(what, self._path, err)) from err
                 raise
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    """Open, check and migrate the database; raise :class:`_Unusable` when it must be replaced."""
-    existed = path.exists()
-    conn: sqlite3.Connection | None = None
-    try:
-        conn = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
-        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()
-        if mode is None or str(mode[0]).lower() != "wal":
-            raise StoreError(f"cannot switch {path} to WAL mode (got {mode!r})")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        check = conn.execute("PRAGMA quick_check").fetchall()
-        if [tuple(r) for r in check] != [("ok",)]:
-            raise _Unusable(f"integrity check failed: {'; '.join(str(r[0]) for r in check[:3])}")
-        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-        if version > SCHEMA_VERSION:
-            raise _Unusable(
-                f"schema version {version} is newer than this printfleet supports "
-                f"({SCHEMA_VERSION}); it was written by a newer release"
-            )
-        for number in range(version, SCHEMA_VERSION):
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                # Another process (a second daemon, `printfleet outbox list`) may have run this
-                # migration while we waited for the write lock: re-check under the lock.
-                if int(conn.execute("PRAGMA user_version").fetchone()[0]) > number:
-                    conn.execute("COMMIT")
-                    continue
-                for statement in _MIGRATIONS[number]:
-                    conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {number + 1}")
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-        return conn
-    except sqlite3.Error as err:
-        if conn is not None:
-            conn.close()
-        code = (getattr(err, "sqlite_errorcode", 0) or 0) & 0xFF
-        if existed and code in _UNUSABLE:
-            raise _Unusable(f"{getattr(err, 'sqlite_errorname', 'error')}: {err}") from None
-        raise StoreError(_describe("open", path, err)) from err
-    except BaseException:
-        if conn is not None:
-            conn.close()
-        raise
-
-
-def _move_aside(path: Path, reason: str, clock: Clock) -> Path:
-    label = "unsupported" if reason.startswith("schema version") else "corrupt"
-    stamp = clock.now().astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
-    target = path.with_name(f"{path.name}.{label}-{stamp}")
-    n = 1
-    while target.exists():
-        n += 1
-        target = path.with_name(f"{path.name}.{label}-{stamp}-{n}")
-    try:
-        os.replace(path, target)
-        for suffix in ("-wal", "-shm"):
-            extra = path.with_name(path.name + suffix)
-            if extra.exists():
-                os.replace(extra, target.with_name(target.name + suffix))
-    except OSError as err:
-        raise StoreError(
-            f"the state database {path} is unusable ({reason}) and could not be moved aside: "
-            f"{err}; move or delete it by hand"
-        ) from err
-    return target
-
-
-def _describe(what: str, path: Path, err: sqlite3.Error) -> str:
-    code = (getattr(err, "sqlite_errorcode", 0) or 0) & 0xFF
-    if code == _SQLITE_FULL:
-        hint = "the disk is full; free space in " + str(path.parent)
-    elif code == _SQLITE_IOERR:
-        hint = "disk I/O error; check the disk and file system"
-    elif code in (_SQLITE_BUSY, _SQLITE_LOCKED):
-        hint = "the database is locked by another process; retry"
-    elif code == _SQLITE_READONLY:
-        hint = f"the database is read-only; check ownership and permissions of {path.parent}"
-    else:
-        hint = str(err)
-    return f"state database {path}: could not {what}: {hint} ({err})"
 
 
 def _refresh_head(conn: sqlite3.Connection, sink: str, key: str, now: int) -> None:

@@ -27,7 +27,8 @@ from printfleet.core.model import (
     Vendor,
 )
 from printfleet.errors import StoreError
-from printfleet.store import FILENAME, SCHEMA_VERSION, Store
+from printfleet.store import FILENAME, Store
+from printfleet.store_file import SCHEMA_VERSION
 from printfleet.testing import FakeClock
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
