@@ -44,7 +44,7 @@ from printfleet.sinks.mqtt import MqttSink
 from printfleet.sinks.webhook import WebhookSink
 from printfleet.sources.base import Source
 from printfleet.sources.factory import make_source
-from printfleet.store import Store
+from printfleet.store import FILENAME, Store
 
 log = structlog.get_logger("printfleet.app")
 
@@ -141,7 +141,7 @@ class Daemon:
         stack.push_async_callback(client.aclose)
 
         state_dir = settings.daemon.state_dir
-        self.store = Store.open(state_dir / "state.sqlite3", clock=self.clock)
+        self.store = Store.open(state_dir / FILENAME, clock=self.clock)
         stack.callback(self.store.close)
 
         rule_set = load_rule_set(settings, base_dir=self._base_dir())
