@@ -20,7 +20,7 @@ import structlog
 from printfleet.clock import Clock
 from printfleet.core.delivery import Delivery, delivery_id
 from printfleet.core.events import ChangeEvent, to_cloudevent
-from printfleet.core.fleet import FleetView
+from printfleet.core.fleet import AccountHealth, FleetView
 from printfleet.core.model import Snapshot
 from printfleet.errors import StoreError
 from printfleet.observe import NULL_OBSERVER, Observer
@@ -28,6 +28,8 @@ from printfleet.poller import Cycle
 
 
 class StateStore(Protocol):
+    """What the pipeline needs of the store (:class:`printfleet.store.Store` has this shape)."""
+
     def commit(
         self,
         *,
@@ -40,6 +42,8 @@ class StateStore(Protocol):
 
 
 class Rules(Protocol):
+    """What the pipeline needs of the rule engine (``RuleEngine`` has this shape)."""
+
     def process(self, event: dict[str, Any], now: datetime) -> list[Delivery]: ...
 
     def tick(self, now: datetime) -> list[Delivery]: ...
@@ -107,8 +111,6 @@ class Pipeline:
     def seed(self, source: str, snapshot: Snapshot | None) -> None:
         """Make a restored snapshot visible (metrics, MQTT state) before the first poll."""
         if snapshot is not None:
-            from printfleet.core.fleet import AccountHealth
-
             self._publish_view(
                 self._view.with_source(source, snapshot=snapshot, health=AccountHealth())
             )
