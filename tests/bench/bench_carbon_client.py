@@ -45,7 +45,7 @@ import structlog
 from printfleet.clock import SystemClock
 from printfleet.sources.carbon import PAGE_LIMIT, PRINT_STATUSES, CarbonSource
 from printfleet.sources.factory import load_carbon_secrets
-from printfleet.sources.http import RequestBudget, iso_z
+from printfleet.sources.http.client import RequestBudget, iso_z
 
 #: A frozen fleet of this many printers that ran for HISTORY_HOURS holds 10,243 finished prints.
 CARBON_PRINTERS = 1_000

@@ -25,7 +25,7 @@ from printfleet.simulator import Simulator, SimulatorConfig
 from printfleet.sources.carbon import CarbonSource
 from printfleet.sources.factory import load_carbon_secrets
 from printfleet.sources.formlabs import FormlabsSource
-from printfleet.sources.http import RequestBudget, RetryPolicy
+from printfleet.sources.http.client import RequestBudget, RetryPolicy
 from printfleet.testing import FakeClock
 
 T = TypeVar("T")

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from printfleet.errors import AuthFailed, BadResponse, RateLimited, SourceUnavailable
-from printfleet.sources.http import (
+from printfleet.sources.http.client import (
     PageGuard,
     RequestBudget,
     RetryPolicy,

@@ -24,7 +24,7 @@ from printfleet.observe import NULL_OBSERVER, Observer
 from printfleet.sources.base import Source
 from printfleet.sources.carbon import CarbonSource
 from printfleet.sources.formlabs import FormlabsSource
-from printfleet.sources.http import RequestBudget
+from printfleet.sources.http.client import RequestBudget
 
 FORMLABS_DEFAULT_URL = "https://api.formlabs.com"
 CARBON_DEFAULT_URL = "https://api.carbon3d.com/v1"

@@ -26,7 +26,7 @@ from printfleet.logs import register_secret
 from printfleet.observe import NULL_OBSERVER, Observer
 from printfleet.sources import formlabs_map
 from printfleet.sources.base import Inventory, PrintLookup, RunBatch
-from printfleet.sources.http import (
+from printfleet.sources.http.client import (
     HttpSource,
     PageGuard,
     Params,
