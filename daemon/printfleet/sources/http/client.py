@@ -1,11 +1,15 @@
-"""HTTP machinery shared by the vendor sources: request budget, retries, error translation.
+"""How one source talks to its vendor: sending within budget, retrying, translating failures.
 
-Everything a source sends goes through :meth:`VendorHttp.request`, which
+Everything a source sends goes through :meth:`VendorHttp.request`, split the way httpx splits
+``send``: :meth:`~VendorHttp.request` (the retry loop) → :meth:`~VendorHttp._send_authenticated`
+(budget, bearer token, one renewal on 401) → :meth:`~VendorHttp._send_once` (one HTTP
+exchange, its metric and the ``Date`` offset) → :meth:`~VendorHttp._classify` (status → result
+or error). Together they
 
-1. waits (a bounded time) for the source's :class:`RequestBudget`, and refuses to send at all
-   while a 429 told the source to pause;
-2. adds the bearer token of an :class:`Authenticator` and, on a 401, renews it once and retries;
-3. translates failures into :mod:`printfleet.errors` (``raise ... from err``):
+1. wait (a bounded time) for the source's :class:`~printfleet.sources.http.budget.RequestBudget`,
+   and refuse to send at all while a 429 told the source to pause;
+2. add the bearer token of an :class:`Authenticator` and, on a 401, renew it once and retry;
+3. translate failures into :mod:`printfleet.errors` (``raise ... from err``):
 
    ========================  ==============================================================
    answer                    raised
@@ -19,8 +23,8 @@ Everything a source sends goes through :meth:`VendorHttp.request`, which
    other 4xx                 :class:`~printfleet.errors.BadResponse`
    ========================  ==============================================================
 
-4. reports every attempt to the :class:`~printfleet.observe.Observer` with a bounded endpoint label;
-5. estimates the vendor's clock from the ``Date`` header (:meth:`VendorHttp.server_now`), so that
+4. report every attempt to the :class:`~printfleet.observe.Observer` with a bounded endpoint label;
+5. estimate the vendor's clock from the ``Date`` header (:meth:`VendorHttp.server_now`), so that
    "last pinged 5 minutes ago" is judged on the vendor's clock, not ours.
 
 Nothing here formats a secret: URLs never carry tokens, and error messages name the method and
@@ -32,28 +36,25 @@ from __future__ import annotations
 import json
 import logging
 import random
-from collections import deque
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import Any, ClassVar, Protocol
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from typing import Any, Protocol, Required, TypedDict, Unpack
 
 import httpx
 import structlog
 
 from printfleet.clock import Clock
-from printfleet.core.model import SkippedRecord, Vendor
+from printfleet.core.backoff import backoff
 from printfleet.errors import AuthFailed, BadResponse, RateLimited, SourceUnavailable
+from printfleet.lifecycle import Lifecycle
 from printfleet.observe import NULL_OBSERVER, Observer
-from printfleet.sources.base import BudgetStatus
+from printfleet.sources.http.budget import RequestBudget
 from printfleet.sources.mapping import RecordStream
 
 Params = Sequence[tuple[str, str]]
 ParamsArg = Params | Callable[[], Params] | None
-
-_EPSILON = 1e-6
 
 
 def quiet_http_loggers() -> None:
@@ -64,131 +65,6 @@ def quiet_http_loggers() -> None:
             logger.setLevel(logging.WARNING)
 
 
-def iso_z(value: datetime) -> str:
-    """``value`` in UTC, ISO 8601 with ``Z`` (fractions only when present), for query strings."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    text = value.astimezone(UTC).isoformat()
-    return text.removesuffix("+00:00") + "Z"
-
-
-# --------------------------------------------------------------------------------------------
-# Request budget
-
-
-class WindowLimit:
-    """At most ``limit`` requests in any ``window_s`` seconds.
-
-    A token bucket whose tokens come back exactly ``window_s`` after they were spent (a sliding
-    log). Unlike a refilling bucket that starts full, it can never let ``2 * limit`` requests
-    through in one window, whether the vendor counts in fixed or in sliding windows.
-    """
-
-    __slots__ = ("_spent", "limit", "window_s")
-
-    def __init__(self, limit: int, window_s: float) -> None:
-        if limit < 1 or window_s <= 0:
-            raise ValueError("a window limit needs limit >= 1 and window_s > 0")
-        self.limit = limit
-        self.window_s = window_s
-        self._spent: deque[float] = deque()
-
-    @classmethod
-    def per_second(cls, rate: float) -> WindowLimit:
-        """A cap of ``rate`` requests per second (fractional rates become a longer window)."""
-        if rate <= 0:
-            raise ValueError("rate must be positive")
-        limit = max(1, int(rate))
-        return cls(limit, limit / rate)
-
-    def _expire(self, now: float) -> None:
-        horizon = now - self.window_s + _EPSILON
-        while self._spent and self._spent[0] <= horizon:
-            self._spent.popleft()
-
-    def remaining(self, now: float) -> int:
-        self._expire(now)
-        return self.limit - len(self._spent)
-
-    def wait(self, now: float) -> float:
-        """Seconds until one more request fits (0 when it fits now)."""
-        self._expire(now)
-        if len(self._spent) < self.limit:
-            return 0.0
-        return max(0.0, self._spent[0] + self.window_s - now)
-
-    def spend(self, now: float) -> None:
-        self._spent.append(now)
-
-
-class RequestBudget:
-    """The request budget of one source: one or more :class:`WindowLimit` plus a 429 pause.
-
-    The first limit is the *primary* one reported by :meth:`status` (Formlabs: the hourly
-    budget; Carbon: the 10-second window). Times are the injected clock's monotonic seconds.
-    """
-
-    def __init__(self, clock: Clock, limits: Sequence[WindowLimit]) -> None:
-        if not limits:
-            raise ValueError("a request budget needs at least one limit")
-        self._clock = clock
-        self._limits = tuple(limits)
-        self._paused_until: float | None = None
-
-    @classmethod
-    def formlabs(
-        cls, clock: Clock, *, per_hour: int = 1350, per_second: float = 10.0
-    ) -> RequestBudget:
-        """Formlabs: ``per_hour`` (default 90% of the documented 1500/h) and a per-second cap."""
-        return cls(clock, [WindowLimit(per_hour, 3600.0), WindowLimit.per_second(per_second)])
-
-    @classmethod
-    def carbon(cls, clock: Clock, *, per_10s: int = 90) -> RequestBudget:
-        """Carbon: ``per_10s`` requests per 10 s (default 90: 90% of the lower documented cap)."""
-        return cls(clock, [WindowLimit(per_10s, 10.0)])
-
-    def pause_remaining(self) -> float:
-        """Seconds left of a 429 pause (0 when not paused)."""
-        if self._paused_until is None:
-            return 0.0
-        left = self._paused_until - self._clock.monotonic()
-        if left <= 0:
-            self._paused_until = None
-            return 0.0
-        return left
-
-    def pause(self, seconds: float) -> None:
-        """Send nothing for ``seconds`` (a 429 said so); never shortens a longer pause."""
-        until = self._clock.monotonic() + max(0.0, seconds)
-        if self._paused_until is None or until > self._paused_until:
-            self._paused_until = until
-
-    def wait(self) -> float:
-        """Seconds until the next request fits every limit (ignoring a pause)."""
-        now = self._clock.monotonic()
-        return max(limit.wait(now) for limit in self._limits)
-
-    def spend(self) -> None:
-        now = self._clock.monotonic()
-        for limit in self._limits:
-            limit.spend(now)
-
-    def status(self) -> BudgetStatus:
-        primary = self._limits[0]
-        now = self._clock.monotonic()
-        self.pause_remaining()
-        return BudgetStatus(
-            remaining=float(primary.remaining(now)),
-            capacity=float(primary.limit),
-            window_s=primary.window_s,
-            paused_until=self._paused_until,
-        )
-
-
-# --------------------------------------------------------------------------------------------
-# Retry policy
-
-
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """How hard one request tries before giving up.
@@ -197,7 +73,8 @@ class RetryPolicy:
     while the next try would start within ``total_s`` of the first; delays are capped
     exponential backoff with full jitter (``uniform(0, min(cap_s, base_s * 2**n))``), unless the
     server sent ``Retry-After``. A 429 is never retried here: the source pauses for
-    ``Retry-After`` (fallback: ``rate_limit_base_s`` doubling to ``rate_limit_cap_s``, jittered).
+    ``Retry-After`` (fallback: ``rate_limit_base_s`` doubling to ``rate_limit_cap_s``, jittered
+    upwards). Both delays are :func:`printfleet.core.backoff.backoff`.
     """
 
     attempts: int = 4
@@ -208,22 +85,6 @@ class RetryPolicy:
     rate_limit_cap_s: float = 60.0
     max_retry_after_s: float = 3600.0  # a larger Retry-After is clamped to this
     max_budget_wait_s: float = 30.0  # wait this long for our own budget, then RateLimited
-
-    def backoff(self, failures: int, rng: random.Random) -> float:
-        """Full-jitter delay before try ``failures + 1``."""
-        ceiling = min(self.cap_s, self.base_s * 2.0 ** min(30, max(0, failures - 1)))
-        return rng.uniform(0.0, ceiling)
-
-    def rate_limit_pause(self, consecutive: int, rng: random.Random) -> float:
-        """Pause after the ``consecutive``-th 429 in a row that carried no ``Retry-After``."""
-        ceiling = min(
-            self.rate_limit_cap_s, self.rate_limit_base_s * 2.0 ** min(30, max(0, consecutive - 1))
-        )
-        return min(self.rate_limit_cap_s, ceiling * rng.uniform(1.0, 1.5))
-
-
-# --------------------------------------------------------------------------------------------
-# Authentication seam
 
 
 class Authenticator(Protocol):
@@ -238,6 +99,29 @@ class Authenticator(Protocol):
         ...
 
 
+class HttpOptions(TypedDict, total=False):
+    """The keyword arguments that build a :class:`VendorHttp`, declared once.
+
+    Every HTTP source takes them (``**options``) and hands them on unchanged, so adding one
+    touches this class and :class:`VendorHttp` only.
+    """
+
+    client: Required[httpx.AsyncClient]
+    """The shared HTTP client (not closed here: its owner closes it)."""
+    clock: Required[Clock]
+    """Time for budget, backoff, pauses and the server clock estimate."""
+    observer: Observer
+    """Told about every request attempt (default: nobody)."""
+    timeout: float
+    """Seconds for one request: connect, read, write and pool each (default 30)."""
+    retry: RetryPolicy | None
+    """The :class:`RetryPolicy` (default: ``RetryPolicy()``)."""
+    rng: random.Random | None
+    """Randomness for jitter (inject a seeded one in tests)."""
+    log: Any
+    """The bound structlog logger (default: one bound to ``source``)."""
+
+
 @dataclass(frozen=True, slots=True)
 class HttpResult:
     """A response that :meth:`VendorHttp.request` let through: its status and parsed JSON body
@@ -248,8 +132,21 @@ class HttpResult:
     url: str
 
 
-# --------------------------------------------------------------------------------------------
-# The request helper
+@dataclass(frozen=True, slots=True)
+class _Transient:
+    """A failure worth another try: a 5xx (maybe with ``Retry-After``), a timeout, a network
+    error (``error``: the httpx exception, chained to the final ``SourceUnavailable``)."""
+
+    reason: str
+    retry_after: float | None = None
+    error: Exception | None = None
+
+
+@dataclass(slots=True)
+class _Renewal:
+    """Whether one :meth:`VendorHttp.request` already renewed its token (once, retries included)."""
+
+    done: bool = False
 
 
 class VendorHttp:
@@ -257,45 +154,35 @@ class VendorHttp:
 
     Args:
         source: the source name (used in errors, logs and metrics).
-        client: the shared HTTP client (not closed here: its owner closes it).
-        clock: time for budget, backoff, pauses and the server clock estimate.
-        budget: the source's :class:`RequestBudget`.
-        observer: told about every request attempt.
-        timeout: seconds for one request (connect, read, write and pool each).
-        retry: the :class:`RetryPolicy`.
-        rng: randomness for jitter (inject a seeded one in tests).
+        budget: the source's :class:`~printfleet.sources.http.budget.RequestBudget`.
         forbidden_hint: when set, a 403 is an :class:`AuthFailed` carrying this hint
             (Carbon: the key holder must be ADMIN); otherwise a 403 is a :class:`BadResponse`.
+        options: client, clock, observer, timeout, retry, rng and log (see :class:`HttpOptions`).
     """
 
     def __init__(
         self,
         *,
         source: str,
-        client: httpx.AsyncClient,
-        clock: Clock,
         budget: RequestBudget,
-        observer: Observer = NULL_OBSERVER,
-        timeout: float = 30.0,
-        retry: RetryPolicy | None = None,
-        rng: random.Random | None = None,
         forbidden_hint: str | None = None,
-        log: Any = None,
+        **options: Unpack[HttpOptions],
     ) -> None:
         quiet_http_loggers()
         self.source = source
-        self._client = client
-        self._clock = clock
+        self._client = options["client"]
+        self._clock = options["clock"]
         self._budget = budget
-        self._observer = observer
-        self._timeout = timeout
-        self._retry = retry or RetryPolicy()
-        self._rng = rng or random.Random()  # jitter, not cryptography
+        self._observer = options.get("observer", NULL_OBSERVER)
+        self._timeout = options.get("timeout", 30.0)
+        self._retry = options.get("retry") or RetryPolicy()
+        self._rng = options.get("rng") or random.Random()  # jitter, not cryptography
         self._forbidden_hint = forbidden_hint
+        log = options.get("log")
         self._log = log if log is not None else structlog.get_logger().bind(source=source)
         self._offset: timedelta | None = None
         self._consecutive_429 = 0
-        self._closed = False
+        self._lifecycle = Lifecycle(f"source {source!r}")
 
     def __repr__(self) -> str:
         return f"VendorHttp(source={self.source!r})"
@@ -316,7 +203,7 @@ class VendorHttp:
 
     def close(self) -> None:
         """Refuse further requests (the client itself belongs to its owner)."""
-        self._closed = True
+        self._lifecycle.close()
 
     async def request(
         self,
@@ -346,85 +233,150 @@ class VendorHttp:
         Raises:
             AuthFailed, RateLimited, SourceUnavailable, BadResponse (see the module docstring).
         """
-        if self._closed:
-            raise RuntimeError(f"source {self.source!r} is closed")
+        self._lifecycle.check_not_closed()
         started = self._clock.monotonic()
         failures = 0
-        renewed = False
+        renewal = _Renewal()
         while True:
-            await self._acquire(endpoint)
-            headers = {"Accept": "application/json"}
-            token: str | None = None
-            if auth is not None:
-                token = await auth.token()
-                headers["Authorization"] = f"Bearer {token}"
-            pairs = params() if callable(params) else params
-            query = httpx.QueryParams(list(pairs)) if pairs else None
-            sent = self._clock.monotonic()
-            error: Exception | None = None
-            retry_after: float | None = None
-            try:
-                response = await self._client.request(
-                    method, url, params=query, data=data, headers=headers, timeout=self._timeout
-                )
-            except httpx.TimeoutException as err:
-                self._observe(endpoint, "timeout", sent)
-                error, reason = err, "timeout"
-            except httpx.TransportError as err:  # connect, read, protocol (e.g. truncated body)
-                self._observe(endpoint, "network", sent)
-                error, reason = err, "network"
-            else:
-                status = response.status_code
-                self._observe(endpoint, str(status), sent)
-                self._note_date(response)
-                if 200 <= status < 300 or status in accept:
-                    if 200 <= status < 300:
-                        self._consecutive_429 = 0
-                    body = self._json(
-                        response, method, endpoint, required=status < 300, stream=stream_array
-                    )
-                    return HttpResult(status, body, str(response.url))
-                if status == 401:
-                    if auth is None or token is None:
-                        raise AuthFailed(self.source, f"{method} {endpoint} answered HTTP 401")
-                    if renewed:
-                        raise AuthFailed(
-                            self.source,
-                            f"{method} {endpoint} rejected a freshly issued token (HTTP 401)",
-                        )
-                    renewed = True
-                    auth.invalidate(token)
-                    self._log.info("source.auth_rejected", endpoint=endpoint)
-                    continue
-                if status == 429:
-                    raise self._rate_limited(response, method, endpoint)
-                if status == 403 and self._forbidden_hint:
-                    raise AuthFailed(
-                        self.source,
-                        f"{method} {endpoint} answered HTTP 403: {self._forbidden_hint}",
-                    )
-                if status < 500:
-                    raise BadResponse(self.source, f"{method} {endpoint} answered HTTP {status}")
-                reason = f"HTTP {status}"
-                retry_after = self._retry_after(response)
-            failures += 1
-            delay = (
-                retry_after if retry_after is not None else self._retry.backoff(failures, self._rng)
+            answer = await self._send_authenticated(
+                method,
+                url,
+                endpoint=endpoint,
+                params=params,
+                data=data,
+                auth=auth,
+                accept=accept,
+                renewal=renewal,
             )
+            outcome = (
+                answer
+                if isinstance(answer, _Transient)
+                else self._classify(answer, method, endpoint, accept=accept, stream=stream_array)
+            )
+            if isinstance(outcome, HttpResult):
+                return outcome
+            failures += 1
+            delay = outcome.retry_after
+            if delay is None:
+                delay = backoff(
+                    failures, base=self._retry.base_s, cap=self._retry.cap_s, rng=self._rng
+                )
             elapsed = self._clock.monotonic() - started
             if failures >= self._retry.attempts or elapsed + delay > self._retry.total_s:
-                message = f"{method} {endpoint}: {reason} after {failures} attempt(s)"
-                if error is not None:
-                    message = f"{message} ({type(error).__name__})"
-                raise SourceUnavailable(self.source, message, retry_after) from error
+                message = f"{method} {endpoint}: {outcome.reason} after {failures} attempt(s)"
+                if outcome.error is not None:
+                    message = f"{message} ({type(outcome.error).__name__})"
+                raise SourceUnavailable(
+                    self.source, message, outcome.retry_after
+                ) from outcome.error
             self._log.debug(
                 "source.request_retry",
                 endpoint=endpoint,
-                reason=reason,
+                reason=outcome.reason,
                 attempt=failures,
                 delay=delay,
             )
             await self._clock.sleep(delay)
+
+    async def _send_authenticated(
+        self,
+        method: str,
+        url: str,
+        *,
+        endpoint: str,
+        params: ParamsArg,
+        data: Mapping[str, str] | None,
+        auth: Authenticator | None,
+        accept: Collection[int],
+        renewal: _Renewal,
+    ) -> httpx.Response | _Transient:
+        """One exchange within the budget, with a bearer token; a 401 renews it once.
+
+        The budget is taken before the token so that a paused source sends no token request
+        either, and again for the exchange after a renewal (it is a request like any other).
+        """
+        while True:
+            await self._acquire(endpoint)
+            token = await auth.token() if auth is not None else None
+            answer = await self._send_once(
+                method, url, endpoint=endpoint, params=params, data=data, token=token
+            )
+            if (
+                isinstance(answer, _Transient)
+                or answer.status_code != 401
+                or answer.status_code in accept
+                or auth is None
+                or token is None
+            ):
+                return answer
+            if renewal.done:
+                raise AuthFailed(
+                    self.source,
+                    f"{method} {endpoint} rejected a freshly issued token (HTTP 401)",
+                )
+            renewal.done = True
+            auth.invalidate(token)
+            self._log.info("source.auth_rejected", endpoint=endpoint)
+
+    async def _send_once(
+        self,
+        method: str,
+        url: str,
+        *,
+        endpoint: str,
+        params: ParamsArg,
+        data: Mapping[str, str] | None,
+        token: str | None,
+    ) -> httpx.Response | _Transient:
+        """One HTTP exchange: its metric, the ``Date`` offset; transport errors are transient."""
+        headers = {"Accept": "application/json"}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        pairs = params() if callable(params) else params
+        query = httpx.QueryParams(list(pairs)) if pairs else None
+        sent = self._clock.monotonic()
+        try:
+            response = await self._client.request(
+                method, url, params=query, data=data, headers=headers, timeout=self._timeout
+            )
+        except httpx.TimeoutException as err:
+            self._observe(endpoint, "timeout", sent)
+            return _Transient("timeout", error=err)
+        except httpx.TransportError as err:  # connect, read, protocol (e.g. truncated body)
+            self._observe(endpoint, "network", sent)
+            return _Transient("network", error=err)
+        self._observe(endpoint, str(response.status_code), sent)
+        self._note_date(response)
+        return response
+
+    def _classify(
+        self,
+        response: httpx.Response,
+        method: str,
+        endpoint: str,
+        *,
+        accept: Collection[int],
+        stream: bool,
+    ) -> HttpResult | _Transient:
+        """The result of a response, or the error it means (a 5xx is worth another try)."""
+        status = response.status_code
+        if 200 <= status < 300 or status in accept:
+            if 200 <= status < 300:
+                self._consecutive_429 = 0
+            body = self._json(response, method, endpoint, required=status < 300, stream=stream)
+            return HttpResult(status, body, str(response.url))
+        if status == 401:
+            raise AuthFailed(self.source, f"{method} {endpoint} answered HTTP 401")
+        if status == 429:
+            raise self._rate_limited(response, method, endpoint)
+        if status == 403 and self._forbidden_hint:
+            raise AuthFailed(
+                self.source,
+                f"{method} {endpoint} answered HTTP 403: {self._forbidden_hint}",
+            )
+        if status < 500:
+            raise BadResponse(self.source, f"{method} {endpoint} answered HTTP {status}")
+        return _Transient(f"HTTP {status}", self._retry_after(response))
 
     async def _acquire(self, endpoint: str) -> None:
         """Wait for the budget (bounded), or raise RateLimited; never send during a 429 pause."""
@@ -509,7 +461,13 @@ class VendorHttp:
         retry_after = self._retry_after(response)
         told = retry_after is not None
         if retry_after is None:
-            retry_after = self._retry.rate_limit_pause(self._consecutive_429, self._rng)
+            retry_after = backoff(
+                self._consecutive_429,
+                base=self._retry.rate_limit_base_s,
+                cap=self._retry.rate_limit_cap_s,
+                rng=self._rng,
+                jitter="up",
+            )
         self._budget.pause(retry_after)
         self._log.info(
             "source.rate_limited",
@@ -520,120 +478,3 @@ class VendorHttp:
         return RateLimited(
             self.source, f"{method} {endpoint} answered HTTP 429", retry_after=retry_after
         )
-
-
-# --------------------------------------------------------------------------------------------
-# Helpers for the sources
-
-
-class HttpSource:
-    """What the vendor sources share: their name, vendor, log, request helper and budget.
-
-    Subclasses set :attr:`VENDOR` and implement the fetches of
-    :class:`~printfleet.sources.base.Source`.
-    """
-
-    VENDOR: ClassVar[Vendor]
-
-    def __init__(
-        self,
-        *,
-        name: str,
-        client_id: str,
-        base_url: str,
-        client: httpx.AsyncClient,
-        clock: Clock,
-        budget: RequestBudget,
-        observer: Observer,
-        timeout: float,
-        retry: RetryPolicy | None,
-        rng: random.Random | None,
-        log: Any,
-        forbidden_hint: str | None = None,
-    ) -> None:
-        self._name = name
-        self._client_id = client_id
-        self._base = base_url.rstrip("/")
-        self._clock = clock
-        logger = log if log is not None else structlog.get_logger().bind(source=name)
-        self._log = logger.bind(vendor=self.VENDOR.value)
-        self._http = VendorHttp(
-            source=name,
-            client=client,
-            clock=clock,
-            budget=budget,
-            observer=observer,
-            timeout=timeout,
-            retry=retry,
-            rng=rng,
-            forbidden_hint=forbidden_hint,
-            log=self._log,
-        )
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(name={self._name!r}, base_url={self._base!r}, "
-            f"client_id={self._client_id!r})"
-        )
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def vendor(self) -> Vendor:
-        return self.VENDOR
-
-    def budget(self) -> BudgetStatus:
-        return self._http.budget.status()
-
-    async def aclose(self) -> None:
-        self._http.close()
-
-
-class PageGuard:
-    """Stops a pagination walk that loops: a repeated page key or too many pages."""
-
-    def __init__(self, source: str, endpoint: str, *, max_pages: int = 1000) -> None:
-        self._source = source
-        self._endpoint = endpoint
-        self._max_pages = max_pages
-        self._seen: set[str] = set()
-        self.pages = 0
-
-    def forget(self) -> None:
-        """Forget the keys seen (a walk restarted); the page count still bounds the walk."""
-        self._seen.clear()
-
-    def next_page(self, key: str | None = None) -> None:
-        """Record one more page (``key``: its next URL or cursor); raise on a loop."""
-        if key is not None:
-            if key in self._seen:
-                raise BadResponse(
-                    self._source, f"{self._endpoint} pagination repeats a page (loop guard)"
-                )
-            self._seen.add(key)
-        self.pages += 1
-        if self.pages > self._max_pages:
-            raise BadResponse(
-                self._source, f"{self._endpoint} has more than {self._max_pages} pages (loop guard)"
-            )
-
-
-def follow_link(current: str, link: str, base_url: str) -> str:
-    """The URL of a ``next`` link, as given.
-
-    Relative links resolve against the current page. An absolute link to another origin than
-    ``base_url`` (a proxy in front of the vendor that rewrote nothing) keeps its path and query
-    but goes to our origin, so credentials are never sent to a host we were not configured for.
-    """
-    resolved = urljoin(current, link)
-    target, base = urlsplit(resolved), urlsplit(base_url)
-    if (target.scheme, target.netloc) == (base.scheme, base.netloc):
-        return resolved
-    return urlunsplit((base.scheme, base.netloc, target.path, target.query, ""))
-
-
-def dedupe_skipped(skipped: Sequence[SkippedRecord]) -> tuple[SkippedRecord, ...]:
-    """``skipped`` without repeats (pages can overlap), order kept."""
-    return tuple(dict.fromkeys(skipped))
