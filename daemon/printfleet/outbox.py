@@ -31,6 +31,7 @@ from typing import Final
 import structlog
 
 from printfleet.clock import Clock
+from printfleet.core.backoff import backoff
 from printfleet.errors import DeliveryFailed, StoreError
 from printfleet.observe import NULL_OBSERVER, Observer
 from printfleet.sinks.base import Sink
@@ -39,13 +40,6 @@ from printfleet.store import OutboxEntry, Store
 log = structlog.get_logger("printfleet.outbox")
 
 BATCH_SIZE: Final = 100
-
-
-def backoff_delay(attempt: int, *, base: float, cap: float, rng: random.Random) -> float:
-    """Seconds to wait before retry number ``attempt`` (1 = first retry): full jitter over a
-    capped exponential, ``uniform(0, min(cap, base * 2 ** (attempt - 1)))``."""
-    ceiling = min(cap, base * 2.0 ** min(max(attempt - 1, 0), 62))
-    return rng.uniform(0.0, ceiling)
 
 
 class OutboxWorker:
@@ -199,9 +193,7 @@ class OutboxWorker:
             except StoreError as err:
                 self._store_trouble(err)
                 self._store_failures += 1
-                pause = backoff_delay(
-                    self._store_failures, base=self._base, cap=self._cap, rng=self._rng
-                )
+                pause = backoff(self._store_failures, base=self._base, cap=self._cap, rng=self._rng)
                 self._hold_until = self._clock.monotonic() + max(pause, self._base)
                 continue
             if entries:
@@ -278,9 +270,7 @@ class OutboxWorker:
         now = self._clock.monotonic()
         if outcomes["store_error"]:
             self._store_failures += 1
-            delay = backoff_delay(
-                self._store_failures, base=self._base, cap=self._cap, rng=self._rng
-            )
+            delay = backoff(self._store_failures, base=self._base, cap=self._cap, rng=self._rng)
             self._hold_until = max(self._hold_until, now + max(delay, self._base))
         else:
             self._store_failures = 0
@@ -304,9 +294,7 @@ class OutboxWorker:
                 self._failing = True
                 log.warning("outbox.sink_failing", sink=self._name)
             if not waits:
-                delay = backoff_delay(
-                    self._sink_failures, base=self._base, cap=self._cap, rng=self._rng
-                )
+                delay = backoff(self._sink_failures, base=self._base, cap=self._cap, rng=self._rng)
                 self._hold_until = max(self._hold_until, now + delay)
         if waits:  # Retry-After wins: no attempt to this sink before the receiver said so
             self._hold_until = max(self._hold_until, now + max(waits))
@@ -380,7 +368,7 @@ class OutboxWorker:
         if err.retry_after is not None:
             delay = max(0.0, err.retry_after)
         else:
-            delay = backoff_delay(entry.attempt + 1, base=self._base, cap=self._cap, rng=self._rng)
+            delay = backoff(entry.attempt + 1, base=self._base, cap=self._cap, rng=self._rng)
         self._store.reschedule(delivery.id, due_at=now + timedelta(seconds=delay), error=message)
         self._observer.delivery_done(self._name, "retry")
         return "retry", err.retry_after

@@ -43,9 +43,10 @@ import jwt
 import structlog
 
 from printfleet.clock import SystemClock
+from printfleet.core.model import iso as iso_z
 from printfleet.sources.carbon import PAGE_LIMIT, PRINT_STATUSES, CarbonSource
 from printfleet.sources.factory import load_carbon_secrets
-from printfleet.sources.http import RequestBudget, iso_z
+from printfleet.sources.http.budget import RequestBudget
 
 #: A frozen fleet of this many printers that ran for HISTORY_HOURS holds 10,243 finished prints.
 CARBON_PRINTERS = 1_000

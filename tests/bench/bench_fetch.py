@@ -35,7 +35,7 @@ from printfleet.clock import SystemClock
 from printfleet.sources.carbon import CarbonSource
 from printfleet.sources.factory import load_carbon_secrets
 from printfleet.sources.formlabs import FormlabsSource
-from printfleet.sources.http import RequestBudget
+from printfleet.sources.http.budget import RequestBudget
 
 SIZES = (100, 10_000)
 #: Warnings still show; the per-source "source.authenticated" lines do not.

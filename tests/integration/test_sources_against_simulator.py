@@ -25,7 +25,8 @@ from printfleet.simulator import Simulator, SimulatorConfig
 from printfleet.sources.carbon import CarbonSource
 from printfleet.sources.factory import load_carbon_secrets
 from printfleet.sources.formlabs import FormlabsSource
-from printfleet.sources.http import RequestBudget, RetryPolicy
+from printfleet.sources.http.budget import RequestBudget
+from printfleet.sources.http.client import RetryPolicy
 from printfleet.testing import FakeClock
 
 T = TypeVar("T")

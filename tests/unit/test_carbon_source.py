@@ -23,7 +23,8 @@ from printfleet.errors import AuthFailed, BadResponse
 from printfleet.logs import forget_secrets
 from printfleet.sources.base import PrintLookup
 from printfleet.sources.carbon import PRINT_STATUSES, CarbonSource
-from printfleet.sources.http import RequestBudget, RetryPolicy
+from printfleet.sources.http.budget import RequestBudget
+from printfleet.sources.http.client import RetryPolicy
 from printfleet.testing import FakeClock
 
 T = TypeVar("T")

@@ -22,7 +22,8 @@ from printfleet.errors import AuthFailed, BadResponse, SourceUnavailable
 from printfleet.logs import forget_secrets
 from printfleet.sources.base import PrintLookup
 from printfleet.sources.formlabs import FormlabsSource
-from printfleet.sources.http import RequestBudget, RetryPolicy
+from printfleet.sources.http.budget import RequestBudget
+from printfleet.sources.http.client import RetryPolicy
 from printfleet.testing import FakeClock
 
 T = TypeVar("T")

@@ -13,16 +13,11 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
+from printfleet.core.model import iso as iso_z
 from printfleet.errors import AuthFailed, BadResponse, RateLimited, SourceUnavailable
-from printfleet.sources.http import (
-    PageGuard,
-    RequestBudget,
-    RetryPolicy,
-    VendorHttp,
-    WindowLimit,
-    follow_link,
-    iso_z,
-)
+from printfleet.sources.http.base import PageGuard, follow_link
+from printfleet.sources.http.budget import RequestBudget, WindowLimit
+from printfleet.sources.http.client import RetryPolicy, VendorHttp
 from printfleet.testing import FakeClock
 
 T = TypeVar("T")

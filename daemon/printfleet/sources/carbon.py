@@ -9,33 +9,24 @@ Records become normalized values in :mod:`printfleet.sources.carbon_map`.
 from __future__ import annotations
 
 import math
-import random
 import re
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Unpack
 
-import httpx
 import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from printfleet.clock import Clock
-from printfleet.core.model import Print, SkippedRecord, Snapshot, Vendor
+from printfleet.core.model import Print, SkippedRecord, Snapshot, Vendor, iso
 from printfleet.errors import BadResponse
 from printfleet.logs import register_secret
-from printfleet.observe import NULL_OBSERVER, Observer
 from printfleet.sources import carbon_map
 from printfleet.sources.base import Inventory, PrintLookup, RunBatch
-from printfleet.sources.http import (
-    HttpSource,
-    PageGuard,
-    Params,
-    RequestBudget,
-    RetryPolicy,
-    dedupe_skipped,
-    iso_z,
-)
+from printfleet.sources.http.base import HttpSource, PageGuard, dedupe_skipped
+from printfleet.sources.http.budget import RequestBudget
+from printfleet.sources.http.client import HttpOptions, Params
 
 DEFAULT_BASE_URL = "https://api.carbon3d.com/v1"
 PAGE_LIMIT = 100
@@ -116,15 +107,17 @@ class CarbonSource(HttpSource):
     Args:
         name: the configured source name.
         client_id, private_key: from the vendor's ``secrets.json``.
-        client: the shared HTTP client (owned by the caller).
-        clock: time for the budget, token lifetimes, cursor ages and backoff.
         offline_after: judge staleness of a printer's ``updated_at`` only when set (the API
             does not say it is a heartbeat); otherwise offline comes from the printer state.
         base_url: e.g. ``https://api.carbon3d.com/v1``.
         budget: defaults to :meth:`RequestBudget.carbon` (90 per 10 s).
+        options: the shared HTTP ``client`` (owned by the caller), the ``clock`` (budget,
+            token lifetimes, cursor ages, backoff) and the rest of
+            :class:`~printfleet.sources.http.client.HttpOptions`.
     """
 
     VENDOR = Vendor.CARBON
+    FORBIDDEN_HINT = FORBIDDEN_HINT
 
     def __init__(
         self,
@@ -132,36 +125,23 @@ class CarbonSource(HttpSource):
         name: str,
         client_id: str,
         private_key: RSAPrivateKey,
-        client: httpx.AsyncClient,
-        clock: Clock,
         offline_after: timedelta | None = None,
         base_url: str = DEFAULT_BASE_URL,
-        observer: Observer = NULL_OBSERVER,
         budget: RequestBudget | None = None,
-        timeout: float = 30.0,
-        retry: RetryPolicy | None = None,
-        rng: random.Random | None = None,
-        log: Any = None,
+        **options: Unpack[HttpOptions],
     ) -> None:
         super().__init__(
             name=name,
             client_id=client_id,
             base_url=base_url,
-            client=client,
-            clock=clock,
-            budget=budget or RequestBudget.carbon(clock),
-            observer=observer,
-            timeout=timeout,
-            retry=retry,
-            rng=rng,
-            log=log,
-            forbidden_hint=FORBIDDEN_HINT,
+            budget=budget or RequestBudget.carbon(options["clock"]),
+            **options,
         )
         self._offline_after = offline_after
         self._auth = CarbonToken(
             client_id=client_id,
             private_key=private_key,
-            clock=clock,
+            clock=self._clock,
             server_now=self._http.server_now,
             log=self._log,
         )
@@ -296,7 +276,7 @@ class CarbonSource(HttpSource):
                 ("limit", str(PAGE_LIMIT)),
             ]
             if window_start is not None:
-                query.append(("finished_after", iso_z(window_start)))
+                query.append(("finished_after", iso(window_start)))
             if cursor is not None:
                 query.append(("cursor", cursor))
             return query

@@ -24,7 +24,8 @@ from printfleet.observe import NULL_OBSERVER, Observer
 from printfleet.sources.base import Source
 from printfleet.sources.carbon import CarbonSource
 from printfleet.sources.formlabs import FormlabsSource
-from printfleet.sources.http import RequestBudget
+from printfleet.sources.http.budget import RequestBudget
+from printfleet.sources.http.client import HttpOptions
 
 FORMLABS_DEFAULT_URL = "https://api.formlabs.com"
 CARBON_DEFAULT_URL = "https://api.carbon3d.com/v1"
@@ -57,23 +58,22 @@ def make_source(
     Raises:
         ConfigError: a secret file is missing, unreadable, empty or malformed.
     """
-    timeout = config.timeout.total_seconds()
+    http = HttpOptions(
+        client=client, clock=clock, observer=observer, timeout=config.timeout.total_seconds()
+    )
     if config.vendor == "formlabs":
         return FormlabsSource(
             name=config.name,
             client_id=config.client_id or "",
             client_secret=_formlabs_secret(config, credentials_dir),
-            client=client,
-            clock=clock,
             offline_after=config.offline_after or offline_after,
             base_url=config.base_url or FORMLABS_DEFAULT_URL,
-            observer=observer,
             budget=RequestBudget.formlabs(
                 clock,
                 per_hour=config.budget_per_hour or FORMLABS_BUDGET_PER_HOUR,
                 per_second=config.requests_per_second or FORMLABS_PER_SECOND,
             ),
-            timeout=timeout,
+            **http,
         )
     if config.secrets_file is None:  # the config model already refuses this
         raise ConfigError(
@@ -85,13 +85,10 @@ def make_source(
         name=config.name,
         client_id=client_id,
         private_key=key,
-        client=client,
-        clock=clock,
         offline_after=config.offline_after,
         base_url=config.base_url or CARBON_DEFAULT_URL,
-        observer=observer,
         budget=RequestBudget.carbon(clock, per_10s=config.requests_per_10s or CARBON_PER_10S),
-        timeout=timeout,
+        **http,
     )
 
 

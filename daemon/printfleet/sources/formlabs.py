@@ -10,33 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import math
-import random
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Unpack
 
-import httpx
 from pydantic import SecretStr
 
 from printfleet.clock import Clock
-from printfleet.core.model import Print, SkippedRecord, Snapshot, Vendor
+from printfleet.core.model import Print, SkippedRecord, Snapshot, Vendor, iso
 from printfleet.errors import AuthFailed, BadResponse, RateLimited, SourceUnavailable
 from printfleet.logs import register_secret
-from printfleet.observe import NULL_OBSERVER, Observer
 from printfleet.sources import formlabs_map
 from printfleet.sources.base import Inventory, PrintLookup, RunBatch
-from printfleet.sources.http import (
-    HttpSource,
-    PageGuard,
-    Params,
-    RequestBudget,
-    RetryPolicy,
-    VendorHttp,
-    dedupe_skipped,
-    follow_link,
-    iso_z,
-)
+from printfleet.sources.http.base import HttpSource, PageGuard, dedupe_skipped, follow_link
+from printfleet.sources.http.budget import RequestBudget
+from printfleet.sources.http.client import HttpOptions, Params, VendorHttp
 from printfleet.sources.mapping import RecordStream
 
 DEFAULT_BASE_URL = "https://api.formlabs.com"
@@ -170,11 +159,12 @@ class FormlabsSource(HttpSource):
         name: the configured source name.
         base_url: e.g. ``https://api.formlabs.com`` (paths ``/developer/v1/...`` are added).
         client_id, client_secret: the application's credentials.
-        client: the shared HTTP client (owned by the caller).
-        clock: time for the budget, token lifetimes and backoff.
         offline_after: a printer whose ``last_pinged_at`` is older is offline (judged on the
             vendor's clock as estimated from ``Date`` headers).
         budget: defaults to :meth:`RequestBudget.formlabs` (1350/h, 10/s).
+        options: the shared HTTP ``client`` (owned by the caller), the ``clock`` (budget,
+            token lifetimes, backoff) and the rest of
+            :class:`~printfleet.sources.http.client.HttpOptions`.
     """
 
     VENDOR = Vendor.FORMLABS
@@ -185,29 +175,17 @@ class FormlabsSource(HttpSource):
         name: str,
         client_id: str,
         client_secret: SecretStr,
-        client: httpx.AsyncClient,
-        clock: Clock,
         offline_after: timedelta,
         base_url: str = DEFAULT_BASE_URL,
-        observer: Observer = NULL_OBSERVER,
         budget: RequestBudget | None = None,
-        timeout: float = 30.0,
-        retry: RetryPolicy | None = None,
-        rng: random.Random | None = None,
-        log: Any = None,
+        **options: Unpack[HttpOptions],
     ) -> None:
         super().__init__(
             name=name,
             client_id=client_id,
             base_url=base_url,
-            client=client,
-            clock=clock,
-            budget=budget or RequestBudget.formlabs(clock),
-            observer=observer,
-            timeout=timeout,
-            retry=retry,
-            rng=rng,
-            log=log,
+            budget=budget or RequestBudget.formlabs(options["clock"]),
+            **options,
         )
         self._offline_after = offline_after
         self._auth = FormlabsToken(
@@ -215,7 +193,7 @@ class FormlabsSource(HttpSource):
             token_url=f"{self._base}{API}/o/token/",
             client_id=client_id,
             client_secret=client_secret,
-            clock=clock,
+            clock=self._clock,
             log=self._log,
         )
 
@@ -266,7 +244,7 @@ class FormlabsSource(HttpSource):
         skipped: list[SkippedRecord] = []
         watermark = since
         if since is not None:
-            params: Params = [("date__gt", iso_z(since)), ("per_page", PER_PAGE)]
+            params: Params = [("date__gt", iso(since)), ("per_page", PER_PAGE)]
             events = await self._list("/events/", params, key="id")
             event_runs, event_skipped, newest = formlabs_map.map_events(events)
             runs.update(event_runs)
@@ -278,7 +256,7 @@ class FormlabsSource(HttpSource):
         for serial, after in _lookup_windows(lookups).items():
             params = [("printer", serial), ("per_page", PER_PAGE)]
             if after is not None:
-                params.insert(1, ("date__gt", iso_z(after)))
+                params.insert(1, ("date__gt", iso(after)))
                 records = await self._list("/prints/", params, key="guid")
             else:
                 # Nothing to filter by: read only the first (newest) page, not the history.

@@ -1,0 +1,480 @@
+"""How one source talks to its vendor: sending within budget, retrying, translating failures.
+
+Everything a source sends goes through :meth:`VendorHttp.request`, split the way httpx splits
+``send``: :meth:`~VendorHttp.request` (the retry loop) → :meth:`~VendorHttp._send_authenticated`
+(budget, bearer token, one renewal on 401) → :meth:`~VendorHttp._send_once` (one HTTP
+exchange, its metric and the ``Date`` offset) → :meth:`~VendorHttp._classify` (status → result
+or error). Together they
+
+1. wait (a bounded time) for the source's :class:`~printfleet.sources.http.budget.RequestBudget`,
+   and refuse to send at all while a 429 told the source to pause;
+2. add the bearer token of an :class:`Authenticator` and, on a 401, renew it once and retry;
+3. translate failures into :mod:`printfleet.errors` (``raise ... from err``):
+
+   ========================  ==============================================================
+   answer                    raised
+   ========================  ==============================================================
+   2xx, not JSON             :class:`~printfleet.errors.BadResponse`
+   401 (after one renewal)   :class:`~printfleet.errors.AuthFailed`
+   403 with a hint set       :class:`~printfleet.errors.AuthFailed` (Carbon: key holder lost ADMIN)
+   429                       :class:`~printfleet.errors.RateLimited`; the whole source pauses
+   5xx, timeout, network     retried with capped exponential backoff and full jitter, then
+                             :class:`~printfleet.errors.SourceUnavailable`
+   other 4xx                 :class:`~printfleet.errors.BadResponse`
+   ========================  ==============================================================
+
+4. report every attempt to the :class:`~printfleet.observe.Observer` with a bounded endpoint label;
+5. estimate the vendor's clock from the ``Date`` header (:meth:`VendorHttp.server_now`), so that
+   "last pinged 5 minutes ago" is judged on the vendor's clock, not ours.
+
+Nothing here formats a secret: URLs never carry tokens, and error messages name the method and
+the endpoint label only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any, Protocol, Required, TypedDict, Unpack
+
+import httpx
+import structlog
+
+from printfleet.clock import Clock
+from printfleet.core.backoff import backoff
+from printfleet.errors import AuthFailed, BadResponse, RateLimited, SourceUnavailable
+from printfleet.lifecycle import Lifecycle
+from printfleet.observe import NULL_OBSERVER, Observer
+from printfleet.sources.http.budget import RequestBudget
+from printfleet.sources.mapping import RecordStream
+
+Params = Sequence[tuple[str, str]]
+ParamsArg = Params | Callable[[], Params] | None
+
+
+def quiet_http_loggers() -> None:
+    """Keep httpx's and httpcore's loggers at WARNING: they log full URLs at INFO/DEBUG."""
+    for name in ("httpx", "httpcore"):
+        logger = logging.getLogger(name)
+        if logger.getEffectiveLevel() < logging.WARNING:
+            logger.setLevel(logging.WARNING)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How hard one request tries before giving up.
+
+    5xx, timeouts and network errors are retried up to ``attempts`` tries in total and only
+    while the next try would start within ``total_s`` of the first; delays are capped
+    exponential backoff with full jitter (``uniform(0, min(cap_s, base_s * 2**n))``), unless the
+    server sent ``Retry-After``. A 429 is never retried here: the source pauses for
+    ``Retry-After`` (fallback: ``rate_limit_base_s`` doubling to ``rate_limit_cap_s``, jittered
+    upwards). Both delays are :func:`printfleet.core.backoff.backoff`.
+    """
+
+    attempts: int = 4
+    total_s: float = 60.0
+    base_s: float = 0.5
+    cap_s: float = 10.0
+    rate_limit_base_s: float = 1.0
+    rate_limit_cap_s: float = 60.0
+    max_retry_after_s: float = 3600.0  # a larger Retry-After is clamped to this
+    max_budget_wait_s: float = 30.0  # wait this long for our own budget, then RateLimited
+
+
+class Authenticator(Protocol):
+    """Supplies bearer tokens for one source and renews them when the vendor rejects one."""
+
+    async def token(self) -> str:
+        """A token believed valid now (obtaining or renewing it first if needed)."""
+        ...
+
+    def invalidate(self, token: str) -> None:
+        """A data endpoint answered 401 to ``token``: the next :meth:`token` gets a new one."""
+        ...
+
+
+class HttpOptions(TypedDict, total=False):
+    """The keyword arguments that build a :class:`VendorHttp`, declared once.
+
+    Every HTTP source takes them (``**options``) and hands them on unchanged, so adding one
+    touches this class and :class:`VendorHttp` only.
+    """
+
+    client: Required[httpx.AsyncClient]
+    """The shared HTTP client (not closed here: its owner closes it)."""
+    clock: Required[Clock]
+    """Time for budget, backoff, pauses and the server clock estimate."""
+    observer: Observer
+    """Told about every request attempt (default: nobody)."""
+    timeout: float
+    """Seconds for one request: connect, read, write and pool each (default 30)."""
+    retry: RetryPolicy | None
+    """The :class:`RetryPolicy` (default: ``RetryPolicy()``)."""
+    rng: random.Random | None
+    """Randomness for jitter (inject a seeded one in tests)."""
+    log: Any
+    """The bound structlog logger (default: one bound to ``source``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResult:
+    """A response that :meth:`VendorHttp.request` let through: its status and parsed JSON body
+    (``None`` for an accepted non-2xx status without a JSON body)."""
+
+    status: int
+    body: Any
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Transient:
+    """A failure worth another try: a 5xx (maybe with ``Retry-After``), a timeout, a network
+    error (``error``: the httpx exception, chained to the final ``SourceUnavailable``)."""
+
+    reason: str
+    retry_after: float | None = None
+    error: Exception | None = None
+
+
+@dataclass(slots=True)
+class _Renewal:
+    """Whether one :meth:`VendorHttp.request` already renewed its token (once, retries included)."""
+
+    done: bool = False
+
+
+class VendorHttp:
+    """Sends one source's requests within its budget and translates failures into our errors.
+
+    Args:
+        source: the source name (used in errors, logs and metrics).
+        budget: the source's :class:`~printfleet.sources.http.budget.RequestBudget`.
+        forbidden_hint: when set, a 403 is an :class:`AuthFailed` carrying this hint
+            (Carbon: the key holder must be ADMIN); otherwise a 403 is a :class:`BadResponse`.
+        options: client, clock, observer, timeout, retry, rng and log (see :class:`HttpOptions`).
+    """
+
+    def __init__(
+        self,
+        *,
+        source: str,
+        budget: RequestBudget,
+        forbidden_hint: str | None = None,
+        **options: Unpack[HttpOptions],
+    ) -> None:
+        quiet_http_loggers()
+        self.source = source
+        self._client = options["client"]
+        self._clock = options["clock"]
+        self._budget = budget
+        self._observer = options.get("observer", NULL_OBSERVER)
+        self._timeout = options.get("timeout", 30.0)
+        self._retry = options.get("retry") or RetryPolicy()
+        self._rng = options.get("rng") or random.Random()  # jitter, not cryptography
+        self._forbidden_hint = forbidden_hint
+        log = options.get("log")
+        self._log = log if log is not None else structlog.get_logger().bind(source=source)
+        self._offset: timedelta | None = None
+        self._consecutive_429 = 0
+        self._lifecycle = Lifecycle(f"source {source!r}")
+
+    def __repr__(self) -> str:
+        return f"VendorHttp(source={self.source!r})"
+
+    @property
+    def budget(self) -> RequestBudget:
+        return self._budget
+
+    @property
+    def clock_offset(self) -> timedelta | None:
+        """Vendor clock minus ours, from the latest ``Date`` header (``None`` before any)."""
+        return self._offset
+
+    def server_now(self) -> datetime:
+        """Our best estimate of the vendor's clock now (our clock when no ``Date`` was seen)."""
+        now = self._clock.now()
+        return now + self._offset if self._offset is not None else now
+
+    def close(self) -> None:
+        """Refuse further requests (the client itself belongs to its owner)."""
+        self._lifecycle.close()
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        endpoint: str,
+        params: ParamsArg = None,
+        data: Mapping[str, str] | None = None,
+        auth: Authenticator | None = None,
+        accept: Collection[int] = (),
+        stream_array: bool = False,
+    ) -> HttpResult:
+        """Send one request (retrying transient failures) and return its status and JSON body.
+
+        Args:
+            endpoint: bounded label for metrics and messages, e.g. ``/printers/`` (never ids).
+            params: query parameters, or a callable producing them right before each try (so
+                a pagination cursor can be checked for age after any wait).
+            data: a form-encoded body.
+            auth: adds ``Authorization: Bearer``; a 401 renews once, then :class:`AuthFailed`.
+            accept: non-2xx statuses returned to the caller instead of raised.
+            stream_array: a JSON array body comes back as a
+                :class:`~printfleet.sources.mapping.RecordStream` (decoded while read, each
+                object keeping its text) instead of a list.
+
+        Raises:
+            AuthFailed, RateLimited, SourceUnavailable, BadResponse (see the module docstring).
+        """
+        self._lifecycle.check_not_closed()
+        started = self._clock.monotonic()
+        failures = 0
+        renewal = _Renewal()
+        while True:
+            answer = await self._send_authenticated(
+                method,
+                url,
+                endpoint=endpoint,
+                params=params,
+                data=data,
+                auth=auth,
+                accept=accept,
+                renewal=renewal,
+            )
+            outcome = (
+                answer
+                if isinstance(answer, _Transient)
+                else self._classify(answer, method, endpoint, accept=accept, stream=stream_array)
+            )
+            if isinstance(outcome, HttpResult):
+                return outcome
+            failures += 1
+            delay = outcome.retry_after
+            if delay is None:
+                delay = backoff(
+                    failures, base=self._retry.base_s, cap=self._retry.cap_s, rng=self._rng
+                )
+            elapsed = self._clock.monotonic() - started
+            if failures >= self._retry.attempts or elapsed + delay > self._retry.total_s:
+                message = f"{method} {endpoint}: {outcome.reason} after {failures} attempt(s)"
+                if outcome.error is not None:
+                    message = f"{message} ({type(outcome.error).__name__})"
+                raise SourceUnavailable(
+                    self.source, message, outcome.retry_after
+                ) from outcome.error
+            self._log.debug(
+                "source.request_retry",
+                endpoint=endpoint,
+                reason=outcome.reason,
+                attempt=failures,
+                delay=delay,
+            )
+            await self._clock.sleep(delay)
+
+    async def _send_authenticated(
+        self,
+        method: str,
+        url: str,
+        *,
+        endpoint: str,
+        params: ParamsArg,
+        data: Mapping[str, str] | None,
+        auth: Authenticator | None,
+        accept: Collection[int],
+        renewal: _Renewal,
+    ) -> httpx.Response | _Transient:
+        """One exchange within the budget, with a bearer token; a 401 renews it once.
+
+        The budget is taken before the token so that a paused source sends no token request
+        either, and again for the exchange after a renewal (it is a request like any other).
+        """
+        while True:
+            await self._acquire(endpoint)
+            token = await auth.token() if auth is not None else None
+            answer = await self._send_once(
+                method, url, endpoint=endpoint, params=params, data=data, token=token
+            )
+            if (
+                isinstance(answer, _Transient)
+                or answer.status_code != 401
+                or answer.status_code in accept
+                or auth is None
+                or token is None
+            ):
+                return answer
+            if renewal.done:
+                raise AuthFailed(
+                    self.source,
+                    f"{method} {endpoint} rejected a freshly issued token (HTTP 401)",
+                )
+            renewal.done = True
+            auth.invalidate(token)
+            self._log.info("source.auth_rejected", endpoint=endpoint)
+
+    async def _send_once(
+        self,
+        method: str,
+        url: str,
+        *,
+        endpoint: str,
+        params: ParamsArg,
+        data: Mapping[str, str] | None,
+        token: str | None,
+    ) -> httpx.Response | _Transient:
+        """One HTTP exchange: its metric, the ``Date`` offset; transport errors are transient."""
+        headers = {"Accept": "application/json"}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        pairs = params() if callable(params) else params
+        query = httpx.QueryParams(list(pairs)) if pairs else None
+        sent = self._clock.monotonic()
+        try:
+            response = await self._client.request(
+                method, url, params=query, data=data, headers=headers, timeout=self._timeout
+            )
+        except httpx.TimeoutException as err:
+            self._observe(endpoint, "timeout", sent)
+            return _Transient("timeout", error=err)
+        except httpx.TransportError as err:  # connect, read, protocol (e.g. truncated body)
+            self._observe(endpoint, "network", sent)
+            return _Transient("network", error=err)
+        self._observe(endpoint, str(response.status_code), sent)
+        self._note_date(response)
+        return response
+
+    def _classify(
+        self,
+        response: httpx.Response,
+        method: str,
+        endpoint: str,
+        *,
+        accept: Collection[int],
+        stream: bool,
+    ) -> HttpResult | _Transient:
+        """The result of a response, or the error it means (a 5xx is worth another try)."""
+        status = response.status_code
+        if 200 <= status < 300 or status in accept:
+            if 200 <= status < 300:
+                self._consecutive_429 = 0
+            body = self._json(response, method, endpoint, required=status < 300, stream=stream)
+            return HttpResult(status, body, str(response.url))
+        if status == 401:
+            raise AuthFailed(self.source, f"{method} {endpoint} answered HTTP 401")
+        if status == 429:
+            raise self._rate_limited(response, method, endpoint)
+        if status == 403 and self._forbidden_hint:
+            raise AuthFailed(
+                self.source,
+                f"{method} {endpoint} answered HTTP 403: {self._forbidden_hint}",
+            )
+        if status < 500:
+            raise BadResponse(self.source, f"{method} {endpoint} answered HTTP {status}")
+        return _Transient(f"HTTP {status}", self._retry_after(response))
+
+    async def _acquire(self, endpoint: str) -> None:
+        """Wait for the budget (bounded), or raise RateLimited; never send during a 429 pause."""
+        waited = 0.0
+        while True:
+            paused = self._budget.pause_remaining()
+            if paused > 0:
+                raise RateLimited(
+                    self.source, f"paused after HTTP 429; not sending {endpoint}", paused
+                )
+            delay = self._budget.wait()
+            if delay <= 0:
+                self._budget.spend()
+                return
+            if waited + delay > self._retry.max_budget_wait_s:
+                raise RateLimited(self.source, "request budget exhausted", delay)
+            waited += delay
+            await self._clock.sleep(delay)
+
+    def _observe(self, endpoint: str, code: str, sent: float) -> None:
+        self._observer.api_request(self.source, endpoint, code, self._clock.monotonic() - sent)
+
+    def _note_date(self, response: httpx.Response) -> None:
+        header = response.headers.get("date")
+        if not header:
+            return
+        try:
+            server = parsedate_to_datetime(header)
+        except (TypeError, ValueError, IndexError):
+            return
+        if server.tzinfo is None:
+            server = server.replace(tzinfo=UTC)
+        # The Date header has whole seconds (truncated), so the estimate lags by < 1 s: the
+        # safe direction both for "last pinged" judgements and for JWT iat.
+        self._offset = server - self._clock.now()
+
+    def _json(
+        self,
+        response: httpx.Response,
+        method: str,
+        endpoint: str,
+        *,
+        required: bool,
+        stream: bool = False,
+    ) -> Any:
+        try:
+            if stream:
+                text = response.content.decode("utf-8-sig")  # JSON is UTF-8 (RFC 8259)
+                return RecordStream(text) if RecordStream.is_array(text) else json.loads(text)
+            return response.json()
+        except ValueError as err:  # JSONDecodeError and UnicodeDecodeError
+            if not required:
+                return None
+            raise BadResponse(
+                self.source,
+                f"{method} {endpoint} answered HTTP {response.status_code} without JSON",
+            ) from err
+
+    def _retry_after(self, response: httpx.Response) -> float | None:
+        """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP-date), clamped."""
+        header = response.headers.get("retry-after")
+        if not header:
+            return None
+        header = header.strip()
+        seconds: float | None
+        try:
+            seconds = float(header)
+        except ValueError:
+            try:
+                when = parsedate_to_datetime(header)
+            except (TypeError, ValueError, IndexError):
+                return None
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=UTC)
+            seconds = (when - self.server_now()).total_seconds()
+        if seconds != seconds:  # NaN
+            return None
+        return min(self._retry.max_retry_after_s, max(0.0, seconds))
+
+    def _rate_limited(self, response: httpx.Response, method: str, endpoint: str) -> RateLimited:
+        self._consecutive_429 += 1
+        retry_after = self._retry_after(response)
+        told = retry_after is not None
+        if retry_after is None:
+            retry_after = backoff(
+                self._consecutive_429,
+                base=self._retry.rate_limit_base_s,
+                cap=self._retry.rate_limit_cap_s,
+                rng=self._rng,
+                jitter="up",
+            )
+        self._budget.pause(retry_after)
+        self._log.info(
+            "source.rate_limited",
+            endpoint=endpoint,
+            retry_after=round(retry_after, 3),
+            retry_after_from_server=told,
+        )
+        return RateLimited(
+            self.source, f"{method} {endpoint} answered HTTP 429", retry_after=retry_after
+        )
