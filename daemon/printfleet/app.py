@@ -34,7 +34,8 @@ from printfleet.core.rules import RuleEngine
 from printfleet.core.schedule import PollPolicy
 from printfleet.errors import ConfigError, PrintfleetError
 from printfleet.health import HealthServer
-from printfleet.metrics import FleetCollector, Metrics
+from printfleet.metrics.fleet import FleetCollector
+from printfleet.metrics.observer import Metrics
 from printfleet.outbox import OutboxWorker
 from printfleet.pipeline import Pipeline
 from printfleet.poller import SourcePoller
