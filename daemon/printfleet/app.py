@@ -41,7 +41,7 @@ from printfleet.pipeline import Pipeline
 from printfleet.poller import SourcePoller
 from printfleet.rulepacks import load_rule_set, silences_from_state
 from printfleet.settings_loader import load_settings, read_secret
-from printfleet.sinks.mqtt import MqttSink
+from printfleet.sinks.mqtt.sink import MqttSink
 from printfleet.sinks.webhook import WebhookSink
 from printfleet.sources.base import Source
 from printfleet.sources.factory import make_source
