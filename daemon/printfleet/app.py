@@ -34,13 +34,14 @@ from printfleet.core.schedule import PollPolicy
 from printfleet.core.thresholds import DiffSettings
 from printfleet.errors import ConfigError, PrintfleetError
 from printfleet.health import HealthServer
-from printfleet.metrics import FleetCollector, Metrics
+from printfleet.metrics.fleet import FleetCollector
+from printfleet.metrics.observer import Metrics
 from printfleet.outbox import OutboxWorker
 from printfleet.pipeline import Pipeline
 from printfleet.poller import SourcePoller
 from printfleet.rulepacks import load_rule_set, silences_from_state
 from printfleet.settings_loader import load_settings, read_secret
-from printfleet.sinks.mqtt import MqttSink
+from printfleet.sinks.mqtt.sink import MqttSink
 from printfleet.sinks.webhook import WebhookSink
 from printfleet.sources.base import Source
 from printfleet.sources.factory import make_source

@@ -1,7 +1,7 @@
 """The HTTP endpoint on ``[metrics] listen``: ``/metrics``, ``/healthz`` and ``/readyz``.
 
 * ``/metrics``: Prometheus text format 0.0.4 of the application's registry (see
-  :func:`printfleet.metrics.exposition`), gzip-compressed when the scraper accepts it.
+  :func:`printfleet.metrics.exposition.exposition`), gzip-compressed when the scraper accepts it.
 * ``/healthz``: ``200 ok`` for as long as the process serves HTTP (liveness).
 * ``/readyz``: ``200 ready`` when ``ready()`` says so, else ``503`` with its reason, e.g.
   ``source lab not polled successfully in 90s; mqtt disconnected``.
@@ -30,7 +30,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from printfleet.core.fleet import FleetView
-from printfleet.metrics import exposition
+from printfleet.metrics.exposition import exposition
 
 #: Bodies smaller than this are sent uncompressed even when gzip is accepted.
 GZIP_MIN_BYTES = 1024

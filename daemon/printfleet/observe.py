@@ -1,4 +1,4 @@
-"""Hooks through which components report what they did (implemented by the metrics module).
+"""Hooks through which components report what they did (implemented by metrics.observer).
 
 Components take an ``observer`` and call it; they never import prometheus themselves, and
 tests can pass a recording observer or :data:`NULL_OBSERVER`.

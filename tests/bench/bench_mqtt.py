@@ -38,7 +38,7 @@ from printfleet.core.model import (
     Snapshot,
     Vendor,
 )
-from printfleet.sinks.mqtt import MqttSink
+from printfleet.sinks.mqtt.sink import MqttSink
 from tests.mosquitto import Mosquitto
 
 EVENTS = 1500

@@ -33,7 +33,8 @@ from printfleet.core.model import (
     Vendor,
 )
 from printfleet.health import HealthServer
-from printfleet.metrics import FleetCollector, Metrics
+from printfleet.metrics.fleet import FleetCollector
+from printfleet.metrics.observer import Metrics
 
 PRINTERS = 10_000
 SCRAPES = 7

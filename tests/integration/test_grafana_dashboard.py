@@ -29,7 +29,7 @@ from tests.mosquitto import free_port
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "printfleet-dashboard.json"
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
-METRICS_SOURCE = ROOT / "daemon" / "printfleet" / "metrics.py"
+METRICS_SOURCE = ROOT / "daemon" / "printfleet" / "metrics"
 DATASOURCE = "${datasource}"
 
 #: Values for Grafana's variables when a query runs outside Grafana.
@@ -162,7 +162,7 @@ class Exported:
 
 def exported_metrics() -> dict[str, Exported]:
     """Every metric family metrics.py declares, by each of its sample names."""
-    tree = ast.parse(METRICS_SOURCE.read_text(encoding="utf-8"))
+    tree = ast.parse("".join(p.read_text(encoding="utf-8") for p in METRICS_SOURCE.glob("*.py")))
     found: dict[str, Exported] = {}
     for node in ast.walk(tree):
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):

@@ -25,7 +25,8 @@ from printfleet.core.model import (
     Vendor,
 )
 from printfleet.health import HealthServer, source_problems
-from printfleet.metrics import FleetCollector, Metrics
+from printfleet.metrics.fleet import FleetCollector
+from printfleet.metrics.observer import Metrics
 from printfleet.sources.base import BudgetStatus
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)

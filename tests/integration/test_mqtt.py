@@ -41,7 +41,8 @@ from printfleet.core.model import (
     Vendor,
 )
 from printfleet.errors import ConfigError, DeliveryFailed
-from printfleet.sinks.mqtt import MqttSink, field_values, parse_broker_url
+from printfleet.sinks.mqtt.sink import MqttSink, parse_broker_url
+from printfleet.sinks.mqtt.topics import field_values
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 BASE = "printfleet/lab/Form4-CapableBeaver"
@@ -386,7 +387,7 @@ SINK_PROCESS = textwrap.dedent(
     import asyncio, sys
     from printfleet.clock import SystemClock
     from printfleet.config import MqttConfig
-    from printfleet.sinks.mqtt import MqttSink
+    from printfleet.sinks.mqtt.sink import MqttSink
 
     async def main():
         sink = MqttSink(MqttConfig(url=sys.argv[1]), password=None, clock=SystemClock(),

@@ -16,7 +16,7 @@ PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
 CONFIG = PROMETHEUS_DIR / "prometheus.yml"
 ALERTS = PROMETHEUS_DIR / "printfleet-alerts.yml"
 ALERT_TESTS = PROMETHEUS_DIR / "printfleet-alerts.test.yml"
-METRICS_SOURCE = ROOT / "daemon" / "printfleet" / "metrics.py"
+METRICS_SOURCE = ROOT / "daemon" / "printfleet" / "metrics"
 
 _ALERT = re.compile(r"^\s*- alert: (\w+)\s*$", re.M)
 # One alert_rule_test item: its alert name and whether it expects no alerts (`[]`).
@@ -56,7 +56,8 @@ def alert_names() -> list[str]:
 def exported_sample_names() -> set[str]:
     """Every sample name printfleet exposes, derived from the declarations in metrics.py."""
     names: set[str] = set()
-    for node in ast.walk(ast.parse(METRICS_SOURCE.read_text(encoding="utf-8"))):
+    source = "".join(p.read_text(encoding="utf-8") for p in METRICS_SOURCE.glob("*.py"))
+    for node in ast.walk(ast.parse(source)):
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.args):
             continue
         first = node.args[0]

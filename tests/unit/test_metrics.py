@@ -22,7 +22,9 @@ from printfleet.core.model import (
     Snapshot,
     Vendor,
 )
-from printfleet.metrics import PRINT_RESULTS, FleetCollector, Metrics, exposition
+from printfleet.metrics.exposition import exposition
+from printfleet.metrics.fleet import PRINT_RESULTS, FleetCollector
+from printfleet.metrics.observer import Metrics
 from printfleet.sources.base import BudgetStatus
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)

@@ -37,6 +37,7 @@ from pydantic import SecretStr
 from printfleet.clock import Clock
 from printfleet.core.delivery import Delivery
 from printfleet.errors import DeliveryFailed
+from printfleet.lifecycle import Lifecycle
 from printfleet.sinks import formats
 
 KINDS: Final = frozenset({"webhook", "slack", "teams", "discord"})
@@ -104,8 +105,7 @@ class WebhookSink:
         self._timeout = timeout
         self._clock = clock
         self._user_agent = f"printfleet/{version}"
-        self._open = False
-        self._closed = False
+        self._life = Lifecycle(f"webhook sink {name!r}")
 
     @property
     def name(self) -> str:
@@ -119,9 +119,7 @@ class WebhookSink:
         return f"WebhookSink(name={self._name!r}, kind={self._kind!r})"
 
     async def __aenter__(self) -> Self:
-        if self._closed:
-            raise RuntimeError(f"webhook sink {self._name!r} was closed and cannot be reopened")
-        self._open = True
+        self._life.open()
         return self
 
     async def __aexit__(
@@ -130,8 +128,7 @@ class WebhookSink:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._open = False
-        self._closed = True
+        self._life.close()
 
     def request_for(self, delivery: Delivery) -> tuple[bytes, dict[str, str]]:
         """The body and headers that :meth:`deliver` POSTs (no I/O; signing reads the clock).
@@ -165,8 +162,7 @@ class WebhookSink:
             DeliveryFailed: the receiver did not accept it.
             RuntimeError: the sink is not open.
         """
-        if not self._open:
-            raise RuntimeError(f"webhook sink {self._name!r} is not open (use 'async with')")
+        self._life.check_open()
         body, headers = self.request_for(delivery)
         try:
             response = await self._client.post(

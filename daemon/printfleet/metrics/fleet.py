@@ -1,58 +1,43 @@
-"""Prometheus metrics (DESIGN §7): counters fed by the Observer hooks, fleet gauges read at scrape.
+"""The fleet's Prometheus series: gauges read from the current FleetView at scrape, print counts.
 
-Two parts, both on a :class:`~prometheus_client.CollectorRegistry` the application owns (never
-the global default registry):
+Both are custom collectors (client_python's "read at scrape time") on the registry the
+application owns, and both can write their own text for the ``/metrics`` writer
+(:class:`~printfleet.metrics.exposition.TextCollector`), because at 10,000 printers their
+~150,000 and ~30,000 samples are what a scrape spends its time on.
 
-* :class:`Metrics` implements :class:`~printfleet.observe.Observer`. Components call it as
-  things happen; it keeps counters and histograms (``api_requests_total``,
-  ``api_request_duration_seconds``, ``poll_duration_seconds``, ``events_total``,
-  ``prints_total``, ``rule_matches_total``, ``deliveries_total``, ``records_skipped_total``)
-  plus ``build_info``. ``prints_total`` is a :class:`PrintCounters` collector rather than a
-  prometheus_client ``Counter``: three series per printer at 10,000 printers cost ~17 MB as
-  ``Counter`` children, and a few hundred bytes per printer as plain ints. It has no
-  ``_created`` series: in the text format Prometheus stores those as 30,000 extra gauge
-  series that nothing reads, and every series starts at 0 (see :meth:`Metrics.track_fleet`).
-* :class:`FleetCollector` is a custom collector that reads the current
-  :class:`~printfleet.core.fleet.FleetView` (and the request budgets and outbox counts) at
-  scrape time. It keeps no per-printer state between scrapes except a text cache keyed by the
-  printer value, so a removed printer leaves no stale series.
+* :class:`FleetCollector` reads the current :class:`~printfleet.core.fleet.FleetView` (and the
+  request budgets and outbox counts) at scrape time. It keeps no per-printer state between
+  scrapes except a text cache keyed by the printer value, so a removed printer leaves no stale
+  series, and an unchanged printer's lines are reused.
+* :class:`PrintCounters` is ``prints_total``: a collector rather than a prometheus_client
+  ``Counter``, because three series per printer at 10,000 printers cost ~17 MB as ``Counter``
+  children and a few hundred bytes per printer as plain ints. It has no ``_created`` series:
+  in the text format Prometheus stores those as 30,000 extra gauge series that nothing reads,
+  and every series starts at 0 (see :meth:`~printfleet.metrics.observer.Metrics.track_fleet`).
 
-Label choices:
-
-* ``events_total{source,type}``: per source, not per printer, to keep it bounded
-  (18 types x sources); per-printer history lives in the events themselves.
-* ``prints_total{source,serial,result}``: per printer, as DESIGN §7 groups it with the fleet
-  metrics (result is ``finished``, ``failed`` or ``aborted``). A printer's series are removed
-  when ``printer.removed`` is emitted; if it comes back it starts from zero again, which
-  ``rate()``/``increase()`` treat as a counter reset.
-
-Scrape cost: at 10,000 printers the fleet gauges are ~150,000 samples. ``generate_latest``
-formats those in about a second, so :func:`exposition` (used by the health server) lets
-:class:`FleetCollector` write its text directly from a per-printer cache, reusing a printer's
-lines while the printer value is unchanged, and :class:`PrintCounters` write its ~30,000
-lines straight from its counts. Any other consumer of the registry (``generate_latest``,
-``registry.get_sample_value``) gets ordinary metric families.
+Label choice: ``prints_total{source,serial,result}`` is per printer, as DESIGN §7 groups it
+with the fleet metrics (result is ``finished``, ``failed`` or ``aborted``). A printer's series
+are removed when ``printer.removed`` is emitted; if it comes back it starts from zero again,
+which ``rate()``/``increase()`` treat as a counter reset.
 """
 
 from __future__ import annotations
 
-import math
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from operator import itemgetter
 from types import MappingProxyType
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
 
-from printfleet import __version__
-from printfleet.core.events import ChangeEvent, EventType
+from printfleet.core.events import EventType
 from printfleet.core.fleet import FleetView
 from printfleet.core.model import Printer, PrinterStatus
+from printfleet.metrics.exposition import escape_help, escape_label, go_float, line, number
 from printfleet.sources.base import BudgetStatus
 
 PRINT_RESULTS: Final[Mapping[EventType, str]] = MappingProxyType(
@@ -63,114 +48,14 @@ PRINT_RESULTS: Final[Mapping[EventType, str]] = MappingProxyType(
     }
 )
 
-API_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-POLL_BUCKETS: Final = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
-
 #: ``(pending per sink, dead per sink)`` as reported by the outbox.
 OutboxCounts = tuple[Mapping[str, int], Mapping[str, int]]
-
-
-class Metrics:
-    """The :class:`~printfleet.observe.Observer` that turns reports into Prometheus series.
-
-    Thread-safe (prometheus_client metrics are, and :class:`PrintCounters` locks), so it may be
-    called from any task or thread.
-    """
-
-    def __init__(self, registry: CollectorRegistry, *, version: str = __version__) -> None:
-        self.api_requests = Counter(
-            "printfleet_api_requests",
-            "Vendor API requests, by endpoint and HTTP status code (or error kind).",
-            ["source", "endpoint", "code"],
-            registry=registry,
-        )
-        self.api_request_duration = Histogram(
-            "printfleet_api_request_duration_seconds",
-            "Duration of vendor API requests.",
-            ["source", "endpoint"],
-            buckets=API_BUCKETS,
-            registry=registry,
-        )
-        self.records_skipped = Counter(
-            "printfleet_records_skipped",
-            "Malformed vendor records that were logged and skipped.",
-            ["source", "kind"],
-            registry=registry,
-        )
-        self.poll_duration = Histogram(
-            "printfleet_poll_duration_seconds",
-            "Duration of one poll cycle of a source (successful or not).",
-            ["source"],
-            buckets=POLL_BUCKETS,
-            registry=registry,
-        )
-        self.events = Counter(
-            "printfleet_events",
-            "Change events detected, by source and event type.",
-            ["source", "type"],
-            registry=registry,
-        )
-        self.prints = PrintCounters()
-        registry.register(self.prints)
-        self.rule_matches = Counter(
-            "printfleet_rule_matches",
-            "Times a rule fired for an event.",
-            ["rule"],
-            registry=registry,
-        )
-        self.deliveries = Counter(
-            "printfleet_deliveries",
-            "Delivery attempts by sink and result (ok, retry, dead).",
-            ["sink", "result"],
-            registry=registry,
-        )
-        build = Gauge(
-            "printfleet_build_info",
-            "printfleet version (value is always 1).",
-            ["version"],
-            registry=registry,
-        )
-        build.labels(version).set(1)
-
-    def api_request(self, source: str, endpoint: str, code: str, seconds: float) -> None:
-        self.api_requests.labels(source, endpoint, code).inc()
-        self.api_request_duration.labels(source, endpoint).observe(seconds)
-
-    def record_skipped(self, source: str, kind: str) -> None:
-        self.records_skipped.labels(source, kind).inc()
-
-    def poll_done(self, source: str, seconds: float, ok: bool) -> None:
-        # Failed polls show in source_up and in api_requests_total's codes; one histogram.
-        self.poll_duration.labels(source).observe(seconds)
-
-    def event_emitted(self, event: ChangeEvent) -> None:
-        self.events.labels(event.source, event.type.value).inc()
-        result = _RESULT_INDEX.get(event.type)
-        if result is not None:
-            self.prints.inc(event.source, event.subject, result)
-        elif event.type is EventType.PRINTER_REMOVED:
-            self.prints.remove(event.source, event.subject)
-
-    def track_fleet(self, view: FleetView) -> None:
-        """Create every printer's ``prints_total`` series at 0 when it is first seen.
-
-        A counter that first appears already at 1 hides that first print from ``increase()``
-        and ``rate()``; in a small fleet nearly every print would be such a first one.
-        """
-        for source, snapshot in view.snapshots.items():
-            self.prints.track(source, snapshot.printers)
-
-    def rule_matched(self, rule: str) -> None:
-        self.rule_matches.labels(rule).inc()
-
-    def delivery_done(self, sink: str, result: str) -> None:
-        self.deliveries.labels(sink, result).inc()
 
 
 # -- per-printer print counters ------------------------------------------------------------
 
 #: Index of each print result in a :class:`PrintCounters` row (PRINT_RESULTS order).
-_RESULT_INDEX: Final[Mapping[EventType, int]] = MappingProxyType(
+RESULT_INDEX: Final[Mapping[EventType, int]] = MappingProxyType(
     {kind: index for index, kind in enumerate(PRINT_RESULTS)}
 )
 _RESULTS: Final = tuple(PRINT_RESULTS.values())
@@ -179,7 +64,7 @@ _ABSENT: Final = -1
 
 #: ``prints_total`` as a prometheus_client ``Counter`` declares it. Never registered and never
 #: given a child (:class:`PrintCounters` keeps the counts): it supplies the family's name,
-#: help and type, and keeps the declaration where tools that read this module's ``Counter``
+#: help and type, and keeps the declaration where tools that read this package's ``Counter``
 #: calls (the dashboard and alert-rule tests) find every exported metric.
 PRINTS_DECLARATION: Final = Counter(
     "printfleet_prints",
@@ -198,8 +83,9 @@ class PrintCounters(Collector):
     a kwargs dict and label tuples per series; a row is one small list.
 
     Both scrape paths emit what the ``Counter`` did minus its ``_created`` samples:
-    :meth:`collect` yields a counter family, and under :func:`exposition` :meth:`render` writes
-    the same lines as ``generate_latest`` would (labels sorted, values as Go formats them).
+    :meth:`collect` yields a counter family, and :meth:`render` (what the ``/metrics`` writer
+    uses) writes the same lines as ``generate_latest`` would (labels sorted, values as Go
+    formats them).
 
     Counts change on the event loop and are read by the scraping thread, so both hold a lock;
     a scrape holds it only to copy the rows.
@@ -248,10 +134,6 @@ class PrintCounters(Collector):
         yield from PRINTS_DECLARATION.describe()
 
     def collect(self) -> Iterator[Metric]:
-        texts: list[str] | None = getattr(_text_mode, "texts", None)
-        if texts is not None:
-            texts.append(self.render())
-            return
         family = CounterMetricFamily(self.NAME, self.HELP, labels=self.LABELS)
         for source, serial, counts in self._snapshot():
             for result, count in zip(_RESULTS, counts, strict=True):
@@ -261,24 +143,20 @@ class PrintCounters(Collector):
 
     def render(self) -> str:
         """The same text ``generate_latest`` writes for the family (format 0.0.4)."""
-        help_text = _escape_help(self.HELP)
+        help_text = escape_help(self.HELP)
         lines = [f"# HELP {self.NAME}_total {help_text}\n# TYPE {self.NAME}_total counter\n"]
-        values = [_go_float(n) for n in range(8)]  # most counts are small
+        values = [go_float(n) for n in range(8)]  # most counts are small
         for source, serial, counts in self._snapshot():
-            labels = f'serial="{_escape_label(serial)}",source="{_escape_label(source)}"}} '
+            labels = f'serial="{escape_label(serial)}",source="{escape_label(source)}"}} '
             for start, count in zip(_TOTAL_STARTS, counts, strict=True):
                 if count >= 0:
-                    value = values[count] if count < len(values) else _go_float(count)
+                    value = values[count] if count < len(values) else go_float(count)
                     lines.append(f"{start}{labels}{value}\n")
         return "".join(lines)
 
 
 #: How each result's ``_total`` line starts (labels in sorted order).
 _TOTAL_STARTS: Final = tuple(f'{PrintCounters.NAME}_total{{result="{r}",' for r in _RESULTS)
-
-#: A sample value as ``generate_latest`` writes it (``0.0``, ``12.0``).
-_go_float: Callable[[float], str] = floatToGoString
-
 
 # -- scrape-time fleet gauges --------------------------------------------------------------
 
@@ -296,7 +174,7 @@ class Family:
 
     @property
     def header(self) -> str:
-        return f"# HELP {self.name} {_escape_help(self.help)}\n# TYPE {self.name} gauge\n"
+        return f"# HELP {self.name} {escape_help(self.help)}\n# TYPE {self.name} gauge\n"
 
 
 PRINTER_INFO = Family(
@@ -430,11 +308,6 @@ def _no_outbox() -> OutboxCounts:
     return {}, {}
 
 
-# While exposition() runs in a thread, FleetCollector.collect() hands its text over here
-# instead of yielding metric families (see the module docstring).
-_text_mode = threading.local()
-
-
 class FleetCollector(Collector):
     """Fleet and self-health gauges computed from the current values at every scrape.
 
@@ -465,10 +338,6 @@ class FleetCollector(Collector):
             yield family.empty()
 
     def collect(self) -> Iterator[Metric]:
-        texts: list[str] | None = getattr(_text_mode, "texts", None)
-        if texts is not None:
-            texts.append(self.render())
-            return
         view = self._view()
         families = [f.empty() for f in PRINTER_FAMILIES]
         for source, printer in self._printers(view):
@@ -503,7 +372,7 @@ class FleetCollector(Collector):
             out.append("".join(map(itemgetter(index), texts)))
         for family, rows in zip(SOURCE_FAMILIES, self._source_rows(view), strict=True):
             out.append(family.header)
-            out.extend(_line(family.name, family.labels, labels, value) for labels, value in rows)
+            out.extend(line(family.name, family.labels, labels, value) for labels, value in rows)
         return "".join(out)
 
     @staticmethod
@@ -532,56 +401,15 @@ class FleetCollector(Collector):
 
 def _printer_text(source: str, printer: Printer) -> tuple[str, ...]:
     """One printer's lines, one string per family in PRINTER_FAMILIES order."""
-    key = f'source="{_escape_label(source)}",serial="{_escape_label(printer.serial)}"'
+    key = f'source="{escape_label(source)}",serial="{escape_label(printer.serial)}"'
     lines: list[list[str]] = [[] for _ in PRINTER_FAMILIES]
     for index, labels, value in printer_samples(source, printer):
         family = PRINTER_FAMILIES[index]
         extra = ""
         if len(labels) > 2:  # every printer family starts with source and serial
             extra = "".join(
-                f',{n}="{_escape_label(v)}"'
+                f',{n}="{escape_label(v)}"'
                 for n, v in zip(family.labels[2:], labels[2:], strict=True)
             )
-        lines[index].append(f"{family.name}{{{key}{extra}}} {_number(value)}\n")
+        lines[index].append(f"{family.name}{{{key}{extra}}} {number(value)}\n")
     return tuple("".join(chunk) for chunk in lines)
-
-
-def _line(name: str, names: Sequence[str], values: Sequence[str], value: float) -> str:
-    labels = ",".join(f'{n}="{_escape_label(v)}"' for n, v in zip(names, values, strict=True))
-    return f"{name}{{{labels}}} {_number(value)}\n"
-
-
-def _number(value: float) -> str:
-    """A sample value as prometheus_client writes it (``1.0``, ``0.425``, ``+Inf``, ``NaN``)."""
-    if math.isnan(value):
-        return "NaN"
-    if value in (math.inf, -math.inf):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(float(value))
-
-
-def _escape_label(value: str) -> str:
-    if "\\" in value or '"' in value or "\n" in value:
-        return value.replace("\\", r"\\").replace('"', r"\"").replace("\n", r"\n")
-    return value
-
-
-def _escape_help(text: str) -> str:
-    return text.replace("\\", r"\\").replace("\n", r"\n")
-
-
-def exposition(registry: Collector) -> bytes:
-    """Prometheus text (format 0.0.4) of ``registry``, with fleet collectors rendered fast.
-
-    Equivalent to ``generate_latest(registry)`` (the same samples; the families these
-    collectors write come last): :class:`FleetCollector` writes its cached text instead of
-    building ~150,000 sample objects at 10,000 printers, :class:`PrintCounters` renders its
-    ~60,000 lines from its counts.
-    """
-    texts: list[str] = []
-    _text_mode.texts = texts
-    try:
-        head = generate_latest(registry)
-    finally:
-        del _text_mode.texts
-    return head + "".join(texts).encode()

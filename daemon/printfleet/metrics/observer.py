@@ -1,0 +1,124 @@
+"""The Metrics object the daemon reports into: Observer calls become Prometheus counters.
+
+:class:`Metrics` implements :class:`~printfleet.observe.Observer`. Components call it as
+things happen; it keeps counters and histograms (``api_requests_total``,
+``api_request_duration_seconds``, ``poll_duration_seconds``, ``events_total``,
+``prints_total``, ``rule_matches_total``, ``deliveries_total``, ``records_skipped_total``)
+plus ``build_info``, all on a :class:`~prometheus_client.CollectorRegistry` the application
+owns (never the global default registry). ``prints_total`` is kept by a
+:class:`~printfleet.metrics.fleet.PrintCounters` collector (see there for why).
+
+Label choice: ``events_total{source,type}`` is per source, not per printer, to keep it
+bounded (18 types x sources); per-printer history lives in the events themselves.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from printfleet import __version__
+from printfleet.core.events import ChangeEvent, EventType
+from printfleet.core.fleet import FleetView
+from printfleet.metrics.fleet import RESULT_INDEX, PrintCounters
+
+API_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+POLL_BUCKETS: Final = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+
+class Metrics:
+    """The :class:`~printfleet.observe.Observer` that turns reports into Prometheus series.
+
+    Thread-safe (prometheus_client metrics are, and :class:`PrintCounters` locks), so it may be
+    called from any task or thread.
+    """
+
+    def __init__(self, registry: CollectorRegistry, *, version: str = __version__) -> None:
+        self.api_requests = Counter(
+            "printfleet_api_requests",
+            "Vendor API requests, by endpoint and HTTP status code (or error kind).",
+            ["source", "endpoint", "code"],
+            registry=registry,
+        )
+        self.api_request_duration = Histogram(
+            "printfleet_api_request_duration_seconds",
+            "Duration of vendor API requests.",
+            ["source", "endpoint"],
+            buckets=API_BUCKETS,
+            registry=registry,
+        )
+        self.records_skipped = Counter(
+            "printfleet_records_skipped",
+            "Malformed vendor records that were logged and skipped.",
+            ["source", "kind"],
+            registry=registry,
+        )
+        self.poll_duration = Histogram(
+            "printfleet_poll_duration_seconds",
+            "Duration of one poll cycle of a source (successful or not).",
+            ["source"],
+            buckets=POLL_BUCKETS,
+            registry=registry,
+        )
+        self.events = Counter(
+            "printfleet_events",
+            "Change events detected, by source and event type.",
+            ["source", "type"],
+            registry=registry,
+        )
+        self.prints = PrintCounters()
+        registry.register(self.prints)
+        self.rule_matches = Counter(
+            "printfleet_rule_matches",
+            "Times a rule fired for an event.",
+            ["rule"],
+            registry=registry,
+        )
+        self.deliveries = Counter(
+            "printfleet_deliveries",
+            "Delivery attempts by sink and result (ok, retry, dead).",
+            ["sink", "result"],
+            registry=registry,
+        )
+        build = Gauge(
+            "printfleet_build_info",
+            "printfleet version (value is always 1).",
+            ["version"],
+            registry=registry,
+        )
+        build.labels(version).set(1)
+
+    def api_request(self, source: str, endpoint: str, code: str, seconds: float) -> None:
+        self.api_requests.labels(source, endpoint, code).inc()
+        self.api_request_duration.labels(source, endpoint).observe(seconds)
+
+    def record_skipped(self, source: str, kind: str) -> None:
+        self.records_skipped.labels(source, kind).inc()
+
+    def poll_done(self, source: str, seconds: float, ok: bool) -> None:
+        # Failed polls show in source_up and in api_requests_total's codes; one histogram.
+        self.poll_duration.labels(source).observe(seconds)
+
+    def event_emitted(self, event: ChangeEvent) -> None:
+        self.events.labels(event.source, event.type.value).inc()
+        result = RESULT_INDEX.get(event.type)
+        if result is not None:
+            self.prints.inc(event.source, event.subject, result)
+        elif event.type is EventType.PRINTER_REMOVED:
+            self.prints.remove(event.source, event.subject)
+
+    def track_fleet(self, view: FleetView) -> None:
+        """Create every printer's ``prints_total`` series at 0 when it is first seen.
+
+        A counter that first appears already at 1 hides that first print from ``increase()``
+        and ``rate()``; in a small fleet nearly every print would be such a first one.
+        """
+        for source, snapshot in view.snapshots.items():
+            self.prints.track(source, snapshot.printers)
+
+    def rule_matched(self, rule: str) -> None:
+        self.rule_matches.labels(rule).inc()
+
+    def delivery_done(self, sink: str, result: str) -> None:
+        self.deliveries.labels(sink, result).inc()

@@ -1,0 +1,232 @@
+"""The retained-state mirror: what the broker holds for each printer, so only changes go out.
+
+Retained state is latest-wins. :class:`RetainedMirror` remembers, per printer, a hash of each
+retained payload the broker *acknowledged* (TeslaMate's "remember only what was published"),
+and :meth:`RetainedMirror.sync` publishes the messages of a
+:class:`~printfleet.core.fleet.FleetView` whose payload differs, clears (empty retained
+payload) the topics of printers that disappeared, and after :meth:`~RetainedMirror.reconnected`
+republishes everything, because a restarted broker may have lost its retained store.
+
+Heartbeat-only changes (a newer ``last_seen_at`` with otherwise equal printer facts) are
+published at most every ``heartbeat`` seconds per printer, so an idle fleet of 10,000 printers
+does not rewrite 10,000 state messages on every poll.
+
+The connection itself (when to sync, reconnecting) is the sink's job (:mod:`.sink`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final
+
+import aiomqtt
+
+from printfleet import __version__
+from printfleet.config import MqttConfig
+from printfleet.core.fleet import FleetView
+from printfleet.core.model import Printer
+from printfleet.sinks import homeassistant
+from printfleet.sinks.mqtt.topics import (
+    HA,
+    field_values,
+    message_topic,
+    printer_topic,
+    state_payload,
+    status_topic,
+)
+
+#: Retained publishes kept in flight at once while syncing state.
+SYNC_WINDOW: Final = 16
+
+PrinterKey = tuple[str, str]  # (source, serial)
+
+
+@dataclass(slots=True)
+class _Retained:
+    """What the broker holds for one printer, and what it was rendered from.
+
+    Payloads are not kept (at 10,000 printers with Home Assistant discovery they are ~100 MB),
+    only a hash of each acknowledged one: a changed printer is re-rendered and only messages
+    whose hash differs go out. Discovery configs are re-rendered only when their inputs
+    (``identity``) change, or after a reconnect.
+    """
+
+    printer: Printer | None = None  # None: not confirmed on this connection yet
+    last_seen: datetime | None = None
+    identity: tuple[Any, ...] | None = None  # discovery inputs; None: not confirmed
+    # message key -> hash of the acknowledged payload; None: published on an earlier
+    # connection and not yet republished on this one (still to be cleared if unwanted).
+    digests: dict[str, int | None] = field(default_factory=dict)
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
+
+
+class RetainedMirror:
+    """The broker's retained printer topics as last acknowledged, and how to bring them up to date.
+
+    Args:
+        config: the ``[mqtt]`` section (prefixes, whether discovery is on).
+        heartbeat: minimum seconds between republishing a printer whose only change is a
+            newer ``last_seen_at``.
+    """
+
+    def __init__(self, config: MqttConfig, *, heartbeat: float) -> None:
+        self._config = config
+        self._prefix = config.topic_prefix
+        self._status_topic = status_topic(self._prefix)
+        self._heartbeat = heartbeat
+        self._retained: dict[PrinterKey, _Retained] = {}
+
+    def reconnected(self) -> None:
+        """After a (re)connect: everything must be republished, and old topics stay known."""
+        for entry in self._retained.values():
+            entry.printer = entry.identity = None
+            entry.digests = dict.fromkeys(entry.digests)
+
+    async def sync(self, client: aiomqtt.Client, view: FleetView | None) -> tuple[int, int]:
+        """Publish the retained messages that differ from what the broker acknowledged.
+
+        Returns:
+            ``(messages sent, printers re-rendered)``.
+
+        Raises:
+            aiomqtt.MqttError: a publish failed (what was acknowledged so far is kept).
+        """
+        rendered: list[tuple[PrinterKey, Printer, tuple[Any, ...] | None]] = []
+        gone: list[PrinterKey] = []
+        sent = 0
+
+        def changes() -> Iterator[tuple[PrinterKey, str, bytes]]:
+            # Rendered as the publishers ask, so a full republish of a large fleet never
+            # holds every payload at once (~130,000 messages at 10,000 printers).
+            wanted: set[PrinterKey] = set()
+            snapshots = view.snapshots if view is not None else {}
+            for source, snapshot in snapshots.items():
+                for serial, printer in snapshot.printers.items():
+                    key = (source, serial)
+                    wanted.add(key)
+                    entry = self._retained.get(key)
+                    if entry is not None and self._still_current(entry, printer):
+                        continue
+                    identity = self._identity(printer)
+                    rendered.append((key, printer, identity))
+                    yield from self._printer_changes(key, printer, entry, identity)
+            gone.extend(key for key in self._retained if key not in wanted)
+            for key in gone:
+                yield from [(key, name, b"") for name in self._retained[key].digests]
+
+        remaining = changes()
+
+        async def publisher() -> None:
+            nonlocal sent
+            for key, name, payload in remaining:  # shared: each message goes out once
+                await client.publish(self._topic(key, name), payload, qos=1, retain=True)
+                sent += 1
+                digests = self._retained.setdefault(key, _Retained()).digests
+                if payload:
+                    digests[name] = hash(payload)
+                else:
+                    digests.pop(name, None)
+
+        # A sliding window of publishes awaiting their PUBACK (not batches: a batch waits
+        # for its slowest PUBACK, and a broker that delays ACKs (Nagle) stalls every batch).
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(SYNC_WINDOW):
+                    group.create_task(publisher())
+        except BaseExceptionGroup as failed:
+            raise _first_error(failed) from None
+        for key, printer, identity in rendered:
+            entry = self._retained.setdefault(key, _Retained())
+            entry.printer, entry.last_seen, entry.identity = printer, printer.last_seen_at, identity
+        for key in gone:
+            if not self._retained[key].digests:
+                del self._retained[key]
+        return sent, len(rendered)
+
+    def _printer_changes(
+        self,
+        key: PrinterKey,
+        printer: Printer,
+        entry: _Retained | None,
+        identity: tuple[Any, ...] | None,
+    ) -> list[tuple[PrinterKey, str, bytes]]:
+        """The messages of one printer that differ from what the broker holds (a list: the
+        publishers update ``entry.digests`` while the caller is still yielding them).
+
+        Discovery configs are rendered only when ``entry`` does not hold them for the same
+        ``identity``."""
+        kept_discovery = entry is not None and entry.identity == identity
+        messages = self._printer_messages(key[0], printer, discovery=not kept_discovery)
+        have = entry.digests if entry is not None else {}
+        out = [(key, n, p) for n, p in messages.items() if have.get(n) != hash(p)]
+        out += [
+            (key, n, b"")
+            for n in have
+            if n not in messages and not (kept_discovery and n.startswith(HA))
+        ]
+        return out
+
+    def _still_current(self, entry: _Retained, printer: Printer) -> bool:
+        old = entry.printer
+        if old is None or (old is not printer and old != printer):
+            return False
+        seen = printer.last_seen_at
+        if seen is None or seen == entry.last_seen:
+            return True
+        if entry.last_seen is None:
+            return False
+        return (seen - entry.last_seen).total_seconds() < self._heartbeat
+
+    def _identity(self, printer: Printer) -> tuple[Any, ...] | None:
+        """What the printer's discovery configs are rendered from (None: discovery is off)."""
+        if not self._config.homeassistant_discovery:
+            return None
+        slots = tuple(m.slot for m in printer.materials)  # which material entities exist
+        return (
+            printer.name,
+            printer.vendor,
+            printer.model,
+            printer.firmware,
+            printer.location,
+            slots,
+        )
+
+    def _printer_messages(
+        self, source: str, printer: Printer, *, discovery: bool
+    ) -> dict[str, bytes]:
+        """Message key -> payload of one printer (discovery configs when ``discovery``)."""
+        messages = {"state": state_payload(printer)}
+        for name, value in field_values(printer).items():
+            messages[sys.intern(name)] = value.encode()
+        if not discovery or not self._config.homeassistant_discovery:
+            return messages
+        base = printer_topic(self._prefix, source, printer.serial)
+        configs = homeassistant.discovery_configs(
+            source=source,
+            printer=printer,
+            field_topics={name: f"{base}/{name}" for name in messages if name != "state"},
+            availability_topic=self._status_topic,
+            sw_version=__version__,
+        )
+        for entity, body in configs.items():
+            messages[sys.intern(HA + entity)] = body
+        return messages
+
+    def _topic(self, key: PrinterKey, name: str) -> str:
+        source, serial = key
+        return message_topic(self._prefix, self._config.homeassistant_prefix, source, serial, name)
+
+    def topics(self) -> Iterable[str]:
+        """Every retained topic currently acknowledged by the broker."""
+        for key, entry in self._retained.items():
+            yield from (self._topic(key, n) for n, d in entry.digests.items() if d is not None)
