@@ -43,7 +43,7 @@ from pydantic import SecretStr
 from printfleet.config import SourceConfig
 from printfleet.core.diff import DiffSettings
 from printfleet.core.events import ChangeEvent
-from printfleet.core.schedule import PollPolicy
+from printfleet.core.polling import PollPolicy
 from printfleet.observe import NullObserver
 from printfleet.poller import Cycle, SourcePoller
 from printfleet.simulator import GroundTruthEvent, RequestRecord, Simulator, SimulatorConfig

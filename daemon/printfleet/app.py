@@ -30,8 +30,8 @@ from printfleet.config import Settings
 from printfleet.core.diff import DiffSettings
 from printfleet.core.events import ChangeEvent
 from printfleet.core.fleet import FleetView
+from printfleet.core.polling import PollPolicy
 from printfleet.core.rules import RuleEngine
-from printfleet.core.schedule import PollPolicy
 from printfleet.errors import ConfigError, PrintfleetError
 from printfleet.health import HealthServer
 from printfleet.metrics import FleetCollector, Metrics

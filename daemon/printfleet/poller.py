@@ -28,7 +28,7 @@ from printfleet.core.diff import (
 from printfleet.core.events import ChangeEvent, EventType
 from printfleet.core.fleet import AccountHealth
 from printfleet.core.model import Snapshot, frozen_mapping, without_raw
-from printfleet.core.schedule import Budget, PollPolicy, is_due, next_poll
+from printfleet.core.polling import Budget, PollPolicy, is_due, next_poll
 from printfleet.errors import AuthFailed, BadResponse, RateLimited, SourceError
 from printfleet.observe import NULL_OBSERVER, Observer
 from printfleet.sources.base import PrintLookup, Source
