@@ -31,14 +31,14 @@ from printfleet.core.diff import DiffSettings
 from printfleet.core.events import ChangeEvent
 from printfleet.core.fleet import FleetView
 from printfleet.core.polling import PollPolicy
-from printfleet.core.rules import RuleEngine
+from printfleet.core.rules.engine import RuleEngine
 from printfleet.errors import ConfigError, PrintfleetError
 from printfleet.health import HealthServer
 from printfleet.metrics import FleetCollector, Metrics
 from printfleet.outbox import OutboxWorker
 from printfleet.pipeline import Pipeline
 from printfleet.poller import SourcePoller
-from printfleet.rulepacks import load_rule_set, silences_from_state
+from printfleet.rulepacks.loader import load_rule_set, silences_from_state
 from printfleet.settings_loader import load_settings, read_secret
 from printfleet.sinks.mqtt import MqttSink
 from printfleet.sinks.webhook import WebhookSink
