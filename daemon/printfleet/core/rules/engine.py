@@ -4,6 +4,9 @@ One notification passes the steps of Alertmanager's pipeline, in its order: thro
 recent send for the same rule and subject) -> silenced -> deliveries (log only, or group,
 render and fan out to each receiver and the rule's MQTT topic). Each step is one method of
 :class:`RuleEngine` (``_is_throttled``, ``_is_silenced``, ``_deliveries``, ``_fan_out``).
+
+One file at about 600 lines: conditions, timers, throttle windows and batches are one state
+machine that every entry point changes, and splitting it would share its tables across modules.
 """
 
 from __future__ import annotations
@@ -18,12 +21,12 @@ from typing import Any, Literal
 
 from printfleet.core.delivery import Delivery, delivery_id
 from printfleet.core.model import iso
-from printfleet.core.rules.model import EVENT_TYPES, RESOLUTIONS, Renderer, Rule, RuleSet
+from printfleet.core.rules.model import EVENT_TYPES, RESOLUTIONS, Rule, RuleSet
 from printfleet.core.rules.names import alert_cleared, event_names, lookup
 from printfleet.core.rules.records import Batch, Cond, Occurrence
 from printfleet.core.rules.state import dump_state, restore_state
-from printfleet.core.rules.windows import Silence
-from printfleet.core.rules.wording import GROUP_PHRASES, NO_VALUE, default_text, default_title
+from printfleet.core.rules.windows import Silence, silence_fields
+from printfleet.core.rules.wording import NO_VALUE, render_group, render_notification, safe_render
 
 Outcome = Literal[
     "fired",
@@ -83,7 +86,6 @@ class _Run:
 
 
 _PRUNE_EVERY = timedelta(minutes=5)
-_MAX_GROUP_LINES = 20
 
 
 class RuleEngine:
@@ -380,7 +382,7 @@ class RuleEngine:
         """Whether an active silence matches the notification (counted and traced if so)."""
         if not run.silences:
             return False
-        fields = _silence_fields(wording.names, rule.name, severity)
+        fields = silence_fields(wording.names, rule.name, severity)
         for silence in run.silences:
             if silence.matches(fields) and silence.active(at):
                 self._silenced[rule.name] = self._silenced.get(rule.name, 0) + 1
@@ -404,7 +406,7 @@ class RuleEngine:
         status_id = status if repeat == 0 else f"repeat-{repeat}"
         if not rule.notify and rule.mqtt is None:  # log-only: render only for a trace
             if run.trace is not None:
-                title = self._render(rule, wording.names, status)[0]
+                title = render_notification(rule, wording.names, status)[0]
                 outcome: Outcome = "resolved" if status == "resolved" else "log-only"
                 run.note(rule.name, occ.subject, outcome, f"log only: '{title}'")
             return
@@ -413,7 +415,7 @@ class RuleEngine:
             self._join_batch(rule, status, occ, wording, status_id, at, run)
             if rule.mqtt is None:
                 return
-        title, text = self._render(rule, wording.names, status)
+        title, text = render_notification(rule, wording.names, status)
         base: dict[str, Any] = {
             "event": dict(occ.event),
             "status": status,
@@ -446,7 +448,7 @@ class RuleEngine:
         """One delivery for the rule's MQTT topic and (unless grouped) one per receiver."""
         key = f"{occ.source}/{occ.subject}"
         if rule.mqtt is not None:
-            topic = _safe_render(rule.mqtt.topic, wording.names, f"{rule.name}/{occ.subject}")
+            topic = safe_render(rule.mqtt.topic, wording.names, f"{rule.name}/{occ.subject}")
             run.out.append(
                 Delivery(
                     id=delivery_id(occ.id, rule.name, "mqtt", status_id),
@@ -475,13 +477,6 @@ class RuleEngine:
                     payload=base,
                 )
             )
-
-    def _render(self, rule: Rule, names: Mapping[str, Any], status: str) -> tuple[str, str]:
-        title = _safe_render(rule.title or default_title, names, default_title)
-        text = _safe_render(rule.text or default_text, names, default_text)
-        if status == "resolved":
-            title = f"Resolved: {title}"
-        return title, text
 
     def _join_batch(
         self,
@@ -524,20 +519,7 @@ class RuleEngine:
         subjects = [m[1] for m in batch.members]
         group = {"count": count, "subjects": subjects}
         names = {**event_names(batch.render), "group": group}
-        if count == 1:
-            title, text = self._render(rule, names, batch.status)
-        else:
-            phrase = GROUP_PHRASES.get(str(names.get("type")), f"x {names.get('type')}")
-            title = f"{count} {phrase}"
-            if rule.group_title is not None:
-                title = _safe_render(rule.group_title, names, title)
-            if batch.status == "resolved":
-                title = f"Resolved: {title}"
-            shown = [m[2] for m in batch.members[:_MAX_GROUP_LINES]]
-            more = f" and {count - len(shown)} more" if count > len(shown) else ""
-            text = ", ".join(shown) + more
-            if rule.group_text is not None:
-                text = _safe_render(rule.group_text, names, text)
+        title, text = render_group(rule, names, batch.status, [m[2] for m in batch.members])
         occ = Occurrence(batch.event)
         severity = rule.severity.value if rule.severity else str(names.get("severity") or "info")
         payload: dict[str, Any] = {
@@ -636,36 +618,5 @@ class RuleEngine:
             heapq.heappush(self._timers, (batch.due, batch.seq, "batch", batch.key))
 
 
-def _silence_fields(names: Mapping[str, Any], rule: str, severity: str) -> dict[str, str | None]:
-    printer = names.get("printer")
-    if not isinstance(printer, Mapping):
-        printer = {}
-    subject = names.get("subject")
-    return {
-        "source": _opt(names.get("source")),
-        "vendor": _opt(names.get("vendor")),
-        "subject": _opt(subject),
-        "serial": _opt(printer.get("serial") or subject),
-        "name": _opt(printer.get("name")),
-        "group": _opt(printer.get("group")),
-        "model": _opt(printer.get("model")),
-        "type": _opt(names.get("type")),
-        "severity": severity,
-        "rule": rule,
-    }
-
-
-def _opt(value: object) -> str | None:
-    return None if value is None else str(value)
-
-
 def _text(value: object) -> str:
     return NO_VALUE if value is None else str(value)
-
-
-def _safe_render(renderer: Renderer, names: Mapping[str, Any], fallback: str | Renderer) -> str:
-    """Render; a template that fails on surprising data falls back (string or default)."""
-    try:
-        return renderer(names)
-    except Exception:  # templates are validated at load; data surprises must not drop alerts
-        return fallback if isinstance(fallback, str) else fallback(names)

@@ -220,3 +220,27 @@ class Silence:
             origin=str(data.get("origin") or "adhoc"),
             created_by=str(data.get("created_by") or ""),
         )
+
+
+def silence_fields(names: Mapping[str, Any], rule: str, severity: str) -> dict[str, str | None]:
+    """What a silence's ``match`` sees of one notification: :data:`SILENCE_FIELDS` as text."""
+    printer = names.get("printer")
+    if not isinstance(printer, Mapping):
+        printer = {}
+    subject = names.get("subject")
+    return {
+        "source": _opt(names.get("source")),
+        "vendor": _opt(names.get("vendor")),
+        "subject": _opt(subject),
+        "serial": _opt(printer.get("serial") or subject),
+        "name": _opt(printer.get("name")),
+        "group": _opt(printer.get("group")),
+        "model": _opt(printer.get("model")),
+        "type": _opt(names.get("type")),
+        "severity": severity,
+        "rule": rule,
+    }
+
+
+def _opt(value: object) -> str | None:
+    return None if value is None else str(value)

@@ -1,13 +1,16 @@
-"""The default wording of a notification whose rule has no ``title``/``text`` template.
+"""What a notification says: its title and text, from the rule's templates or the defaults.
 
-Kept apart from the engine so the words a user reads can be found and changed in one place.
+Kept apart from the engine so the words a user reads can be found and changed in one place,
+and so a template failing on surprising data falls back the same way everywhere.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
+
+from printfleet.core.rules.model import Renderer, Rule
 
 _DEFAULT_TITLES: Mapping[str, str] = MappingProxyType(
     {
@@ -54,6 +57,7 @@ GROUP_PHRASES: Mapping[str, str] = MappingProxyType(
     }
 )
 NO_VALUE = "—"
+_MAX_GROUP_LINES = 20
 
 
 def default_title(names: Mapping[str, Any]) -> str:
@@ -80,3 +84,46 @@ def _mapping(value: object) -> Mapping[str, Any]:
 def default_text(names: Mapping[str, Any]) -> str:
     """The text of a rule that has no ``text`` template."""
     return f"{names.get('type')} for {names.get('subject')} at {names.get('time')}"
+
+
+def render_notification(rule: Rule, names: Mapping[str, Any], status: str) -> tuple[str, str]:
+    """The title and text of one notification (``Resolved:`` in front when it resolves)."""
+    title = safe_render(rule.title or default_title, names, default_title)
+    text = safe_render(rule.text or default_text, names, default_text)
+    if status == "resolved":
+        title = f"Resolved: {title}"
+    return title, text
+
+
+def render_group(
+    rule: Rule, names: Mapping[str, Any], status: str, members: Sequence[str]
+) -> tuple[str, str]:
+    """The title and text of a group batch; ``members`` are the names of its subjects.
+
+    A batch of one reads like a single notification; a larger one counts its subjects in the
+    title and lists the first of them in the text, unless ``group_title``/``group_text`` say
+    otherwise.
+    """
+    count = len(members)
+    if count == 1:
+        return render_notification(rule, names, status)
+    phrase = GROUP_PHRASES.get(str(names.get("type")), f"x {names.get('type')}")
+    title = f"{count} {phrase}"
+    if rule.group_title is not None:
+        title = safe_render(rule.group_title, names, title)
+    if status == "resolved":
+        title = f"Resolved: {title}"
+    shown = list(members[:_MAX_GROUP_LINES])
+    more = f" and {count - len(shown)} more" if count > len(shown) else ""
+    text = ", ".join(shown) + more
+    if rule.group_text is not None:
+        text = safe_render(rule.group_text, names, text)
+    return title, text
+
+
+def safe_render(renderer: Renderer, names: Mapping[str, Any], fallback: str | Renderer) -> str:
+    """Render; a template that fails on surprising data falls back (string or default)."""
+    try:
+        return renderer(names)
+    except Exception:  # templates are validated at load; data surprises must not drop alerts
+        return fallback if isinstance(fallback, str) else fallback(names)
