@@ -23,6 +23,9 @@ Rule keys (see ``rules/*.toml`` for worked examples):
 
 Silence keys: ``name``, ``match`` (field -> glob or list of globs), ``schedule`` (weekly
 window or list of them), ``timezone``, ``starts_at``, ``ends_at``, ``comment``.
+
+One file although long: every check of every key appends to the one problem list with the
+file and line it found, and reporting all problems at once is what the loader is for.
 """
 
 from __future__ import annotations
