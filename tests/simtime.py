@@ -42,7 +42,7 @@ from pydantic import SecretStr
 
 from printfleet.config import SourceConfig
 from printfleet.core.events import ChangeEvent
-from printfleet.core.schedule import PollPolicy
+from printfleet.core.polling import PollPolicy
 from printfleet.core.thresholds import DiffSettings
 from printfleet.observe import NullObserver
 from printfleet.poller import Cycle, SourcePoller

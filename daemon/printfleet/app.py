@@ -29,8 +29,8 @@ from printfleet.clock import Clock, SystemClock
 from printfleet.config import Settings
 from printfleet.core.events import ChangeEvent
 from printfleet.core.fleet import FleetView
-from printfleet.core.rules import RuleEngine
-from printfleet.core.schedule import PollPolicy
+from printfleet.core.polling import PollPolicy
+from printfleet.core.rules.engine import RuleEngine
 from printfleet.core.thresholds import DiffSettings
 from printfleet.errors import ConfigError, PrintfleetError
 from printfleet.health import HealthServer
@@ -39,7 +39,7 @@ from printfleet.metrics.observer import Metrics
 from printfleet.outbox import OutboxWorker
 from printfleet.pipeline import Pipeline
 from printfleet.poller import SourcePoller
-from printfleet.rulepacks import load_rule_set, silences_from_state
+from printfleet.rulepacks.loader import load_rule_set, silences_from_state
 from printfleet.settings_loader import load_settings, read_secret
 from printfleet.sinks.mqtt.sink import MqttSink
 from printfleet.sinks.webhook import WebhookSink

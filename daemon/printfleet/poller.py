@@ -22,7 +22,7 @@ from printfleet.core.diff import carry_forward, diff, source_event, unresolved_p
 from printfleet.core.events import ChangeEvent, EventType
 from printfleet.core.fleet import AccountHealth
 from printfleet.core.model import Snapshot, frozen_mapping, without_raw
-from printfleet.core.schedule import Budget, PollPolicy, is_due, next_poll
+from printfleet.core.polling import Budget, PollPolicy, is_due, next_poll
 from printfleet.core.thresholds import DiffSettings
 from printfleet.errors import AuthFailed, BadResponse, RateLimited, SourceError
 from printfleet.observe import NULL_OBSERVER, Observer

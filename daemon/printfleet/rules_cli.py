@@ -23,8 +23,10 @@ from typing import Any, Protocol, TextIO
 from printfleet.config import Settings
 from printfleet.core.delivery import Delivery
 from printfleet.core.events import EventType
-from printfleet.core.rules import Decision, RuleEngine, RuleSet, Silence
-from printfleet.rulepacks import load_rule_set, silences_from_state
+from printfleet.core.rules.engine import Decision, RuleEngine
+from printfleet.core.rules.model import RuleSet
+from printfleet.core.rules.windows import Silence
+from printfleet.rulepacks.loader import load_rule_set, silences_from_state
 
 SILENCES_KEY = "silences"
 EXIT_OK = 0

@@ -30,8 +30,10 @@ from simpleeval import simple_eval
 
 from printfleet.core.events import Change, ChangeEvent, EventType, Severity, event_id, to_cloudevent
 from printfleet.core.model import Print, Printer, PrinterStatus, PrintStatus, Vendor
-from printfleet.core.rules import EVENT_TYPES, RuleEngine, RuleSet, event_names
-from printfleet.rulepacks import load_pack_text
+from printfleet.core.rules.engine import RuleEngine
+from printfleet.core.rules.model import EVENT_TYPES, RuleSet
+from printfleet.core.rules.names import event_names
+from printfleet.rulepacks.loader import load_pack_text
 
 EVENTS = 20_000
 PRINTERS = 1_000

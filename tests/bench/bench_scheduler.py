@@ -30,7 +30,7 @@ from typing import Any
 
 import structlog
 
-from printfleet.core.schedule import PollPolicy
+from printfleet.core.polling import PollPolicy
 from tests.simtime import FleetRun, run_fleet
 
 PRINTERS = 50

@@ -39,7 +39,7 @@ from datetime import datetime, timedelta
 import pytest
 from tests.simtime import FORMLABS_PRINTERS, Detection, FleetRun, run_fleet
 
-from printfleet.core.schedule import PollPolicy
+from printfleet.core.polling import PollPolicy
 from printfleet.logs import forget_secrets
 from printfleet.simulator import GroundTruthEvent
 

@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from printfleet.config import Settings
 from printfleet.errors import ConfigError, Problem, RuleError
 from printfleet.logs import forget_secrets
-from printfleet.rulepacks import load_rule_set
+from printfleet.rulepacks.loader import load_rule_set
 from printfleet.settings_loader import load_settings
 
 REPO = Path(__file__).resolve().parents[2]

@@ -8,8 +8,10 @@ from typing import Any
 import pytest
 from test_rules_support import event
 
-from printfleet.core.rules import event_names
-from printfleet.expressions import ExpressionError, compile_template, compile_when
+from printfleet.core.rules.names import event_names
+from printfleet.rulepacks.errors import ExpressionError
+from printfleet.rulepacks.templates import compile_template
+from printfleet.rulepacks.when import compile_when
 
 NAMES = event_names(
     event(

@@ -11,9 +11,10 @@ import structlog
 from test_rules_support import T0, at, event
 
 from printfleet.config import ReceiverConfig, RulesConfig, Settings
-from printfleet.core.rules import RuleEngine, RuleSet
+from printfleet.core.rules.engine import RuleEngine
+from printfleet.core.rules.model import RuleSet
 from printfleet.errors import Problem, RuleError
-from printfleet.rulepacks import load_pack_text, load_rule_set, silences_from_state
+from printfleet.rulepacks.loader import load_pack_text, load_rule_set, silences_from_state
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((ROOT / "rules").glob("*.toml"))

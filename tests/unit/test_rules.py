@@ -9,16 +9,10 @@ from test_rules_support import T0, at, engine, event, rule, sinks
 
 from printfleet.core.delivery import delivery_id
 from printfleet.core.events import Severity
-from printfleet.core.rules import (
-    Decision,
-    MqttAction,
-    Rule,
-    RuleEngine,
-    RuleSet,
-    event_names,
-    expand_event_patterns,
-)
-from printfleet.expressions import compile_template
+from printfleet.core.rules.engine import Decision, RuleEngine
+from printfleet.core.rules.model import MqttAction, Rule, RuleSet, expand_event_patterns
+from printfleet.core.rules.names import event_names
+from printfleet.rulepacks.templates import compile_template
 
 # -- matching ---------------------------------------------------------------------------------
 

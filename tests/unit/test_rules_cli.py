@@ -14,7 +14,7 @@ from test_rules_support import T0, at, event
 
 from printfleet.config import DaemonConfig, ReceiverConfig, RulesConfig, Settings
 from printfleet.errors import RuleError
-from printfleet.rulepacks import silences_from_state
+from printfleet.rulepacks.loader import silences_from_state
 from printfleet.rules_cli import rules_test, silence_command
 from printfleet.store import Store
 

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from test_rules_support import T0, at, engine, event, rule
 
-from printfleet.core.rules import Decision, Silence, parse_schedule
+from printfleet.core.rules.engine import Decision
+from printfleet.core.rules.windows import Silence, parse_schedule
 
 MON = 0
 DAY = 1440

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from test_rules_support import T0, at, event, rule, sinks
 
-from printfleet.core.rules import Rule, RuleEngine, RuleSet
+from printfleet.core.rules.engine import RuleEngine
+from printfleet.core.rules.model import Rule, RuleSet
 
 
 def restart(eng: RuleEngine, *rules: Rule) -> RuleEngine:

@@ -8,8 +8,11 @@ from typing import Any
 
 from printfleet.core.events import ChangeEvent, EventType, Severity, event_id, to_cloudevent
 from printfleet.core.model import Print, Printer, PrinterStatus, PrintStatus, Vendor
-from printfleet.core.rules import Rule, RuleEngine, RuleSet, Silence
-from printfleet.expressions import compile_template, compile_when
+from printfleet.core.rules.engine import RuleEngine
+from printfleet.core.rules.model import Rule, RuleSet
+from printfleet.core.rules.windows import Silence
+from printfleet.rulepacks.templates import compile_template
+from printfleet.rulepacks.when import compile_when
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 

@@ -15,7 +15,7 @@ from printfleet.core.model import (
     Snapshot,
     Vendor,
 )
-from printfleet.core.schedule import Budget, PollPolicy, is_due, next_poll
+from printfleet.core.polling import Budget, PollPolicy, is_due, next_poll
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 POLICY = PollPolicy(

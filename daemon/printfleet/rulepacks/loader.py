@@ -2,14 +2,14 @@
 
 Everything is validated up front and **all** problems are reported together, each naming
 the file, the line, the rule and the key, and saying how to fix it. Nothing half-loaded is
-ever returned: either a complete :class:`~printfleet.core.rules.RuleSet` or a
+ever returned: either a complete :class:`~printfleet.core.rules.model.RuleSet` or a
 :class:`~printfleet.errors.RuleError`.
 
 Rule keys (see ``rules/*.toml`` for worked examples):
 
     name         unique across all packs
     on           event types or globs ("print.*"); required
-    when         condition over the event (see :mod:`printfleet.expressions`)
+    when         condition over the event (see :mod:`printfleet.rulepacks.when`)
     for          hold-down: notify only if not resolved within this long
     throttle     at most one notification per rule and subject in this window
     repeat       while not resolved, notify again every this long
@@ -23,11 +23,13 @@ Rule keys (see ``rules/*.toml`` for worked examples):
 
 Silence keys: ``name``, ``match`` (field -> glob or list of globs), ``schedule`` (weekly
 window or list of them), ``timezone``, ``starts_at``, ``ends_at``, ``comment``.
+
+One file although long: every check of every key appends to the one problem list with the
+file and line it found, and reporting all problems at once is what the loader is for.
 """
 
 from __future__ import annotations
 
-import difflib
 import glob
 import re
 import tomllib
@@ -42,17 +44,19 @@ import structlog
 from printfleet.config import Settings
 from printfleet.core.durations import parse_duration
 from printfleet.core.events import Severity
-from printfleet.core.rules import (
+from printfleet.core.rules.model import (
     RESOLVABLE_TYPES,
     MqttAction,
     Rule,
     RuleSet,
-    Silence,
-    check_field_path,
     expand_event_patterns,
 )
+from printfleet.core.rules.names import check_field_path, typo_hint
+from printfleet.core.rules.windows import Silence
 from printfleet.errors import Problem, RuleError
-from printfleet.expressions import ExpressionError, compile_template, compile_when
+from printfleet.rulepacks.errors import ExpressionError
+from printfleet.rulepacks.templates import compile_template
+from printfleet.rulepacks.when import compile_when
 from printfleet.settings_loader import toml_error_line, toml_key, toml_key_lines, undecodable_line
 
 RULE_KEYS: tuple[str, ...] = (
@@ -296,7 +300,7 @@ class _Loader:
                         file=file,
                         key=toml_key(key),
                         message="unknown top-level key",
-                        fix=f"{_hint(key, TOP_KEYS)}a pack holds only [[rule]] and [[silence]] "
+                        fix=f"{typo_hint(key, TOP_KEYS)}a pack holds only [[rule]] and [[silence]] "
                         "tables",
                         line=lines.top(key),
                     )
@@ -339,7 +343,7 @@ class _Loader:
                     where,
                     toml_key(key),
                     "unknown key",
-                    f"{_hint(key, RULE_KEYS)}remove it; rule keys are: {', '.join(RULE_KEYS)}",
+                    f"{typo_hint(key, RULE_KEYS)}remove it; rule keys are: {', '.join(RULE_KEYS)}",
                     line_key=key,
                 )
         if not isinstance(name, str) or not _NAME_RE.match(name):
@@ -409,7 +413,7 @@ class _Loader:
                     where,
                     "notify",
                     f"unknown receiver '{receiver}'",
-                    f"{_hint(receiver, self.receivers)}define it as a [[receiver]] in "
+                    f"{typo_hint(receiver, self.receivers)}define it as a [[receiver]] in "
                     f"the config (configured: {known})",
                 )
         if len(set(notify)) != len(notify):
@@ -501,7 +505,7 @@ class _Loader:
                     where,
                     f"mqtt.{toml_key(key)}",
                     "unknown key",
-                    f"{_hint(key, MQTT_KEYS)}use topic, retain, qos",
+                    f"{typo_hint(key, MQTT_KEYS)}use topic, retain, qos",
                 )
         topic_text = value.get("topic")
         topic = None
@@ -558,7 +562,7 @@ class _Loader:
                     where,
                     toml_key(key),
                     "unknown key",
-                    f"{_hint(key, SILENCE_KEYS)}silence keys are: {', '.join(SILENCE_KEYS)}",
+                    f"{typo_hint(key, SILENCE_KEYS)}silence keys are: {', '.join(SILENCE_KEYS)}",
                     line_key=key,
                 )
         match: dict[str, tuple[str, ...]] = {}
@@ -755,11 +759,6 @@ class _Where:
     @property
     def _kind(self) -> str:
         return "silence" if self.label.startswith("silence") else "rule"
-
-
-def _hint(word: str, choices: Collection[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f"did you mean '{close[0]}'? " if close else ""
 
 
 def _toml_type(value: object) -> str:
