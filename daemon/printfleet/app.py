@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry
 
 from printfleet import __version__, systemd
 from printfleet.clock import Clock, SystemClock
-from printfleet.config import Settings
+from printfleet.config import Settings, load_settings, read_secret
 from printfleet.core.diff import DiffSettings
 from printfleet.core.events import ChangeEvent
 from printfleet.core.fleet import FleetView
@@ -39,12 +39,11 @@ from printfleet.outbox import OutboxWorker
 from printfleet.pipeline import Pipeline
 from printfleet.poller import SourcePoller
 from printfleet.rulepacks import load_rule_set, silences_from_state
-from printfleet.settings_loader import load_settings, read_secret
 from printfleet.sinks.mqtt import MqttSink
 from printfleet.sinks.webhook import WebhookSink
 from printfleet.sources.base import Source
 from printfleet.sources.factory import make_source
-from printfleet.store import Store
+from printfleet.store import FILENAME, Store
 
 log = structlog.get_logger("printfleet.app")
 
@@ -141,7 +140,7 @@ class Daemon:
         stack.push_async_callback(client.aclose)
 
         state_dir = settings.daemon.state_dir
-        self.store = Store.open(state_dir / "state.sqlite3", clock=self.clock)
+        self.store = Store.open(state_dir / FILENAME, clock=self.clock)
         stack.callback(self.store.close)
 
         rule_set = load_rule_set(settings, base_dir=self._base_dir())

@@ -26,11 +26,10 @@ from typing import Any, TextIO
 import structlog
 
 from printfleet import __version__
-from printfleet.config import Settings, SourceConfig
+from printfleet.config import CREDENTIALS_ENV, Settings, SourceConfig, config_path, load_settings
 from printfleet.core.durations import parse_duration
 from printfleet.errors import AuthFailed, ConfigError, PrintfleetError, Problem, SourceError
 from printfleet.logs import configure_logging, redact
-from printfleet.settings_loader import CREDENTIALS_ENV, config_path, load_settings
 
 EXIT_OK = 0
 EXIT_ERROR = 1

@@ -40,6 +40,7 @@ from typing import Any
 import structlog
 
 from printfleet.config import Settings
+from printfleet.config.toml_lines import toml_error_line, toml_key, toml_key_lines, undecodable_line
 from printfleet.core.durations import parse_duration
 from printfleet.core.events import Severity
 from printfleet.core.rules import (
@@ -53,7 +54,6 @@ from printfleet.core.rules import (
 )
 from printfleet.errors import Problem, RuleError
 from printfleet.expressions import ExpressionError, compile_template, compile_when
-from printfleet.settings_loader import toml_error_line, toml_key, toml_key_lines, undecodable_line
 
 RULE_KEYS: tuple[str, ...] = (
     "name",

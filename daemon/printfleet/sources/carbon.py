@@ -21,6 +21,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from printfleet.clock import Clock
+from printfleet.config.schema import CARBON_BASE_URL
 from printfleet.core.model import Print, SkippedRecord, Snapshot, Vendor
 from printfleet.errors import BadResponse
 from printfleet.logs import register_secret
@@ -37,7 +38,7 @@ from printfleet.sources.http import (
     iso_z,
 )
 
-DEFAULT_BASE_URL = "https://api.carbon3d.com/v1"
+DEFAULT_BASE_URL = CARBON_BASE_URL  # the config default; written once, in config.schema
 PAGE_LIMIT = 100
 #: ``/prints`` defaults to ``status=finished`` only, and takes at most five values (§4, §5).
 PRINT_STATUSES: tuple[str, ...] = ("printing", "finished", "failed", "aborted", "canceled")

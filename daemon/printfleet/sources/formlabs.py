@@ -20,6 +20,7 @@ import httpx
 from pydantic import SecretStr
 
 from printfleet.clock import Clock
+from printfleet.config.schema import FORMLABS_BASE_URL
 from printfleet.core.model import Print, SkippedRecord, Snapshot, Vendor
 from printfleet.errors import AuthFailed, BadResponse, RateLimited, SourceUnavailable
 from printfleet.logs import register_secret
@@ -39,7 +40,7 @@ from printfleet.sources.http import (
 )
 from printfleet.sources.mapping import RecordStream
 
-DEFAULT_BASE_URL = "https://api.formlabs.com"
+DEFAULT_BASE_URL = FORMLABS_BASE_URL  # the config default; written once, in config.schema
 API = "/developer/v1"
 PER_PAGE = "100"
 #: A lookup asks for prints created from this long before the tracked run was (formlabs.md §7).
