@@ -25,6 +25,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from printfleet import __version__, systemd
+from printfleet.cli import EXIT_AUTH, EXIT_OK
 from printfleet.clock import Clock, SystemClock
 from printfleet.config import Settings, load_settings, read_secret
 from printfleet.core.diff import DiffSettings
@@ -46,9 +47,6 @@ from printfleet.sources.factory import make_source
 from printfleet.store import FILENAME, Store
 
 log = structlog.get_logger("printfleet.app")
-
-EXIT_OK = 0
-EXIT_AUTH = 3
 
 
 def diff_settings(settings: Settings) -> DiffSettings:
