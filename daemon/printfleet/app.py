@@ -26,13 +26,13 @@ from prometheus_client import CollectorRegistry
 
 from printfleet import __version__, systemd
 from printfleet.clock import Clock, SystemClock
-from printfleet.config import Settings
+from printfleet.config import Settings, load_settings, read_secret
 from printfleet.core.events import ChangeEvent
 from printfleet.core.fleet import FleetView
 from printfleet.core.polling import PollPolicy
 from printfleet.core.rules.engine import RuleEngine
 from printfleet.core.thresholds import DiffSettings
-from printfleet.errors import ConfigError, PrintfleetError
+from printfleet.errors import EXIT_AUTH, EXIT_OK, ConfigError, PrintfleetError
 from printfleet.health import HealthServer
 from printfleet.metrics.fleet import FleetCollector
 from printfleet.metrics.observer import Metrics
@@ -40,7 +40,6 @@ from printfleet.outbox import OutboxWorker
 from printfleet.pipeline import Pipeline
 from printfleet.poller import SourcePoller
 from printfleet.rulepacks.loader import load_rule_set, silences_from_state
-from printfleet.settings_loader import load_settings, read_secret
 from printfleet.sinks.mqtt.sink import MqttSink
 from printfleet.sinks.webhook import WebhookSink
 from printfleet.sources.base import Source
@@ -48,9 +47,6 @@ from printfleet.sources.factory import make_source
 from printfleet.store import FILENAME, Store
 
 log = structlog.get_logger("printfleet.app")
-
-EXIT_OK = 0
-EXIT_AUTH = 3
 
 
 def diff_settings(settings: Settings) -> DiffSettings:

@@ -20,6 +20,14 @@ import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+#: The process exit codes (DESIGN §3), the one table: ``cli`` turns errors into them and the
+#: daemon returns them; systemd's ``RestartPreventExitStatus=`` lists the config one.
+EXIT_OK = 0  # done, or a clean shutdown on SIGTERM
+EXIT_ERROR = 1  # anything else
+EXIT_CONFIG = 2  # invalid config or rule pack (ConfigError)
+EXIT_AUTH = 3  # credentials rejected by a vendor at start-up (AuthFailed)
+EXIT_INTERRUPTED = 130  # Ctrl-C on a one-shot command
+
 
 class PrintfleetError(Exception):
     """Base class of every error printfleet raises on purpose."""

@@ -31,7 +31,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
 def test_wheel_holds_the_package_and_the_console_script(wheel: zipfile.ZipFile) -> None:
     """The wheel carries the package (typed) and declares the `printfleet` command."""
     names = set(wheel.namelist())
-    assert {"printfleet/__init__.py", "printfleet/py.typed", "printfleet/cli.py"} <= names
+    assert {"printfleet/__init__.py", "printfleet/py.typed", "printfleet/cli/__init__.py"} <= names
     (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
     assert "printfleet = printfleet.cli:main" in wheel.read(entry_points).decode()
 

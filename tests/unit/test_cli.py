@@ -158,15 +158,6 @@ def test_check_reports_rule_pack_problems(
     )
 
 
-def test_check_without_rule_pack_support_still_works(
-    good_config: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """When printfleet.rulepacks cannot be imported, `check` validates the config alone."""
-    monkeypatch.setitem(sys.modules, "printfleet.rulepacks", None)
-    assert cli.main(["check", "-c", str(good_config)]) == 0
-    assert "not checked" in capsys.readouterr().out
-
-
 def test_check_uses_printfleet_config_variable(
     broken_config: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -299,14 +290,14 @@ def test_run_with_broken_config_never_starts(
 
 
 def test_demo_passes_its_options(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`demo` options reach printfleet.demo.run_demo as keyword arguments."""
+    """`demo` options reach printfleet.cli.demo.run_demo as keyword arguments."""
     calls: list[dict[str, Any]] = []
 
     def run_demo(**kw: Any) -> int:
         calls.append(kw)
         return 0
 
-    fake_module(monkeypatch, "printfleet.demo", run_demo=run_demo)
+    fake_module(monkeypatch, "printfleet.cli.demo", run_demo=run_demo)
     argv = [
         "demo",
         "--printers",
@@ -346,7 +337,7 @@ def test_outbox_command_arguments(good_config: Path, monkeypatch: pytest.MonkeyP
         calls.append((action, kw))
         return 0
 
-    fake_module(monkeypatch, "printfleet.outbox_cli", outbox_command=outbox_command)
+    fake_module(monkeypatch, "printfleet.cli.outbox", outbox_command=outbox_command)
     argv = [
         "outbox",
         "replay",
@@ -373,7 +364,7 @@ def test_silence_add_arguments(good_config: Path, monkeypatch: pytest.MonkeyPatc
         calls.append((action, args))
         return 0
 
-    fake_module(monkeypatch, "printfleet.rules_cli", silence_command=silence_command)
+    fake_module(monkeypatch, "printfleet.cli.silence", silence_command=silence_command)
     argv = [
         "silence",
         "add",
@@ -397,15 +388,6 @@ def test_silence_matcher_must_be_key_value(capsys: pytest.CaptureFixture[str]) -
     """A silence matcher without '=' is a usage error."""
     assert cli.main(["silence", "add", "Form4"]) == 2
     assert "KEY=GLOB" in capsys.readouterr().err
-
-
-def test_missing_module_is_a_one_line_error(
-    good_config: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """A subcommand whose module is absent fails with exit 1 and a one-line message."""
-    monkeypatch.setitem(sys.modules, "printfleet.outbox_cli", None)
-    assert cli.main(["outbox", "list", "-c", str(good_config)]) == 1
-    assert "printfleet.outbox_cli is not part of this installation" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- snapshot

@@ -3,7 +3,7 @@
 Documents start from ``config.example.toml`` and the shipped ``rules/*.toml`` and are mutated
 (keys deleted, renamed or invented; values replaced by other types, wrapped, emptied; entries
 duplicated; text truncated, spliced, shuffled, or replaced by garbage or invalid UTF-8) before
-going through :func:`~printfleet.settings_loader.load_settings` and
+going through :func:`~printfleet.config.loader.load_settings` and
 :func:`~printfleet.rulepacks.load_rule_set`. Either the document loads, or a ``ConfigError``
 (``RuleError`` for packs) comes out whose every problem names a file, says what is wrong, and
 points at a key or a line. Nothing else may escape.
@@ -29,10 +29,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from printfleet.config import Settings
+from printfleet.config.loader import load_settings
 from printfleet.errors import ConfigError, Problem, RuleError
 from printfleet.logs import forget_secrets
 from printfleet.rulepacks.loader import load_rule_set
-from printfleet.settings_loader import load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "config.example.toml"

@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from printfleet.cli.outbox import outbox_command
 from printfleet.config import DaemonConfig, Settings
 from printfleet.core.backoff import backoff as backoff_delay
 from printfleet.core.delivery import Delivery
 from printfleet.errors import DeliveryFailed, StoreError
 from printfleet.observe import NullObserver
 from printfleet.outbox import OutboxWorker
-from printfleet.outbox_cli import outbox_command
 from printfleet.store import FILENAME, Store
 from printfleet.testing import FakeClock, RecordingSink
 

@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 from test_rules_support import T0, at, event
 
+from printfleet.cli.rules import rules_test
+from printfleet.cli.silence import silence_command
 from printfleet.config import DaemonConfig, ReceiverConfig, RulesConfig, Settings
 from printfleet.errors import RuleError
 from printfleet.rulepacks.loader import silences_from_state
-from printfleet.rules_cli import rules_test, silence_command
 from printfleet.store import Store
 
 PACK = """

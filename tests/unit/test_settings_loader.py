@@ -14,17 +14,12 @@ import pytest
 from pydantic import BaseModel, SecretStr
 
 from printfleet.config import Settings
+from printfleet.config.explain import DURATION_FIX
+from printfleet.config.loader import DEFAULT_CONFIG, config_path, load_settings
+from printfleet.config.secrets import read_secret, resolve_secret_file
+from printfleet.config.toml_lines import toml_key_lines
 from printfleet.errors import ConfigError, Problem
 from printfleet.logs import forget_secrets, redact
-from printfleet.settings_loader import (
-    DEFAULT_CONFIG,
-    DURATION_FIX,
-    config_path,
-    load_settings,
-    read_secret,
-    resolve_secret_file,
-    toml_key_lines,
-)
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "config.example.toml"

@@ -42,6 +42,7 @@ from typing import Any
 import structlog
 
 from printfleet.config import Settings
+from printfleet.config.toml_lines import toml_error_line, toml_key, toml_key_lines, undecodable_line
 from printfleet.core.durations import parse_duration
 from printfleet.core.events import Severity
 from printfleet.core.rules.model import (
@@ -57,7 +58,6 @@ from printfleet.errors import Problem, RuleError
 from printfleet.rulepacks.errors import ExpressionError
 from printfleet.rulepacks.templates import compile_template
 from printfleet.rulepacks.when import compile_when
-from printfleet.settings_loader import toml_error_line, toml_key, toml_key_lines, undecodable_line
 
 RULE_KEYS: tuple[str, ...] = (
     "name",

@@ -19,6 +19,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from printfleet.clock import Clock
+from printfleet.config.schema import CARBON_BASE_URL
 from printfleet.core.model import Print, SkippedRecord, Snapshot, Vendor, iso
 from printfleet.errors import BadResponse
 from printfleet.logs import register_secret
@@ -28,7 +29,7 @@ from printfleet.sources.http.base import HttpSource, PageGuard, dedupe_skipped
 from printfleet.sources.http.budget import RequestBudget
 from printfleet.sources.http.client import HttpOptions, Params
 
-DEFAULT_BASE_URL = "https://api.carbon3d.com/v1"
+DEFAULT_BASE_URL = CARBON_BASE_URL  # the config default; written once, in config.schema
 PAGE_LIMIT = 100
 #: ``/prints`` defaults to ``status=finished`` only, and takes at most five values (§4, §5).
 PRINT_STATUSES: tuple[str, ...] = ("printing", "finished", "failed", "aborted", "canceled")

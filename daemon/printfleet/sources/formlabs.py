@@ -18,6 +18,7 @@ from typing import Any, Unpack
 from pydantic import SecretStr
 
 from printfleet.clock import Clock
+from printfleet.config.schema import FORMLABS_BASE_URL
 from printfleet.core.model import Print, SkippedRecord, Snapshot, Vendor, iso
 from printfleet.errors import AuthFailed, BadResponse, RateLimited, SourceUnavailable
 from printfleet.logs import register_secret
@@ -28,7 +29,7 @@ from printfleet.sources.http.budget import RequestBudget
 from printfleet.sources.http.client import HttpOptions, Params, VendorHttp
 from printfleet.sources.mapping import RecordStream
 
-DEFAULT_BASE_URL = "https://api.formlabs.com"
+DEFAULT_BASE_URL = FORMLABS_BASE_URL  # the config default; written once, in config.schema
 API = "/developer/v1"
 PER_PAGE = "100"
 #: A lookup asks for prints created from this long before the tracked run was (formlabs.md §7).

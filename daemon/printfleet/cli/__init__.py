@@ -1,11 +1,16 @@
 """The ``printfleet`` command: argument parsing, and the only place exceptions become exit codes.
 
-Exit codes (DESIGN §3): 0 ok / clean shutdown; 2 invalid config or rules (each problem on its
-own line: ``file:line: key: what is wrong (fix: ...)``); 3 credentials rejected by a vendor at
-start-up; 130 a one-shot command interrupted with Ctrl-C; 1 anything else.
+Exit codes (DESIGN §3), the one table (the subcommands and the daemon return these):
+0 ok / clean shutdown; 2 invalid config, rules or arguments (each problem on its own line:
+``file:line: key: what is wrong (fix: ...)``); 3 credentials rejected by a vendor at start-up;
+130 a one-shot command interrupted with Ctrl-C; 1 anything else.
 
-Commands implemented in other modules are imported inside their handler, so a module that is
-missing or broken cannot stop ``printfleet check`` from working.
+One module per command: :mod:`~printfleet.cli.check`, :mod:`~printfleet.cli.snapshot`,
+:mod:`~printfleet.cli.rules` (``rules test``), :mod:`~printfleet.cli.silence`,
+:mod:`~printfleet.cli.outbox`, :mod:`~printfleet.cli.demo`; ``run`` is
+:func:`printfleet.app.run_daemon`. A handler imports its command's module when it runs, so
+``printfleet check`` does not load the daemon's network stack; these are plain imports — a
+missing module is a broken installation and fails like any other bug.
 """
 
 from __future__ import annotations
@@ -14,36 +19,28 @@ import argparse
 import asyncio
 import contextlib
 import getpass
-import importlib
-import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TextIO
 
 import structlog
 
 from printfleet import __version__
-from printfleet.config import Settings, SourceConfig
+from printfleet.config import Settings, config_path, load_settings
 from printfleet.core.durations import parse_duration
-from printfleet.errors import AuthFailed, ConfigError, PrintfleetError, Problem, SourceError
+from printfleet.errors import (
+    EXIT_AUTH,
+    EXIT_CONFIG,
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    AuthFailed,
+    ConfigError,
+    PrintfleetError,
+)
 from printfleet.logs import configure_logging, redact
-from printfleet.settings_loader import CREDENTIALS_ENV, config_path, load_settings
-
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_CONFIG = 2
-EXIT_AUTH = 3
-EXIT_INTERRUPTED = 130
-
-# Shown by `check` for sources without base_url; the same defaults as SourceConfig.base_url's
-# description and printfleet.sources.factory (not imported: `check` must not need the adapters).
-DEFAULT_BASE_URLS = {
-    "formlabs": "https://api.formlabs.com",
-    "carbon": "https://api.carbon3d.com/v1",
-}
 
 log = structlog.get_logger("printfleet.cli")
 
@@ -258,24 +255,16 @@ def _settings(args: argparse.Namespace) -> tuple[Path, Settings]:
     return path, load_settings(path)
 
 
-def _lazy(module: str, name: str) -> Any:
-    """``module.name``, imported only when the command runs (see the module docstring)."""
-    try:
-        return getattr(importlib.import_module(module), name)
-    except ModuleNotFoundError as err:
-        if err.name is not None and (module == err.name or module.startswith(err.name + ".")):
-            raise PrintfleetError(f"{module} is not part of this installation") from None
-        raise
-
-
 def _run(args: argparse.Namespace, extra: list[str]) -> int:
+    from printfleet.app import run_daemon
+
     path, settings = _settings(args)
-    run_daemon = _lazy("printfleet.app", "run_daemon")
     return int(run_daemon(settings, config_file=path))
 
 
 def _demo(args: argparse.Namespace, extra: list[str]) -> int:
-    run_demo = _lazy("printfleet.demo", "run_demo")
+    from printfleet.cli.demo import run_demo
+
     return int(
         run_demo(
             printers=args.printers,
@@ -298,160 +287,45 @@ def _simulate(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def _simulator_main() -> Callable[[list[str]], int | None]:
-    main_: Callable[[list[str]], int | None] = _lazy("printfleet.simulator.cli", "main")
-    return main_
+    from printfleet.simulator.cli import main as simulator_main
+
+    return simulator_main
 
 
 def _check(args: argparse.Namespace, extra: list[str]) -> int:
+    from printfleet.cli.check import print_summary
+    from printfleet.rulepacks import load_rule_set
+
     path, settings = _settings(args)
-    rule_set = _load_rule_set(settings, path.parent)
+    rule_set = load_rule_set(settings, base_dir=path.parent)
     print_summary(path, settings, rule_set, sys.stdout)
     return EXIT_OK
 
 
-_NOT_CHECKED = object()
-
-
-def _load_rule_set(settings: Settings, base_dir: Path) -> object:
-    """The validated rule set (raises RuleError), or ``_NOT_CHECKED`` without rule pack support."""
-    try:
-        load_rule_set = importlib.import_module("printfleet.rulepacks").load_rule_set
-    except ModuleNotFoundError as err:
-        if err.name not in ("printfleet.rulepacks", "printfleet"):
-            raise
-        return _NOT_CHECKED
-    return load_rule_set(settings, base_dir=base_dir)
-
-
-def print_summary(path: Path, settings: Settings, rule_set: object, out: TextIO) -> None:
-    """What ``check`` found, for a person: never a secret (receiver URLs are secrets too)."""
-    lines = [f"{path}: OK", f"  state_dir  {settings.daemon.state_dir}"]
-    lines.append(f"  sources    {len(settings.source)}")
-    width = max((len(s.name) for s in settings.source), default=0)
-    for source in settings.source:
-        url = source.base_url or f"{DEFAULT_BASE_URLS[source.vendor]} (default)"
-        lines.append(f"    {source.name:<{width}}  {source.vendor:<8}  {redact(url)}")
-    lines.append(f"  receivers  {len(settings.receiver)}")
-    width = max((len(r.name) for r in settings.receiver), default=0)
-    lines.extend(f"    {r.name:<{width}}  {r.kind}" for r in settings.receiver)
-    lines.append(f"  rules      {_describe_rules(rule_set)}")
-    mqtt = settings.mqtt
-    lines.append(
-        f"  mqtt       {safe_url(mqtt.url)} (topic prefix {mqtt.topic_prefix}, qos {mqtt.qos})"
-        if mqtt.enabled
-        else "  mqtt       disabled"
-    )
-    metrics = settings.metrics
-    lines.append(
-        f"  metrics    http://{metrics.listen}/metrics"
-        if metrics.enabled
-        else "  metrics    disabled"
-    )
-    print("\n".join(lines), file=out)
-
-
-def _describe_rules(rule_set: object) -> str:
-    if rule_set is _NOT_CHECKED:
-        return "not checked (rule pack support is not installed)"
-    rules = _count(getattr(rule_set, "rules", rule_set))
-    packs = _count(getattr(rule_set, "packs", None))
-    silences = _count(getattr(rule_set, "silences", None))
-    text = "?" if rules is None else _plural(rules, "rule")
-    if packs is not None:
-        text += f" in {_plural(packs, 'pack')}"
-    if silences:
-        text += f", {_plural(silences, 'silence')}"
-    return text
-
-
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
-
-
-def _count(value: object) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, Sequence | set | frozenset | dict):
-        return len(value)
-    return None
-
-
-def safe_url(url: str) -> str:
-    """``url`` without the password of its user info (``mqtt://user:pw@host`` → ``mqtt://user@host``)."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return redact(url)
-    netloc, slash, path = rest.partition("/")
-    userinfo, at, hostport = netloc.rpartition("@")
-    if at:
-        user = userinfo.split(":", 1)[0]
-        netloc = f"{user}@{hostport}" if user else hostport
-    return redact(f"{scheme}://{netloc}{slash}{path}")
-
-
 def _snapshot(args: argparse.Namespace, extra: list[str]) -> int:
+    from printfleet.cli.snapshot import fetch_snapshots, select_sources
+    from printfleet.sources.factory import make_source
+
     path, settings = _settings(args)
-    sources = [s for s in settings.source if args.source in (None, s.name)]
-    if not sources:
-        names = ", ".join(s.name for s in settings.source)
-        raise ConfigError(
-            Problem(
-                str(path),
-                "source",
-                f"no [[source]] named {args.source!r}"
-                if args.source
-                else "no [[source]] configured",
-                f"use one of: {names}" if names else "add a [[source]] (see config.example.toml)",
-            )
-        )
-    return asyncio.run(_fetch_snapshots(settings, sources, raw=args.raw, out=sys.stdout))
-
-
-async def _fetch_snapshots(
-    settings: Settings, sources: list[SourceConfig], *, raw: bool, out: TextIO
-) -> int:
-    import httpx
-
-    from printfleet.clock import SystemClock
-
-    make_source = _lazy("printfleet.sources.factory", "make_source")
-    credentials = os.environ.get(CREDENTIALS_ENV)
-    failures: list[SourceError] = []
-    async with httpx.AsyncClient(headers={"User-Agent": f"printfleet/{__version__}"}) as client:
-        for config in sources:
-            source = make_source(
-                config,
-                client=client,
-                clock=SystemClock(),
-                offline_after=config.offline_after or settings.poll.offline_after,
-                credentials_dir=Path(credentials) if credentials else None,
-            )
-            try:
-                snapshot = await source.fetch_printers()
-            except SourceError as err:
-                print(f"printfleet: {redact(str(err))}", file=sys.stderr)
-                failures.append(err)
-                continue
-            finally:
-                await source.aclose()
-            text = json.dumps(snapshot.as_dict(with_raw=raw), indent=2, ensure_ascii=False)
-            print(text, file=out)
-    if any(isinstance(err, AuthFailed) for err in failures):
-        return EXIT_AUTH
-    return EXIT_ERROR if failures else EXIT_OK
+    sources = select_sources(path, settings, args.source)
+    return asyncio.run(
+        fetch_snapshots(settings, sources, make_source=make_source, raw=args.raw, out=sys.stdout)
+    )
 
 
 def _rules_test(args: argparse.Namespace, extra: list[str]) -> int:
+    from printfleet.cli.rules import rules_test
+
     path, settings = _settings(args)
     if not args.events.is_file():
         raise PrintfleetError(f"{args.events}: no such file (expected one event per line)")
-    rules_test = _lazy("printfleet.rules_cli", "rules_test")
     return int(rules_test(settings, args.events, sys.stdout, base_dir=path.parent))
 
 
 def _outbox(args: argparse.Namespace, extra: list[str]) -> int:
+    from printfleet.cli.outbox import outbox_command
+
     _, settings = _settings(args)
-    outbox_command = _lazy("printfleet.outbox_cli", "outbox_command")
     return int(
         outbox_command(
             settings, args.action, sink=args.sink, dead=args.dead, ids=args.ids, out=sys.stdout
@@ -462,7 +336,8 @@ def _outbox(args: argparse.Namespace, extra: list[str]) -> int:
 def _silence(args: argparse.Namespace, extra: list[str]) -> int:
     """``args`` as passed on: ``matchers: dict[str, str]``, ``duration: timedelta | None``,
     ``comment: str | None``, ``author: str`` (add), ``all: bool`` (list), ``ids: list[str]``."""
+    from printfleet.cli.silence import silence_command
+
     _, settings = _settings(args)
     args.matchers = dict(args.matchers)
-    silence_command = _lazy("printfleet.rules_cli", "silence_command")
     return int(silence_command(settings, args.action, args, sys.stdout))

@@ -18,10 +18,13 @@ import tempfile
 from pathlib import Path
 from typing import Any, TextIO
 
+from printfleet.app import Daemon, DaemonHooks
 from printfleet.clock import ScaledClock
 from printfleet.config import Settings
 from printfleet.core.durations import format_duration
 from printfleet.core.events import ChangeEvent, EventType, Severity
+from printfleet.logs import configure_logging
+from printfleet.simulator import Simulator, SimulatorConfig
 
 _COLORS = {Severity.INFO: "\033[36m", Severity.WARNING: "\033[33m", Severity.CRITICAL: "\033[31m"}
 _GOOD = {EventType.PRINT_FINISHED, EventType.PRINTER_ONLINE, EventType.SOURCE_RECOVERED}
@@ -101,7 +104,7 @@ def _describe(event: ChangeEvent) -> str:
 
 def shipped_rules_dir() -> Path:
     """Shipped rule packs: the checkout's rules/, else <prefix>/share/printfleet/rules."""
-    checkout = Path(__file__).resolve().parents[2] / "rules"
+    checkout = Path(__file__).resolve().parents[3] / "rules"
     if checkout.is_dir():
         return checkout
     return Path(sys.prefix) / "share" / "printfleet" / "rules"
@@ -157,10 +160,6 @@ def run_demo(
     out: TextIO | None = None,
 ) -> int:
     """Run the demo until Ctrl-C (or ``duration`` real seconds); return the exit code."""
-    from printfleet.app import Daemon, DaemonHooks
-    from printfleet.logs import configure_logging
-    from printfleet.simulator import Simulator, SimulatorConfig
-
     out = out or sys.stdout
     color = out.isatty() and not os.environ.get("NO_COLOR")
     configure_logging("warning", "console" if color else "json", stream=sys.stderr)

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any, Final, TextIO
 
 from printfleet.config import Settings
+from printfleet.errors import EXIT_ERROR, EXIT_OK
 from printfleet.store import FILENAME, OutboxEntry, Store
 
 ACTIONS: Final = ("list", "replay", "drop")
@@ -44,11 +45,11 @@ def outbox_command(
     """
     if action not in ACTIONS:
         out.write(f"unknown outbox action {action!r}; use one of: {', '.join(ACTIONS)}\n")
-        return 1
+        return EXIT_ERROR
     path = settings.daemon.state_dir / FILENAME
     if not path.exists():
         out.write(f"no state database at {path}: nothing queued yet\n")
-        return 0
+        return EXIT_OK
     with Store.open(path) as store:
         if action == "list":
             return _list(store, sink=sink, dead=dead, out=out)
@@ -58,7 +59,7 @@ def outbox_command(
                 f"replayed {count} dead-letter deliver{'y' if count == 1 else 'ies'}; "
                 "a running daemon sends them within 30 s\n"
             )
-            return 0 if count or not ids else 1
+            return EXIT_OK if count or not ids else EXIT_ERROR
         return _drop(store, sink=sink, dead=dead, ids=ids, out=out)
 
 
@@ -69,7 +70,7 @@ def _list(store: Store, *, sink: str | None, dead: bool, out: TextIO) -> int:
     what = "dead-letter" if dead else "pending"
     if not entries:
         out.write(f"no {what} deliveries{f' for {sink}' if sink else ''}\n")
-        return 0
+        return EXIT_OK
     rows = [
         (
             "ID",
@@ -89,18 +90,18 @@ def _list(store: Store, *, sink: str | None, dead: bool, out: TextIO) -> int:
     shown = len(entries)
     more = f" (showing the oldest {shown})" if total > shown else ""
     out.write(f"{total} {what} deliver{'y' if total == 1 else 'ies'}{more}\n")
-    return 0
+    return EXIT_OK
 
 
 def _drop(store: Store, *, sink: str | None, dead: bool, ids: Sequence[str], out: TextIO) -> int:
     if not ids and sink is None:
         table = "--dead " if dead else ""
         out.write(f"drop {table}needs --id ID... or --sink NAME (nothing was dropped)\n")
-        return 1
+        return EXIT_ERROR
     count = store.drop(ids, sink=sink, dead=dead)
     table = "dead-letter" if dead else "pending"
     out.write(f"dropped {count} {table} deliver{'y' if count == 1 else 'ies'}\n")
-    return 0 if count or not ids else 1
+    return EXIT_OK if count or not ids else EXIT_ERROR
 
 
 def _row(entry: OutboxEntry) -> tuple[str, str, str, str, str, str, str]:

@@ -1,14 +1,22 @@
-"""The configuration model: one TOML file, ``PRINTFLEET_*`` environment overrides, secret files.
+"""The shape of the configuration, so every key is documented and checked in one place.
 
-This module only declares the shape (every field documented, unknown keys rejected).
-Loading, secret-file resolution and error reporting live in :mod:`printfleet.settings_loader`.
+The pydantic models (every field has a description, unknown keys are errors) and the few
+lookups the loader and the error explainer need about that shape: which model declares a key,
+which sections are ``[[arrays]]``. Loading lives in :mod:`printfleet.config.loader`.
+
+The vendors' public API base URLs are declared here, once: the ``base_url`` default of a
+``[[source]]``, which the factory, the adapters and ``printfleet check`` all read.
 """
 
 from __future__ import annotations
 
+import types
+import typing
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import MappingProxyType
+from typing import Annotated, Any, Final, Literal, Union
 
 from pydantic import (
     BaseModel,
@@ -21,7 +29,17 @@ from pydantic import (
     model_validator,
 )
 
+from printfleet.config.toml_lines import Loc
 from printfleet.core.durations import parse_duration
+
+Vendor = Literal["formlabs", "carbon"]
+
+FORMLABS_BASE_URL: Final = "https://api.formlabs.com"
+CARBON_BASE_URL: Final = "https://api.carbon3d.com/v1"
+DEFAULT_BASE_URLS: Final[Mapping[str, str]] = MappingProxyType(
+    {"formlabs": FORMLABS_BASE_URL, "carbon": CARBON_BASE_URL}
+)
+"""A source's API base URL when its ``base_url`` is not set, by vendor."""
 
 
 def _duration(value: Any) -> timedelta:
@@ -69,11 +87,11 @@ class SourceConfig(Section):
         description="Unique account name; appears in events, MQTT topics and metric labels.",
         pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$",
     )
-    vendor: Literal["formlabs", "carbon"] = Field(description="Which vendor API this account uses.")
+    vendor: Vendor = Field(description="Which vendor API this account uses.")
     base_url: str | None = Field(
         None,
         description="Override the vendor API base URL (the simulator, a proxy). "
-        "Defaults: https://api.formlabs.com and https://api.carbon3d.com/v1.",
+        f"Defaults: {FORMLABS_BASE_URL} and {CARBON_BASE_URL}.",
     )
     # Formlabs credentials
     client_id: str | None = Field(None, description="Formlabs: the application's Client ID.")
@@ -115,6 +133,11 @@ class SourceConfig(Section):
         "printer record's updated_at is only used when this is set (the API does not say it is "
         "a heartbeat); otherwise offline comes from the printer state.",
     )
+
+    @property
+    def api_url(self) -> str:
+        """``base_url`` if set, else the vendor's public API (:data:`DEFAULT_BASE_URLS`)."""
+        return self.base_url or DEFAULT_BASE_URLS[self.vendor]
 
     @model_validator(mode="after")
     def _credentials_present(self) -> SourceConfig:
@@ -280,3 +303,73 @@ class Settings(Section):
             if dupes:
                 raise ValueError(f"{kind} names must be unique; repeated: {', '.join(dupes)}")
         return self
+
+
+# ------------------------------------------------------------------------- where a key is declared
+
+
+def field_at(loc: Loc) -> tuple[type[BaseModel] | None, str | None]:
+    """The model holding the key at ``loc`` and the key's name.
+
+    For a location inside a plain field (a list item, a mapping value) that is the field; for
+    an entry of a list of tables (``("source", 0)``) it is the entry's model and no name.
+    """
+    model: type[BaseModel] = Settings
+    name: str | None = None
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if name is not None:
+            inner = model_of(model, name)
+            if inner is None:
+                return model, name
+            model = inner
+        name = part
+    if name is None:
+        return None, None
+    if isinstance(loc[-1], int):
+        entry = model_of(model, name)
+        if entry is not None:
+            return entry, None
+    return model, name
+
+
+def model_of(model: type[BaseModel], name: str) -> type[BaseModel] | None:
+    info = model.model_fields.get(name)
+    if info is None:
+        return None
+    annotation = unwrap(info.annotation)
+    if typing.get_origin(annotation) is tuple:
+        args = typing.get_args(annotation)
+        annotation = args[0] if args else None
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+def unwrap(annotation: Any) -> Any:
+    """``X | None`` → ``X``."""
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return annotation
+
+
+def array_sections() -> frozenset[str]:
+    return frozenset(
+        name
+        for name, info in Settings.model_fields.items()
+        if typing.get_origin(unwrap(info.annotation)) is tuple
+    )
+
+
+def leaf_annotation(loc: Loc) -> Any:
+    """The declared type of the key at ``loc`` (None when unknown)."""
+    container, name = field_at(loc)
+    if container is None or name is None or name not in container.model_fields:
+        return None
+    annotation = unwrap(container.model_fields[name].annotation)
+    if loc[-1] != name and typing.get_origin(annotation) is dict:
+        return typing.get_args(annotation)[1]  # a value inside a mapping, e.g. headers
+    return annotation

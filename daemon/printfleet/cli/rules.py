@@ -1,42 +1,29 @@
-"""``printfleet rules test`` and ``printfleet silence add|list|remove``.
+"""``printfleet rules test``: what the rule packs would do with recorded events, sending nothing.
 
-``rules test`` is a dry run: it feeds a JSONL file of CloudEvents through the configured rule
-packs on a simulated clock (each event's ``time``), fires hold-downs, repeats and grouped
-batches when they fall due, flushes what is still pending at the end, and prints every
-decision with the rendered titles and texts. Nothing is sent and no state is written.
-
-Ad-hoc silences live in the state database under the key ``"silences"`` (a JSON list of
-:meth:`printfleet.core.rules.Silence.as_dict`); the daemon picks them up with
-:func:`printfleet.rulepacks.silences_from_state`.
+A dry run: it feeds a JSONL file of CloudEvents through the configured rule packs on a
+simulated clock (each event's ``time``), fires hold-downs, repeats and grouped batches when they
+fall due, flushes what is still pending at the end, and prints every decision with the rendered
+titles and texts. Nothing is sent and no state is written.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any, TextIO
 
 from printfleet.config import Settings
 from printfleet.core.delivery import Delivery
 from printfleet.core.events import EventType
+from printfleet.core.model import iso
 from printfleet.core.rules.engine import Decision, RuleEngine
 from printfleet.core.rules.model import RuleSet
-from printfleet.core.rules.windows import Silence
-from printfleet.rulepacks.loader import load_rule_set, silences_from_state
+from printfleet.errors import EXIT_ERROR, EXIT_OK
+from printfleet.rulepacks.loader import load_rule_set
 
-SILENCES_KEY = "silences"
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_INVALID = 2
 _MAX_TIMER_STEPS = 10_000
-
-
-# --------------------------------------------------------------------------------------------
-# rules test
 
 
 def rules_test(
@@ -76,7 +63,7 @@ def rules_test(
         _run_timers(engine, now, out, totals)
         clock = now
         print(
-            f"\n[{number}] {_iso(now)}  {event.get('type')}  {event.get('source')}  "
+            f"\n[{number}] {iso(now)}  {event.get('type')}  {event.get('source')}  "
             f"{event.get('subject')}",
             file=out,
         )
@@ -159,7 +146,7 @@ def _run_timers(
         deliveries = engine.tick(deadline, trace=trace)
         if trace:
             label = "end of events, flushing timers" if final else "timers"
-            print(f"\n[{label}] {_iso(deadline)}", file=out)
+            print(f"\n[{label}] {iso(deadline)}", file=out)
             _report(trace, deliveries, out, totals, indent="    ")
 
 
@@ -209,139 +196,3 @@ def _report(
         print(f"{indent}     title:    {first.get('title')}", file=out)
         for number, line in enumerate(str(first.get("text") or "").splitlines() or [""]):
             print(f"{indent}     {'text:' if number == 0 else '':<9} {line}", file=out)
-
-
-def _iso(value: datetime) -> str:
-    text = value.astimezone(UTC).isoformat()
-    return text[:-6] + "Z" if text.endswith("+00:00") else text
-
-
-# --------------------------------------------------------------------------------------------
-# silences
-
-
-class SilenceStore(Protocol):
-    """What ``silence`` needs of :class:`printfleet.store.Store`."""
-
-    def load_state(self, key: str) -> Any | None: ...
-
-    def commit(self, *, state: dict[str, Any] | None = None) -> int: ...
-
-    def close(self) -> None: ...
-
-
-def _open_store(settings: Settings) -> SilenceStore:
-    from printfleet.store import Store
-
-    return Store.open(settings.daemon.state_dir / "state.sqlite3")
-
-
-def silence_command(
-    settings: Settings,
-    action: str,
-    args: argparse.Namespace,
-    out: TextIO,
-    *,
-    now: datetime | None = None,
-    open_store: Callable[[Settings], SilenceStore] = _open_store,
-) -> int:
-    """``silence add`` (``args.matchers: dict[str, str]``, ``args.duration: timedelta``,
-    ``args.comment``), ``silence list`` and ``silence remove`` (``args.ids``).
-
-    Ad-hoc silences start now and end after ``duration``; expired ones are pruned on every
-    change. Returns 0, 1 for an unknown id, 2 for an invalid matcher or duration.
-
-    Raises:
-        StoreError: the state database cannot be used.
-    """
-    now = now or datetime.now(UTC)
-    store = open_store(settings)
-    try:
-        current = list(silences_from_state(store.load_state(SILENCES_KEY)))
-        if action == "add":
-            return _add(store, current, args, out, now)
-        if action == "list":
-            return _list(current, out, now, show_expired=bool(getattr(args, "all", False)))
-        if action == "remove":
-            return _remove(store, current, list(getattr(args, "ids", []) or []), out, now)
-        print(f"unknown silence action {action!r}; use add, list or remove", file=out)
-        return EXIT_INVALID
-    finally:
-        store.close()
-
-
-def _add(
-    store: SilenceStore,
-    current: list[Silence],
-    args: argparse.Namespace,
-    out: TextIO,
-    now: datetime,
-) -> int:
-    matchers = getattr(args, "matchers", {}) or {}
-    if not isinstance(matchers, Mapping):
-        matchers = dict(matchers)
-    duration = getattr(args, "duration", None) or timedelta(hours=1)
-    if not isinstance(duration, timedelta) or duration <= timedelta(0):
-        print("the duration must be longer than zero, e.g. --duration 2h", file=out)
-        return EXIT_INVALID
-    try:
-        silence = Silence(
-            id=uuid.uuid4().hex[:8],
-            match={str(k): (str(v),) for k, v in matchers.items()},
-            starts_at=now,
-            ends_at=now + duration,
-            comment=str(getattr(args, "comment", None) or ""),
-            origin="adhoc",
-            created_by=str(getattr(args, "author", None) or ""),
-        )
-    except ValueError as err:
-        print(f"invalid silence: {err}", file=out)
-        return EXIT_INVALID
-    kept = [s for s in current if not s.expired(now)]
-    kept.append(silence)
-    store.commit(state={SILENCES_KEY: [s.as_dict() for s in kept]})
-    print(
-        f"added silence {silence.id}: {_describe_match(silence)} until {_iso(now + duration)}",
-        file=out,
-    )
-    return EXIT_OK
-
-
-def _list(current: Sequence[Silence], out: TextIO, now: datetime, *, show_expired: bool) -> int:
-    rows = [s for s in current if show_expired or not s.expired(now)]
-    if not rows:
-        print("no ad-hoc silences", file=out)
-        return EXIT_OK
-    print(f"{'ID':<10} {'STATE':<9} {'UNTIL':<21} {'MATCH':<40} COMMENT", file=out)
-    for silence in rows:
-        state = (
-            "expired" if silence.expired(now) else "active" if silence.active(now) else "scheduled"
-        )
-        until = _iso(silence.ends_at) if silence.ends_at else "-"
-        print(
-            f"{silence.id:<10} {state:<9} {until:<21} {_describe_match(silence):<40} "
-            f"{silence.comment}",
-            file=out,
-        )
-    return EXIT_OK
-
-
-def _remove(
-    store: SilenceStore, current: list[Silence], ids: list[str], out: TextIO, now: datetime
-) -> int:
-    known = {s.id for s in current}
-    unknown = [i for i in ids if i not in known]
-    kept = [s for s in current if s.id not in ids and not s.expired(now)]
-    removed = [i for i in ids if i in known]
-    if removed:
-        store.commit(state={SILENCES_KEY: [s.as_dict() for s in kept]})
-        print(f"removed {', '.join(removed)}", file=out)
-    for silence_id in unknown:
-        print(f"no silence with id {silence_id!r} (see `printfleet silence list`)", file=out)
-    return EXIT_ERROR if unknown else EXIT_OK
-
-
-def _describe_match(silence: Silence) -> str:
-    if not silence.match:
-        return "everything"
-    return " ".join(f"{k}={','.join(v)}" for k, v in silence.match.items())
