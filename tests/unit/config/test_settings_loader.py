@@ -26,7 +26,7 @@ from printfleet.settings_loader import (
     toml_key_lines,
 )
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 EXAMPLE = REPO / "config.example.toml"
 SECRET = "fl-secret-9f8e7d6c5b4a"
 

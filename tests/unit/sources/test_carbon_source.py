@@ -30,7 +30,7 @@ T = TypeVar("T")
 BASE = "https://api.carbon.test/v1"
 CLIENT_ID = "c1ient-1d"
 SAMPLES = json.loads(
-    (Path(__file__).parents[1] / "fixtures" / "carbon-samples.json").read_text("utf-8")
+    (Path(__file__).parents[2] / "fixtures" / "carbon-samples.json").read_text("utf-8")
 )
 Route = Callable[[httpx.Request], httpx.Response]
 

@@ -29,7 +29,7 @@ T = TypeVar("T")
 BASE = "https://api.formlabs.test"
 API = "/developer/v1"
 SAMPLES = json.loads(
-    (Path(__file__).parents[1] / "fixtures" / "formlabs-samples.json").read_text("utf-8")
+    (Path(__file__).parents[2] / "fixtures" / "formlabs-samples.json").read_text("utf-8")
 )
 VENDOR_NOW = datetime(2025, 6, 18, 14, 30, tzinfo=UTC)
 Body = Any

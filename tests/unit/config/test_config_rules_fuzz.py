@@ -34,7 +34,7 @@ from printfleet.logs import forget_secrets
 from printfleet.rulepacks import load_rule_set
 from printfleet.settings_loader import load_settings
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 EXAMPLE = REPO / "config.example.toml"
 PACKS = sorted((REPO / "rules").glob("*.toml"))
 FUZZ = settings(

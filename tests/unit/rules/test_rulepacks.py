@@ -15,7 +15,7 @@ from printfleet.core.rules import RuleEngine, RuleSet
 from printfleet.errors import Problem, RuleError
 from printfleet.rulepacks import load_pack_text, load_rule_set, silences_from_state
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SHIPPED = sorted((ROOT / "rules").glob("*.toml"))
 RECEIVERS = ("ops-slack", "mes")
 
