@@ -296,14 +296,6 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     )
 
 
-@pytest.fixture(autouse=True)
-def _no_registered_secrets() -> Iterator[None]:
-    """Fuzzed inline secrets are registered for redaction; none outlive the test."""
-    forget_secrets()
-    yield
-    forget_secrets()
-
-
 def load_config(ws: Workspace, content: str | bytes, environ: Mapping[str, str]) -> None:
     path = ws.write("fuzzed.toml", content)
     try:

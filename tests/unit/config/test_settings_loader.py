@@ -15,7 +15,7 @@ from pydantic import BaseModel, SecretStr
 
 from printfleet.config import Settings
 from printfleet.errors import ConfigError, Problem
-from printfleet.logs import forget_secrets, redact
+from printfleet.logs import redact
 from printfleet.settings_loader import (
     DEFAULT_CONFIG,
     DURATION_FIX,
@@ -31,14 +31,6 @@ EXAMPLE = REPO / "config.example.toml"
 SECRET = "fl-secret-9f8e7d6c5b4a"
 
 WriteConfig = Callable[[str], Path]
-
-
-@pytest.fixture(autouse=True)
-def _no_registered_secrets() -> Iterator[None]:
-    """Each test starts and ends with no secrets registered for redaction."""
-    forget_secrets()
-    yield
-    forget_secrets()
 
 
 @pytest.fixture

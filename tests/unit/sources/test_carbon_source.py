@@ -6,7 +6,7 @@ import asyncio
 import copy
 import json
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -20,7 +20,6 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from printfleet.core.model import PrintStatus
 from printfleet.errors import AuthFailed, BadResponse
-from printfleet.logs import forget_secrets
 from printfleet.sources.base import PrintLookup
 from printfleet.sources.carbon import PRINT_STATUSES, CarbonSource
 from printfleet.sources.http import RequestBudget, RetryPolicy
@@ -33,13 +32,6 @@ SAMPLES = json.loads(
     (Path(__file__).parents[2] / "fixtures" / "carbon-samples.json").read_text("utf-8")
 )
 Route = Callable[[httpx.Request], httpx.Response]
-
-
-@pytest.fixture(autouse=True)
-def _forget_registered_secrets() -> Iterator[None]:
-    """Secrets the sources register for log redaction do not leak into other tests."""
-    yield
-    forget_secrets()
 
 
 @pytest.fixture(scope="module")
@@ -144,8 +136,8 @@ def make_source(
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(datetime(2025, 6, 17, 14, 30, tzinfo=UTC))
+def clock_start() -> datetime:
+    return datetime(2025, 6, 17, 14, 30, tzinfo=UTC)
 
 
 @pytest.fixture

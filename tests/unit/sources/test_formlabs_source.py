@@ -6,7 +6,7 @@ import asyncio
 import copy
 import json
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -19,7 +19,6 @@ from pydantic import SecretStr
 
 from printfleet.core.model import PrintStatus
 from printfleet.errors import AuthFailed, BadResponse, SourceUnavailable
-from printfleet.logs import forget_secrets
 from printfleet.sources.base import PrintLookup
 from printfleet.sources.formlabs import FormlabsSource
 from printfleet.sources.http import RequestBudget, RetryPolicy
@@ -34,13 +33,6 @@ SAMPLES = json.loads(
 VENDOR_NOW = datetime(2025, 6, 18, 14, 30, tzinfo=UTC)
 Body = Any
 Route = Callable[[httpx.Request], httpx.Response] | httpx.Response | Body
-
-
-@pytest.fixture(autouse=True)
-def _forget_registered_secrets() -> Iterator[None]:
-    """Secrets the sources register for log redaction do not leak into other tests."""
-    yield
-    forget_secrets()
 
 
 def printers() -> list[dict[str, Any]]:
@@ -155,8 +147,8 @@ def make_source(
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(datetime(2026, 3, 1, tzinfo=UTC))
+def clock_start() -> datetime:
+    return datetime(2026, 3, 1, tzinfo=UTC)
 
 
 @pytest.fixture
