@@ -4,7 +4,7 @@ The broker runs as a child process listening on ``127.0.0.1:<port>`` with anonym
 Its log goes to a pipe that a reader thread drains into memory, so tests can wait for a log
 line (``wait_for_log``) instead of sleeping, and a failing test can show what the broker saw.
 
-Use the ``mosquitto`` fixture (import :func:`mosquitto_fixture` into a test module), or
+Use the ``mosquitto`` fixtures (defined in ``tests/integration/conftest.py``), or
 :class:`Mosquitto` directly from a benchmark. When the binary is missing the fixture skips,
 except under CI (``$CI`` set), where it fails: CI installs mosquitto, so a missing broker is a
 broken setup.
@@ -25,13 +25,12 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiomqtt
-import pytest
 
 _CANDIDATES = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/opt/homebrew/sbin/mosquitto")
 READY_LINE = re.compile(r"mosquitto version \S+ running")
@@ -302,49 +301,6 @@ class Mosquitto:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def _require_binary() -> str:
-    binary = mosquitto_binary()
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("mosquitto is required in CI but is not installed")
-        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
-    return binary
-
-
-@pytest.fixture(name="mosquitto")
-def mosquitto_fixture(tmp_path: Path) -> Iterator[Mosquitto]:
-    """A running mosquitto on a free local port, stopped after the test."""
-    broker = Mosquitto(tmp_path / "mosquitto", binary=_require_binary())
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
-
-
-@pytest.fixture(name="tls_mosquitto")
-def tls_mosquitto_fixture(tmp_path: Path) -> Iterator[Mosquitto]:
-    """Like :func:`mosquitto`, plus a TLS listener (``tls_url``; CA in ``tls.ca``)."""
-    tls = make_tls_files(tmp_path / "tls")
-    broker = Mosquitto(tmp_path / "mosquitto", tls=tls, binary=_require_binary())
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
-
-
-@pytest.fixture(name="persistent_mosquitto")
-def persistent_mosquitto_fixture(tmp_path: Path) -> Iterator[Mosquitto]:
-    """Like :func:`mosquitto`, but retained messages survive a :meth:`Mosquitto.restart`."""
-    broker = Mosquitto(tmp_path / "mosquitto", persistence=True, binary=_require_binary())
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
 
 
 class Subscriber:

@@ -17,14 +17,7 @@ from typing import Any
 import pytest
 import structlog
 from pydantic import SecretStr
-from tests.mosquitto import (  # noqa: F401  (pytest fixtures)
-    Mosquitto,
-    Subscriber,
-    free_port,
-    mosquitto_fixture,
-    persistent_mosquitto_fixture,
-    tls_mosquitto_fixture,
-)
+from tests.mosquitto import Mosquitto, Subscriber, free_port
 
 from printfleet.clock import SystemClock
 from printfleet.config import MqttConfig

@@ -41,8 +41,8 @@ def _forget_registered_secrets() -> Iterator[None]:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(datetime.now(UTC).replace(microsecond=0))
+def clock_start() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
 
 
 @pytest.fixture

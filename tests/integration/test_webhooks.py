@@ -7,10 +7,9 @@ import contextlib
 import json
 import random
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,7 +24,7 @@ from printfleet.core.model import Printer, PrinterStatus, Vendor
 from printfleet.errors import DeliveryFailed
 from printfleet.outbox import OutboxWorker
 from printfleet.sinks.webhook import WebhookSink, parse_retry_after
-from printfleet.store import FILENAME, Store
+from printfleet.store import Store
 from printfleet.testing import FakeClock
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -84,11 +83,6 @@ def make_delivery(n: int = 1, *, sink: str = "hook", status: str = "firing") -> 
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(T0)
-
-
-@pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient() as c:
         yield c
@@ -98,12 +92,6 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
 async def receiver(clock: FakeClock) -> AsyncIterator[Receiver]:
     async with Receiver(now=lambda: clock.now().timestamp()) as r:
         yield r
-
-
-@pytest.fixture
-def store(tmp_path: Path, clock: FakeClock) -> Iterator[Store]:
-    with Store.open(tmp_path / FILENAME, clock=clock) as s:
-        yield s
 
 
 def webhook(

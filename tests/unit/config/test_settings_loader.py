@@ -19,21 +19,13 @@ from printfleet.config.loader import DEFAULT_CONFIG, config_path, load_settings
 from printfleet.config.secrets import read_secret, resolve_secret_file
 from printfleet.config.toml_lines import toml_key_lines
 from printfleet.errors import ConfigError, Problem
-from printfleet.logs import forget_secrets, redact
+from printfleet.logs import redact
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 EXAMPLE = REPO / "config.example.toml"
 SECRET = "fl-secret-9f8e7d6c5b4a"
 
 WriteConfig = Callable[[str], Path]
-
-
-@pytest.fixture(autouse=True)
-def _no_registered_secrets() -> Iterator[None]:
-    """Each test starts and ends with no secrets registered for redaction."""
-    forget_secrets()
-    yield
-    forget_secrets()
 
 
 @pytest.fixture

@@ -34,7 +34,7 @@ from printfleet.errors import ConfigError, Problem, RuleError
 from printfleet.logs import forget_secrets
 from printfleet.rulepacks.loader import load_rule_set
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 EXAMPLE = REPO / "config.example.toml"
 PACKS = sorted((REPO / "rules").glob("*.toml"))
 FUZZ = settings(
@@ -294,14 +294,6 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
         packs={p.name: p.read_text() for p in PACKS},
         settings=loaded,
     )
-
-
-@pytest.fixture(autouse=True)
-def _no_registered_secrets() -> Iterator[None]:
-    """Fuzzed inline secrets are registered for redaction; none outlive the test."""
-    forget_secrets()
-    yield
-    forget_secrets()
 
 
 def load_config(ws: Workspace, content: str | bytes, environ: Mapping[str, str]) -> None:

@@ -7,7 +7,7 @@ import contextlib
 import io
 import itertools
 import random
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from printfleet.core.delivery import Delivery
 from printfleet.errors import DeliveryFailed, StoreError
 from printfleet.observe import NullObserver
 from printfleet.outbox import OutboxWorker
-from printfleet.store import FILENAME, Store
+from printfleet.store import Store
 from printfleet.testing import FakeClock, RecordingSink
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -59,22 +59,6 @@ def retry(retry_after: float | None = None, status: int = 503) -> DeliveryFailed
     return DeliveryFailed(
         "hook", f"HTTP {status}", retryable=True, retry_after=retry_after, status=status
     )
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(T0)
-
-
-@pytest.fixture
-def path(tmp_path: Path) -> Path:
-    return tmp_path / FILENAME
-
-
-@pytest.fixture
-def store(path: Path, clock: FakeClock) -> Iterator[Store]:
-    with Store.open(path, clock=clock) as opened:
-        yield opened
 
 
 @pytest.fixture
@@ -458,17 +442,17 @@ async def test_drain_without_run_sends_what_is_due_and_stops(
 
 
 async def test_restart_picks_up_what_was_pending(
-    path: Path, clock: FakeClock, observer: RecordingObserver
+    store_path: Path, clock: FakeClock, observer: RecordingObserver
 ) -> None:
     """Entries left pending by a stopped daemon are delivered by the next one, in order."""
-    with Store.open(path, clock=clock) as first:
+    with Store.open(store_path, clock=clock) as first:
         first.commit(deliveries=[delivery(1), delivery(2)])
         sink = RecordingSink("hook", fail=lambda d: retry())
         worker = make_worker(first, sink, clock, observer)
         async with running(worker, sink):
             first.commit(deliveries=[])
         assert attempted(sink) == ["d1"]
-    with Store.open(path, clock=clock) as second:
+    with Store.open(store_path, clock=clock) as second:
         sink = RecordingSink("hook")
         worker = make_worker(second, sink, clock, observer)
         async with running(worker, sink):

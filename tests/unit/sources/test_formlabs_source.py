@@ -6,7 +6,7 @@ import asyncio
 import copy
 import json
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -19,7 +19,6 @@ from pydantic import SecretStr
 
 from printfleet.core.model import PrintStatus
 from printfleet.errors import AuthFailed, BadResponse, SourceUnavailable
-from printfleet.logs import forget_secrets
 from printfleet.sources.base import PrintLookup
 from printfleet.sources.formlabs import FormlabsSource
 from printfleet.sources.http.budget import RequestBudget
@@ -30,18 +29,11 @@ T = TypeVar("T")
 BASE = "https://api.formlabs.test"
 API = "/developer/v1"
 SAMPLES = json.loads(
-    (Path(__file__).parents[1] / "fixtures" / "formlabs-samples.json").read_text("utf-8")
+    (Path(__file__).parents[2] / "fixtures" / "formlabs-samples.json").read_text("utf-8")
 )
 VENDOR_NOW = datetime(2025, 6, 18, 14, 30, tzinfo=UTC)
 Body = Any
 Route = Callable[[httpx.Request], httpx.Response] | httpx.Response | Body
-
-
-@pytest.fixture(autouse=True)
-def _forget_registered_secrets() -> Iterator[None]:
-    """Secrets the sources register for log redaction do not leak into other tests."""
-    yield
-    forget_secrets()
 
 
 def printers() -> list[dict[str, Any]]:
@@ -156,8 +148,8 @@ def make_source(
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(datetime(2026, 3, 1, tzinfo=UTC))
+def clock_start() -> datetime:
+    return datetime(2026, 3, 1, tzinfo=UTC)
 
 
 @pytest.fixture

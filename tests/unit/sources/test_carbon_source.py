@@ -6,7 +6,7 @@ import asyncio
 import copy
 import json
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -20,7 +20,6 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from printfleet.core.model import PrintStatus
 from printfleet.errors import AuthFailed, BadResponse
-from printfleet.logs import forget_secrets
 from printfleet.sources.base import PrintLookup
 from printfleet.sources.carbon import PRINT_STATUSES, CarbonSource
 from printfleet.sources.http.budget import RequestBudget
@@ -31,16 +30,9 @@ T = TypeVar("T")
 BASE = "https://api.carbon.test/v1"
 CLIENT_ID = "c1ient-1d"
 SAMPLES = json.loads(
-    (Path(__file__).parents[1] / "fixtures" / "carbon-samples.json").read_text("utf-8")
+    (Path(__file__).parents[2] / "fixtures" / "carbon-samples.json").read_text("utf-8")
 )
 Route = Callable[[httpx.Request], httpx.Response]
-
-
-@pytest.fixture(autouse=True)
-def _forget_registered_secrets() -> Iterator[None]:
-    """Secrets the sources register for log redaction do not leak into other tests."""
-    yield
-    forget_secrets()
 
 
 @pytest.fixture(scope="module")
@@ -145,8 +137,8 @@ def make_source(
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(datetime(2025, 6, 17, 14, 30, tzinfo=UTC))
+def clock_start() -> datetime:
+    return datetime(2025, 6, 17, 14, 30, tzinfo=UTC)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from pydantic import SecretStr
 
 from printfleet.config import SourceConfig
 from printfleet.errors import AuthFailed, ConfigError, PrintfleetError
-from printfleet.logs import forget_secrets, redact
+from printfleet.logs import redact
 from printfleet.sources.carbon import CarbonSource
 from printfleet.sources.factory import make_source
 from printfleet.sources.formlabs import FormlabsSource
@@ -27,13 +26,6 @@ from printfleet.testing import FakeClock
 
 FORMLABS_SECRET = "fl-SECRET-value-9f8e7d6c5b4a"
 BASE = "https://api.formlabs.test"
-
-
-@pytest.fixture(autouse=True)
-def _forget_registered_secrets() -> Iterator[None]:
-    """Secrets the sources register for log redaction do not leak into other tests."""
-    yield
-    forget_secrets()
 
 
 @pytest.fixture(scope="module")

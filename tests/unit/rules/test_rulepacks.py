@@ -16,7 +16,7 @@ from printfleet.core.rules.model import RuleSet
 from printfleet.errors import Problem, RuleError
 from printfleet.rulepacks.loader import load_pack_text, load_rule_set, silences_from_state
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SHIPPED = sorted((ROOT / "rules").glob("*.toml"))
 RECEIVERS = ("ops-slack", "mes")
 

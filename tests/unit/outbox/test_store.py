@@ -74,19 +74,15 @@ def delivery(
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(T0)
-
-
-@pytest.fixture
 def path(tmp_path: Path) -> Path:
+    """A database file in a directory that does not exist yet, so opening has to create it."""
     return tmp_path / "state" / FILENAME
 
 
 @pytest.fixture
-def store(path: Path, clock: FakeClock) -> Any:
-    with Store.open(path, clock=clock) as opened:
-        yield opened
+def store_path(path: Path) -> Path:
+    """The shared ``store`` fixture opens the same not-yet-existing directory."""
+    return path
 
 
 def ids(entries: list[Any]) -> list[str]:

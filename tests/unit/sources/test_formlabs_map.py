@@ -30,7 +30,7 @@ from printfleet.sources.formlabs_map import (
 from printfleet.sources.mapping import MappingError
 
 SAMPLES: dict[str, Any] = json.loads(
-    (Path(__file__).parents[1] / "fixtures" / "formlabs-samples.json").read_text()
+    (Path(__file__).parents[2] / "fixtures" / "formlabs-samples.json").read_text()
 )
 NOW = datetime(2025, 6, 18, 14, 30, tzinfo=UTC)
 OFFLINE_AFTER = timedelta(minutes=5)

@@ -16,7 +16,7 @@ from printfleet.sources.carbon_map import map_print, map_printers, map_prints, p
 from printfleet.sources.mapping import MappingError
 
 SAMPLES: dict[str, Any] = json.loads(
-    (Path(__file__).parents[1] / "fixtures" / "carbon-samples.json").read_text()
+    (Path(__file__).parents[2] / "fixtures" / "carbon-samples.json").read_text()
 )
 NOW = datetime(2025, 6, 17, 14, 30, tzinfo=UTC)
 

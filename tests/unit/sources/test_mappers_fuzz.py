@@ -36,7 +36,7 @@ from printfleet.sources.mapping import (
     raw_text,
 )
 
-FIXTURES = Path(__file__).parents[1] / "fixtures"
+FIXTURES = Path(__file__).parents[2] / "fixtures"
 FORMLABS = json.loads((FIXTURES / "formlabs-samples.json").read_text())
 CARBON = json.loads((FIXTURES / "carbon-samples.json").read_text())
 
