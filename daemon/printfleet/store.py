@@ -148,7 +148,7 @@ class Store:
 
         A corrupt or unopenable database is moved aside (``<name>.corrupt-<timestamp>``),
         logged once as an error and replaced by a fresh one; so is one written by a newer
-        printfleet (``<name>.unsupported-v<N>-<timestamp>``).
+        printfleet (``<name>.unsupported-<timestamp>``).
 
         Raises:
             StoreError: the directory cannot be created or written, the disk is full, the

@@ -9,8 +9,8 @@ Modules:
 
 :func:`load_rule_set` is re-exported here: it is the package's one entry point, and
 ``printfleet check`` imports it as ``printfleet.rulepacks.load_rule_set`` (tests replace
-this module to simulate an installation without rule pack support). Everything else is
-imported from the module that owns it.
+this module to hand ``check`` a prepared rule set). Everything else is imported from the module
+that owns it.
 """
 
 from printfleet.rulepacks.loader import load_rule_set
