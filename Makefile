@@ -3,28 +3,36 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv dev demo test lint bench clean
 
+# `make demo` installs only what the daemon needs; the test and bench extras (pytest, mypy,
+# the vendor SDK the benchmarks compare against, ...) come with `make test` / `make lint`.
 $(BIN)/printfleet: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	@touch $@
+
+$(VENV)/.dev: $(BIN)/printfleet
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	@touch $@
 
 venv: $(BIN)/printfleet
 
-demo: venv
-	$(BIN)/printfleet demo
+dev: $(VENV)/.dev
 
-test: venv
+demo: venv
+	$(BIN)/printfleet demo $(DEMO_ARGS)
+
+test: dev
 	$(BIN)/python -m pytest
 
-lint: venv
+lint: dev
 	$(BIN)/ruff check daemon tests
 	$(BIN)/ruff format --check daemon tests
 	$(BIN)/mypy
 
-bench: venv
+bench: dev
 	$(BIN)/python -m tests.bench
 
 clean:

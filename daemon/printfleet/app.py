@@ -23,10 +23,12 @@ from typing import Any
 import httpx
 import structlog
 from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
 
 from printfleet import __version__, systemd
 from printfleet.clock import Clock, SystemClock
 from printfleet.config import Settings, load_settings, read_secret
+from printfleet.config.schema import ReceiverConfig
 from printfleet.core.events import ChangeEvent
 from printfleet.core.fleet import FleetView
 from printfleet.core.polling import PollPolicy
@@ -72,6 +74,22 @@ class DaemonHooks:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class _Receiver:
+    """One running ``[[receiver]]``: its sink, what it was built from, and its own lifetime.
+
+    Each has its own exit stack so that a SIGHUP can close one receiver without the others.
+    ``url`` and ``secret`` are the file contents it was built with: a rotated secret file is a
+    changed receiver even when the config text is the same.
+    """
+
+    config: ReceiverConfig
+    url: str
+    secret: str | None
+    sink: WebhookSink
+    stack: AsyncExitStack
+
+
 class Daemon:
     """One running printfleet: everything wired from one :class:`Settings`."""
 
@@ -101,6 +119,12 @@ class Daemon:
         self.workers: dict[str, OutboxWorker] = {}
         self.mqtt: MqttSink | None = None
         self.engine: RuleEngine | None = None
+        # Kept for SIGHUP, which builds, starts and stops receivers while the daemon runs.
+        self._client: httpx.AsyncClient | None = None
+        self._credentials_dir: Path | None = None
+        self._receivers: dict[str, _Receiver] = {}
+        self._tasks: asyncio.TaskGroup | None = None
+        self._deliverers: dict[str, asyncio.Task[None]] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -129,8 +153,8 @@ class Daemon:
 
     async def _start(self, stack: AsyncExitStack) -> int:
         settings = self.settings
-        credentials_dir = _credentials_dir()
-        client = httpx.AsyncClient(
+        credentials_dir = self._credentials_dir = _credentials_dir()
+        client = self._client = httpx.AsyncClient(
             headers={"User-Agent": f"printfleet/{__version__}"},
             transport=self._transport,
             follow_redirects=False,
@@ -171,36 +195,12 @@ class Daemon:
             )
             await stack.enter_async_context(self.mqtt)
             sinks["mqtt"] = self.mqtt
+        # Receivers are closed at shutdown like every sink, in their own stacks (see _Receiver).
+        stack.push_async_callback(self._close_receivers)
         for receiver in settings.receiver:
-            url = read_secret(
-                receiver.url,
-                receiver.url_file,
-                key=f"receiver.{receiver.name}.url_file",
-                config_file=self.config_file or Path("<settings>"),
-                credentials_dir=credentials_dir,
-            )
-            secret = read_secret(
-                receiver.secret,
-                receiver.secret_file,
-                key=f"receiver.{receiver.name}.secret_file",
-                config_file=self.config_file or Path("<settings>"),
-                credentials_dir=credentials_dir,
-            )
-            assert url is not None
-            sink = WebhookSink(
-                receiver.name,
-                receiver.kind,
-                url,
-                client=client,
-                secret=secret,
-                headers=receiver.headers,
-                timeout=receiver.timeout.total_seconds(),
-                clock=self.clock,
-                version=__version__,
-            )
-            # Entered like every sink: deliver() refuses to send through an unopened sink.
-            await stack.enter_async_context(sink)
-            sinks[receiver.name] = sink
+            running = await self._open_receiver(receiver, self._read_receiver_secrets(receiver))
+            self._receivers[receiver.name] = running
+            sinks[receiver.name] = running.sink
         for name, sink in sinks.items():
             max_age = next(
                 (r.max_age for r in settings.receiver if r.name == name),
@@ -286,7 +286,9 @@ class Daemon:
             interval = systemd.watchdog_interval()
             if interval:
                 producers.append(tasks.create_task(_watchdog(interval)))
-            deliverers = [tasks.create_task(w.run()) for w in self.workers.values()]
+            self._tasks = tasks
+            for name in self.workers:
+                self._start_deliverer(name)
             connection = tasks.create_task(self.mqtt.run()) if self.mqtt is not None else None
             while not self.stop_event.is_set():
                 reload_wait = asyncio.create_task(self._reload_requested.wait())
@@ -296,13 +298,14 @@ class Daemon:
                 stop_wait.cancel()
                 if self._reload_requested.is_set() and not self.stop_event.is_set():
                     self._reload_requested.clear()
-                    self._reload()
+                    await self._reload()
             systemd.notify("STOPPING=1")
             log.info("daemon.stopping")
             await _cancel(producers)
             # Deliver what is due while MQTT is still connected; the rest stays in the outbox.
             await self._drain()
-            await _cancel(deliverers)
+            await _cancel(list(self._deliverers.values()))
+            self._tasks = None
             if connection is not None:
                 await _cancel([connection])  # publishes `offline` before disconnecting
 
@@ -332,34 +335,176 @@ class Daemon:
                 async with asyncio.timeout(grace):
                     await asyncio.gather(*(w.drain(grace) for w in self.workers.values()))
 
-    def _reload(self) -> None:
-        """SIGHUP: reload config and rule packs; an invalid reload keeps the running set."""
+    async def _reload(self) -> None:
+        """SIGHUP: reload config, rule packs and receivers; an invalid reload changes nothing.
+
+        Everything is read and built first (settings, rules, every receiver's secret files,
+        the new sinks); only when all of it worked are the receivers swapped and the rules
+        replaced. A removed receiver's worker stops; its entries stay in the outbox (durable),
+        are reported with their count, and go out if the receiver comes back.
+        """
         systemd.reloading()
+        opened: dict[str, _Receiver] = {}
         try:
             if self.config_file is not None:
                 fresh = load_settings(self.config_file)
             else:
                 fresh = self.settings
             rule_set = load_rule_set(fresh, base_dir=self._base_dir())
+            wanted = {r.name: r for r in fresh.receiver}
+            changed: list[str] = []
+            for name, receiver in wanted.items():
+                url, secret = self._read_receiver_secrets(receiver)
+                running = self._receivers.get(name)
+                if (
+                    running is not None
+                    and running.config == receiver
+                    and running.url == url.get_secret_value()
+                    and running.secret == (secret.get_secret_value() if secret else None)
+                ):
+                    continue
+                opened[name] = await self._open_receiver(receiver, (url, secret))
+                if running is not None:
+                    changed.append(name)
         except ConfigError as err:
+            for unused in opened.values():
+                await unused.stack.aclose()
             log.error(
                 "reload.rejected",
                 problems=[str(p) for p in err.problems],
-                hint="the running rules and config stay in force",
+                hint="the running rules, receivers and config stay in force",
             )
             systemd.notify("READY=1")
             return
+        removed = sorted(set(self._receivers) - set(wanted))
+        added = sorted(set(opened) - set(changed))
+        for name in [*removed, *changed]:
+            await self._close_receiver(name, removed=name in removed)
+        for name, built in opened.items():
+            self._receivers[name] = built
+            self.workers[name] = self._worker(built.sink, built.config)
+            self._start_deliverer(name)
         assert self.engine is not None
         self.engine.replace_rules(rule_set)
         self._refresh_silences()
-        if fresh != self.settings:
+        restart = [
+            section
+            for section in type(fresh).model_fields
+            if section not in ("receiver", "rules")
+            and getattr(fresh, section) != getattr(self.settings, section)
+        ]
+        self.settings = self.settings.model_copy(
+            update={"receiver": fresh.receiver, "rules": fresh.rules}
+        )
+        if restart:
             log.warning(
-                "reload.config_changed",
-                hint="rules were reloaded; changes to sources, sinks or listen addresses "
-                "take effect after a restart",
+                "reload.restart_needed",
+                sections=restart,
+                hint="rules and receivers were reloaded; these sections take effect after a "
+                "restart (systemctl restart printfleet)",
             )
-        log.info("reload.done", rules=len(rule_set.rules))
+        log.info(
+            "reload.done",
+            rules=len(rule_set.rules),
+            receivers=sorted(self._receivers),
+            added=added,
+            changed=sorted(changed),
+            removed=removed,
+        )
         systemd.notify("READY=1")
+
+    # -- receivers (built at start-up and on SIGHUP) ---------------------------------------
+
+    def _read_receiver_secrets(
+        self, receiver: ReceiverConfig
+    ) -> tuple[SecretStr, SecretStr | None]:
+        """The receiver's URL and signing secret, read from their files when configured.
+
+        Raises:
+            ConfigError: a secret file is missing, unreadable or empty.
+        """
+        config_file = self.config_file or Path("<settings>")
+        url = read_secret(
+            receiver.url,
+            receiver.url_file,
+            key=f"receiver.{receiver.name}.url_file",
+            config_file=config_file,
+            credentials_dir=self._credentials_dir,
+        )
+        secret = read_secret(
+            receiver.secret,
+            receiver.secret_file,
+            key=f"receiver.{receiver.name}.secret_file",
+            config_file=config_file,
+            credentials_dir=self._credentials_dir,
+        )
+        assert url is not None  # the schema requires url or url_file
+        return url, secret
+
+    async def _open_receiver(
+        self, receiver: ReceiverConfig, secrets: tuple[SecretStr, SecretStr | None]
+    ) -> _Receiver:
+        """The receiver's sink, entered (deliver() refuses to send through an unopened sink)."""
+        assert self._client is not None
+        url, secret = secrets
+        sink = WebhookSink(
+            receiver.name,
+            receiver.kind,
+            url,
+            client=self._client,
+            secret=secret,
+            headers=receiver.headers,
+            timeout=receiver.timeout.total_seconds(),
+            clock=self.clock,
+            version=__version__,
+        )
+        stack = AsyncExitStack()
+        await stack.enter_async_context(sink)
+        return _Receiver(
+            receiver,
+            url.get_secret_value(),
+            secret.get_secret_value() if secret else None,
+            sink,
+            stack,
+        )
+
+    async def _close_receiver(self, name: str, *, removed: bool) -> None:
+        """Stop the receiver's worker and close its sink; its outbox entries stay pending."""
+        task = self._deliverers.pop(name, None)
+        if task is not None:
+            await _cancel([task])
+        self.workers.pop(name, None)
+        running = self._receivers.pop(name)
+        await running.stack.aclose()
+        if removed:
+            try:
+                pending: int | None = self.store.pending_count(name)[name] if self.store else 0
+            except PrintfleetError:
+                pending = None  # the store is failing; outbox list will say once it works
+            log.warning(
+                "reload.receiver_removed",
+                sink=name,
+                pending=pending,
+                hint=f"its pending deliveries stay in the outbox (printfleet outbox list "
+                f"--sink {name}); they are sent if the receiver is configured again",
+            )
+
+    async def _close_receivers(self) -> None:
+        for name in list(self._receivers):
+            await self._receivers.pop(name).stack.aclose()
+
+    def _worker(self, sink: Any, receiver: ReceiverConfig | None) -> OutboxWorker:
+        kwargs: dict[str, Any] = {"clock": self.clock, "observer": self.metrics}
+        if receiver is not None:
+            kwargs["max_age"] = receiver.max_age
+        assert self.store is not None  # opened before any sink
+        return OutboxWorker(self.store, sink, **kwargs)
+
+    def _start_deliverer(self, name: str) -> None:
+        """Run the worker of sink ``name`` in the daemon's task group (once it is serving)."""
+        if self._tasks is None:
+            return  # not serving yet: _serve starts every worker
+        self._deliverers[name] = self._tasks.create_task(self.workers[name].run())
 
     # -- wiring callbacks ------------------------------------------------------------------
 

@@ -44,6 +44,35 @@ def test_wheel_ships_rule_packs_unit_and_example_config(wheel: zipfile.ZipFile) 
     assert "share/printfleet/config.example.toml" in names
 
 
+def test_wheel_ships_dashboard_prometheus_files_and_readme(wheel: zipfile.ZipFile) -> None:
+    """The Grafana dashboard, the Prometheus scrape config and alert rules (with their tests)
+    and the README the unit's Documentation= names install under share/printfleet/."""
+    names = {n.split(".data/data/", 1)[-1] for n in wheel.namelist() if ".data/data/" in n}
+    shipped = {f"share/printfleet/{p.relative_to(ROOT)}" for p in (ROOT / "deploy").rglob("*.*")}
+    assert shipped <= names, shipped - names
+    assert "share/printfleet/README.md" in names
+
+
+def test_make_demo_installs_no_test_or_bench_extras() -> None:
+    """`make demo` installs the package alone; `make test` adds the test and bench extras."""
+
+    def recipe(target: str) -> str:
+        done = subprocess.run(
+            ["make", "-n", "-B", "-C", str(ROOT), target],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return done.stdout
+
+    demo = recipe("demo")
+    assert "pip install --quiet -e ." in demo
+    assert "[test" not in demo
+    assert "bench]" not in demo
+    assert ".[test,bench]" in recipe("test")
+
+
 def test_version_comes_from_package_metadata() -> None:
     """`printfleet --version` prints the installed distribution's version."""
     result = subprocess.run(

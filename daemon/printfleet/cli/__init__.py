@@ -24,6 +24,7 @@ import sys
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import structlog
 
@@ -119,15 +120,53 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo", help="the daemon wired to a simulated fleet: zero config, events live"
     )
-    demo.add_argument("--printers", type=_positive_int, default=24, metavar="N")
     demo.add_argument(
-        "--speed", type=_positive_float, default=60.0, metavar="X", help="simulated time factor"
+        "--printers",
+        type=_count,
+        default=24,
+        metavar="N",
+        help="simulated printers in all; with --vendor both two thirds are Formlabs "
+        "(default 24; 0: accounts with no printers)",
     )
     demo.add_argument(
-        "--duration", type=_seconds, default=None, metavar="S", help="stop after (e.g. 90s, 5m)"
+        "--speed",
+        type=_positive_float,
+        default=60.0,
+        metavar="X",
+        help="simulated seconds per real second, for the fleet and the daemon (default 60)",
     )
-    demo.add_argument("--vendor", choices=("formlabs", "carbon", "both"), default="both")
-    demo.add_argument("--no-mqtt", dest="mqtt", action="store_false", help="do not publish")
+    demo.add_argument(
+        "--duration",
+        type=_seconds,
+        default=None,
+        metavar="S",
+        help="stop after this much real time, e.g. 90s, 5m (default: until Ctrl-C)",
+    )
+    demo.add_argument(
+        "--vendor",
+        choices=("formlabs", "carbon", "both"),
+        default="both",
+        help="which vendor APIs to simulate (default both)",
+    )
+    demo.add_argument(
+        "--seed",
+        type=int,
+        default=7,
+        metavar="S",
+        help="fleet seed: the same seed gives the same printers and history (default 7)",
+    )
+    demo.add_argument(
+        "--mqtt",
+        dest="mqtt_url",
+        type=_broker_url,
+        default=None,
+        metavar="URL",
+        help="broker to publish to when it answers (default: $PRINTFLEET_MQTT__URL, "
+        "else mqtt://127.0.0.1:1883)",
+    )
+    demo.add_argument(
+        "--no-mqtt", dest="mqtt", action="store_false", help="do not publish to MQTT at all"
+    )
     demo.set_defaults(command="demo", handler=_demo, long_running=True)
 
     simulate = commands.add_parser(
@@ -136,11 +175,42 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Other options are passed to the simulator "
         "(python -m printfleet.simulator --help lists them).",
     )
-    simulate.add_argument("--vendor", choices=("formlabs", "carbon", "both"))
-    simulate.add_argument("--printers", type=_positive_int, metavar="N")
-    simulate.add_argument("--port", type=int, metavar="P")
-    simulate.add_argument("--speed", type=_positive_float, metavar="X")
-    simulate.add_argument("--seed", type=int, metavar="S")
+    simulate.add_argument(
+        "--vendor",
+        choices=("formlabs", "carbon", "both"),
+        help="which vendor APIs to serve (default both)",
+    )
+    simulate.add_argument(
+        "--printers",
+        type=_count,
+        metavar="N",
+        help="printers per vendor (default 20; 0: an empty account)",
+    )
+    simulate.add_argument(
+        "--port",
+        type=int,
+        metavar="P",
+        help="port of the first vendor; with both, Formlabs gets P and Carbon P+1 "
+        "(default 0: free ports)",
+    )
+    simulate.add_argument(
+        "--speed",
+        type=_positive_float,
+        metavar="X",
+        help="simulated seconds per real second (default 60)",
+    )
+    simulate.add_argument(
+        "--seed",
+        type=int,
+        metavar="S",
+        help="fleet seed: the same seed gives the same printers and history (default 1)",
+    )
+    simulate.add_argument(
+        "--credentials-dir",
+        metavar="DIR",
+        help="write formlabs.secret and carbon-secrets.json into DIR and keep them "
+        "(default: a temporary secrets file, removed on exit)",
+    )
     simulate.set_defaults(command="simulate", handler=_simulate, long_running=True)
 
     check = commands.add_parser(
@@ -208,11 +278,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _positive_int(text: str) -> int:
+def _count(text: str) -> int:
     value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
     return value
+
+
+def broker_address(url: str) -> tuple[str, int]:
+    """Host and port of an ``mqtt://`` or ``mqtts://`` URL (default port 1883 / 8883).
+
+    Raises:
+        ValueError: not an MQTT URL with a host, saying what is expected.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise ValueError(f"{url!r} is not a broker URL like mqtt://HOST:1883 or mqtts://HOST:8883")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{url!r} has an invalid port") from None
+    return parts.hostname, port or (8883 if parts.scheme == "mqtts" else 1883)
+
+
+def _broker_url(text: str) -> str:
+    try:
+        broker_address(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
 
 
 def _positive_float(text: str) -> float:
@@ -272,16 +366,18 @@ def _demo(args: argparse.Namespace, extra: list[str]) -> int:
             duration=args.duration,
             vendor=args.vendor,
             mqtt=args.mqtt,
+            mqtt_url=args.mqtt_url,
+            seed=args.seed,
         )
     )
 
 
 def _simulate(args: argparse.Namespace, extra: list[str]) -> int:
     argv: list[str] = []
-    for option in ("vendor", "printers", "port", "speed", "seed"):
+    for option in ("vendor", "printers", "port", "speed", "seed", "credentials_dir"):
         value = getattr(args, option)
         if value is not None:
-            argv += [f"--{option}", str(value)]
+            argv += [f"--{option.replace('_', '-')}", str(value)]
     code = _simulator_main()([*argv, *extra])
     return EXIT_OK if code is None else int(code)
 

@@ -2,7 +2,8 @@
 
 Zero config and zero credentials: the simulator generates its own credentials, the daemon
 gets a temporary state directory, metrics are served, and events go to MQTT when a broker
-answers on localhost:1883. Time runs ``speed`` times faster for both the simulated fleet and
+answers at ``--mqtt URL``, else ``$PRINTFLEET_MQTT__URL``, else mqtt://127.0.0.1:1883.
+Time runs ``speed`` times faster for both the simulated fleet and
 the daemon (one shared clock), so a newcomer sees prints start, progress, finish and fail
 within the first minute.
 """
@@ -15,10 +16,13 @@ import os
 import socket
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
 from printfleet.app import Daemon, DaemonHooks
+from printfleet.cli import broker_address
+from printfleet.cli.check import safe_url
 from printfleet.clock import ScaledClock
 from printfleet.config import Settings
 from printfleet.core.durations import format_duration
@@ -30,6 +34,14 @@ _COLORS = {Severity.INFO: "\033[36m", Severity.WARNING: "\033[33m", Severity.CRI
 _GOOD = {EventType.PRINT_FINISHED, EventType.PRINTER_ONLINE, EventType.SOURCE_RECOVERED}
 _RESET = "\033[0m"
 _DIM = "\033[2m"
+DEFAULT_MQTT_URL = "mqtt://127.0.0.1:1883"
+#: The environment override `printfleet run` honours too (DESIGN §3).
+MQTT_URL_ENV = "PRINTFLEET_MQTT__URL"
+
+
+def demo_mqtt_url(option: str | None, environ: Mapping[str, str]) -> str:
+    """The broker the demo tries: ``--mqtt``, else ``$PRINTFLEET_MQTT__URL``, else localhost."""
+    return option or environ.get(MQTT_URL_ENV) or DEFAULT_MQTT_URL
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -102,6 +114,17 @@ def _describe(event: ChangeEvent) -> str:
     return ""
 
 
+def _mqtt_line(*, mqtt: bool, broker: bool, url: str, host: str, port: int) -> str:
+    if not mqtt:
+        return "off (--no-mqtt)"
+    shown = safe_url(url)  # never a password from the URL's user info
+    if broker:
+        return (
+            f"publishing to {shown} (try: mosquitto_sub -h {host} -p {port} -v -t 'printfleet/#')"
+        )
+    return f"no broker answers at {shown}, MQTT off (start one, or pass --mqtt URL)"
+
+
 def shipped_rules_dir() -> Path:
     """Shipped rule packs: the checkout's rules/, else <prefix>/share/printfleet/rules."""
     checkout = Path(__file__).resolve().parents[3] / "rules"
@@ -111,7 +134,13 @@ def shipped_rules_dir() -> Path:
 
 
 def build_settings(
-    sim: Any, workdir: Path, *, vendor: str, mqtt: bool, metrics_port: int
+    sim: Any,
+    workdir: Path,
+    *,
+    vendor: str,
+    mqtt: bool,
+    metrics_port: int,
+    mqtt_url: str = DEFAULT_MQTT_URL,
 ) -> Settings:
     """The demo's configuration: the simulator's accounts, a temp state dir, shipped rules."""
     sources: list[dict[str, Any]] = []
@@ -144,7 +173,7 @@ def build_settings(
         {
             "daemon": {"state_dir": str(workdir / "state"), "log_level": "warning"},
             "source": sources,
-            "mqtt": {"enabled": mqtt, "url": "mqtt://127.0.0.1:1883"},
+            "mqtt": {"enabled": mqtt, "url": mqtt_url},
             "metrics": {"listen": f"127.0.0.1:{metrics_port}"},
             "rules": {"packs": packs},
         }
@@ -158,18 +187,33 @@ def run_demo(
     vendor: str = "both",
     mqtt: bool = True,
     out: TextIO | None = None,
+    *,
+    mqtt_url: str | None = None,
+    seed: int = 7,
+    environ: Mapping[str, str] | None = None,
 ) -> int:
-    """Run the demo until Ctrl-C (or ``duration`` real seconds); return the exit code."""
+    """Run the demo until Ctrl-C (or ``duration`` real seconds); return the exit code.
+
+    ``printers`` may be 0: the simulated accounts exist and answer, with no printers in them.
+    ``mqtt_url`` (else ``$PRINTFLEET_MQTT__URL`` in ``environ``) names the broker; a URL that
+    is not an MQTT URL is exit code 2.
+    """
     out = out or sys.stdout
+    url = demo_mqtt_url(mqtt_url, os.environ if environ is None else environ)
+    try:
+        host, port = broker_address(url)
+    except ValueError as err:
+        print(f"printfleet demo: {err}", file=sys.stderr)
+        return 2
     color = out.isatty() and not os.environ.get("NO_COLOR")
     configure_logging("warning", "console" if color else "json", stream=sys.stderr)
     clock = ScaledClock(speed)
     formlabs = printers if vendor == "formlabs" else 0 if vendor == "carbon" else printers * 2 // 3
     carbon = printers - formlabs if vendor == "both" else printers if vendor == "carbon" else 0
     config = SimulatorConfig(
-        formlabs_printers=formlabs, carbon_printers=carbon, speed=speed, seed=7
+        formlabs_printers=formlabs, carbon_printers=carbon, speed=speed, seed=seed
     )
-    broker = mqtt and _port_open("127.0.0.1", 1883)
+    broker = mqtt and _port_open(host, port)
     table = EventTable(out, color=color)
     with (
         tempfile.TemporaryDirectory(prefix="printfleet-demo-") as tmp,
@@ -178,21 +222,16 @@ def run_demo(
         workdir = Path(tmp)
         metrics_port = _free_port(9877)
         settings = build_settings(
-            sim, workdir, vendor=vendor, mqtt=broker, metrics_port=metrics_port
+            sim, workdir, vendor=vendor, mqtt=broker, metrics_port=metrics_port, mqtt_url=url
         )
         print(
             f"printfleet demo: {formlabs} Formlabs + {carbon} Carbon simulated printers, "
-            f"time x{speed:g}",
+            f"time x{speed:g}, seed {seed}",
             file=out,
         )
         print(f"  metrics  http://127.0.0.1:{metrics_port}/metrics", file=out)
         print(
-            "  mqtt     "
-            + (
-                "publishing to mqtt://127.0.0.1:1883 (try: mosquitto_sub -v -t 'printfleet/#')"
-                if broker
-                else "no broker on localhost:1883, MQTT off"
-            ),
+            f"  mqtt     {_mqtt_line(mqtt=mqtt, broker=broker, url=url, host=host, port=port)}",
             file=out,
         )
         print("  Ctrl-C to stop\n", file=out)

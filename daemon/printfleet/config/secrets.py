@@ -19,6 +19,14 @@ from pydantic import SecretStr
 from printfleet.errors import ConfigError, Problem
 from printfleet.logs import register_secret
 
+#: Appended to "file not found": a bare name that works under systemd is looked up next to the
+#: config when ``$CREDENTIALS_DIRECTORY`` is unset, so ``printfleet check`` run by hand needs it.
+BARE_NAME_HINT = (
+    "a bare file name is looked up in $CREDENTIALS_DIRECTORY (systemd's LoadCredential= sets "
+    "it; unset, next to the config file), so by hand run e.g. "
+    "CREDENTIALS_DIRECTORY=/etc/printfleet/credentials printfleet check"
+)
+
 CARBON_FIX = (
     "use the secrets.json downloaded from print.carbon3d.com/api_keys, unchanged "
     "(or create a new API key there)"
@@ -53,7 +61,10 @@ def read_text(path: Path) -> tuple[str, tuple[str, str] | None]:
         return path.read_text(encoding="utf-8"), None
     except FileNotFoundError:
         where = "it" if path.parent.is_dir() else f"it (directory {path.parent} does not exist)"
-        return "", (f"file not found: {path} does not exist", f"create {where} or correct the path")
+        return "", (
+            f"file not found: {path} does not exist",
+            f"create {where} or correct the path; {BARE_NAME_HINT}",
+        )
     except IsADirectoryError:
         return "", (f"cannot read the file: {path} is a directory", "point it at a file")
     except PermissionError:

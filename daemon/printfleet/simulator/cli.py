@@ -1,7 +1,10 @@
 """``printfleet simulate``: the simulated vendor APIs on their own, until Ctrl-C.
 
-Prints base URLs and credentials, and writes the Carbon ``secrets.json`` to a private temp file
-(removed on exit). The command defaults to ``--protocol-clock wall``: a daemon pointed at it runs on
+Prints base URLs and credentials. The Carbon ``secrets.json`` goes to a private temp file
+(removed on exit), or with ``--credentials-dir DIR`` to ``DIR/carbon-secrets.json`` beside the
+Formlabs client secret in ``DIR/formlabs.secret``, kept after exit so a config can name them.
+
+The command defaults to ``--protocol-clock wall``: a daemon pointed at it runs on
 real time, and with a fast fleet clock its JWTs and cursors would otherwise expire at once.
 """
 
@@ -14,6 +17,7 @@ import signal
 import sys
 import tempfile
 import threading
+from pathlib import Path
 from typing import TextIO
 
 from printfleet.simulator.config import SimulatorConfig
@@ -25,8 +29,15 @@ def _parser() -> argparse.ArgumentParser:
         prog="printfleet simulate",
         description="Serve simulated Formlabs and Carbon cloud APIs over a moving fleet.",
     )
-    parser.add_argument("--vendor", choices=("formlabs", "carbon", "both"), default="both")
-    parser.add_argument("--printers", type=int, default=20, help="printers per vendor (20)")
+    parser.add_argument(
+        "--vendor",
+        choices=("formlabs", "carbon", "both"),
+        default="both",
+        help="which vendor APIs to serve (both)",
+    )
+    parser.add_argument(
+        "--printers", type=_count, default=20, help="printers per vendor (20; 0: an empty account)"
+    )
     parser.add_argument(
         "--port",
         type=int,
@@ -36,14 +47,60 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--speed", type=float, default=60.0, help="simulated seconds per real second (60)"
     )
-    parser.add_argument("--seed", type=int, default=1, help="fleet seed (1)")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=1,
+        help="fleet seed: the same seed gives the same printers and history (1)",
+    )
     parser.add_argument(
         "--protocol-clock",
         choices=("simulated", "wall"),
         default="wall",
         help="clock judging token/JWT expiry, cursors and rate limits (wall)",
     )
+    parser.add_argument(
+        "--credentials-dir",
+        type=Path,
+        metavar="DIR",
+        help="write formlabs.secret and carbon-secrets.json (mode 0600) into DIR, created if "
+        "needed, and keep them on exit (default: a temp secrets.json removed on exit)",
+    )
     return parser
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def write_credentials(sim: Simulator, directory: Path) -> dict[str, Path]:
+    """Write the simulator's secrets into ``directory`` (0700, created); return what went where.
+
+    The names are the ones config.example.toml uses, so a config can name them bare.
+    """
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    if "formlabs" in sim.config.vendors:
+        path = directory / "formlabs.secret"
+        _write_private(path, sim.formlabs_client_secret + "\n")
+        written["formlabs"] = path
+    if "carbon" in sim.config.vendors:
+        path = directory / "carbon-secrets.json"
+        _write_private(path, "")
+        sim.write_carbon_secrets(path)
+        written["carbon"] = path
+    return written
+
+
+def _write_private(path: Path, text: str) -> None:
+    # Created 0600 before anything is written, so the secret is never readable by others.
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    path.chmod(0o600)
 
 
 def _config(args: argparse.Namespace) -> SimulatorConfig:
@@ -63,18 +120,31 @@ def _config(args: argparse.Namespace) -> SimulatorConfig:
     )
 
 
-def _announce(sim: Simulator, secrets_path: str | None, out: TextIO) -> None:
+def _announce(
+    sim: Simulator,
+    secrets_path: str | None,
+    out: TextIO,
+    formlabs_file: Path | None = None,
+    *,
+    temporary: bool = False,
+) -> None:
     config = sim.config
     print(f"printfleet simulator: seed {config.seed}, speed x{config.speed:g}", file=out)
     if "formlabs" in config.vendors:
         print(f"Formlabs  base_url       {sim.formlabs_url}", file=out)
         print(f"          client_id      {sim.formlabs_client_id}", file=out)
         print(f"          client_secret  {sim.formlabs_client_secret}", file=out)
+        if formlabs_file is not None:
+            print(f"          client_secret_file {formlabs_file}", file=out)
         print(f"          printers       {config.formlabs_printers}", file=out)
     if "carbon" in config.vendors:
         print(f"Carbon    base_url       {sim.carbon_url}", file=out)
         print(f"          client_id      {sim.carbon_secrets['client_id']}", file=out)
         print(f"          secrets_file   {secrets_path}", file=out)
+        if temporary:
+            print(
+                "          (a temp file removed on exit; --credentials-dir DIR keeps it)", file=out
+            )
         print(f"          printers       {config.carbon_printers}", file=out)
     print("Ctrl-C to stop.", file=out, flush=True)
 
@@ -90,14 +160,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"printfleet simulate: {err}", file=sys.stderr)
         return 1
     secrets_path = None
+    temporary = None  # the temp secrets file to remove on exit
+    formlabs_file = None
     stop = threading.Event()
     previous = signal.getsignal(signal.SIGTERM)
     try:
-        if "carbon" in config.vendors:
-            descriptor, secrets_path = tempfile.mkstemp(prefix="printfleet-carbon-", suffix=".json")
+        if args.credentials_dir is not None:
+            try:
+                written = write_credentials(sim, args.credentials_dir)
+            except OSError as err:
+                print(f"printfleet simulate: --credentials-dir: {err}", file=sys.stderr)
+                return 1
+            formlabs_file = written.get("formlabs")
+            secrets_path = str(written["carbon"]) if "carbon" in written else None
+        elif "carbon" in config.vendors:
+            descriptor, temporary = tempfile.mkstemp(prefix="printfleet-carbon-", suffix=".json")
             os.close(descriptor)
-            sim.write_carbon_secrets(secrets_path)
-        _announce(sim, secrets_path, sys.stdout)
+            sim.write_carbon_secrets(temporary)
+            secrets_path = temporary
+        _announce(sim, secrets_path, sys.stdout, formlabs_file, temporary=temporary is not None)
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, lambda *_: stop.set())
         with contextlib.suppress(KeyboardInterrupt):
@@ -107,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         sim.stop()
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, previous)
-        if secrets_path is not None:
+        if temporary is not None:
             with contextlib.suppress(OSError):
-                os.unlink(secrets_path)
+                os.unlink(temporary)
     return 0

@@ -309,11 +309,29 @@ def test_demo_passes_its_options(monkeypatch: pytest.MonkeyPatch) -> None:
         "--vendor",
         "carbon",
         "--no-mqtt",
+        "--seed",
+        "3",
+        "--mqtt",
+        "mqtts://broker.example:8883",
     ]
     assert cli.main(argv) == 0
     assert calls == [
-        {"printers": 5, "speed": 120.0, "duration": 120.0, "vendor": "carbon", "mqtt": False}
+        {
+            "printers": 5,
+            "speed": 120.0,
+            "duration": 120.0,
+            "vendor": "carbon",
+            "mqtt": False,
+            "mqtt_url": "mqtts://broker.example:8883",
+            "seed": 3,
+        }
     ]
+
+
+def test_demo_refuses_a_url_that_is_not_a_broker(capsys: pytest.CaptureFixture[str]) -> None:
+    """`demo --mqtt http://...` is a usage error naming the expected form."""
+    assert cli.main(["demo", "--mqtt", "http://broker:1883"]) == 2
+    assert "mqtt://HOST:1883" in capsys.readouterr().err
 
 
 def test_simulate_passes_arguments_through(monkeypatch: pytest.MonkeyPatch) -> None:

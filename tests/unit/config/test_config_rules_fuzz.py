@@ -272,8 +272,8 @@ class Workspace:
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     """config.example.toml with its /etc and /var paths moved into a temp directory."""
     root = tmp_path_factory.mktemp("fuzz")
-    (root / "formlabs-lab.secret").write_text("fl-secret-for-fuzzing\n")
-    (root / "carbon-factory-secrets.json").write_text('{"client_id": "c", "client_secret": "k"}')
+    (root / "formlabs.secret").write_text("fl-secret-for-fuzzing\n")
+    (root / "carbon-secrets.json").write_text('{"client_id": "c", "client_secret": "k"}')
     (root / "slack.url").write_text("https://hooks.slack.com/services/T0/B0/fuzz\n")
     (root / "mes-webhook.secret").write_text("mes-signing-key-for-fuzzing\n")
     shutil.copytree(REPO / "rules", root / "rules")

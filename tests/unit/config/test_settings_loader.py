@@ -392,7 +392,11 @@ def test_toml_key_lines_ignore_text_inside_multiline_strings() -> None:
 
 
 def _example_with_secret_files(tmp_path: Path) -> Path:
-    """config.example.toml with its /etc/printfleet/ files created under ``tmp_path``."""
+    """config.example.toml with its /etc/printfleet/ files created under ``tmp_path``.
+
+    Bare file names (the secrets) are created next to the config, where they are looked up
+    when ``$CREDENTIALS_DIRECTORY`` is unset.
+    """
     text = EXAMPLE.read_text().replace("/etc/printfleet/", f"{tmp_path}/")
     for key, value in _file_keys(tomllib.loads(text)):
         content = (
@@ -401,7 +405,7 @@ def _example_with_secret_files(tmp_path: Path) -> Path:
             if key == "secrets_file"
             else "example-secret-value\n"
         )
-        Path(value).write_text(content)
+        (tmp_path / value).write_text(content)
     path = tmp_path / "config.toml"
     path.write_text(text)
     return path
