@@ -37,6 +37,7 @@ from printfleet.config.explain import explain
 from printfleet.config.schema import DaemonConfig, Settings, array_sections, leaf_annotation
 from printfleet.config.secrets import (
     parse_carbon_secrets,
+    read_secret_text,
     read_text,
     resolve_secret_file,
     secret_text,
@@ -309,12 +310,13 @@ class _Loader:
 
     def _check_file(self, loc: Loc, path: Path) -> None:
         key = str(loc[-1])
-        text, problem = read_text(path)
+        public = key in _PUBLIC_FILE_KEYS
+        text, problem = read_text(path) if public else read_secret_text(path)
         if problem is not None:
             message, fix = problem
             self._add(loc, message, fix)
             return
-        if key in _PUBLIC_FILE_KEYS:
+        if public:
             return
         secret, problem = secret_text(text, path)
         if problem is not None:
