@@ -36,6 +36,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from printfleet.config.explain import explain
 from printfleet.config.schema import DaemonConfig, Settings, array_sections, leaf_annotation
 from printfleet.config.secrets import (
+    forget_loose_secret_files,
     parse_carbon_secrets,
     read_secret_text,
     read_text,
@@ -85,6 +86,7 @@ def load_settings(path: Path, *, environ: Mapping[str, str] | None = None) -> Se
         ConfigError: listing every problem found, each with file, key, line and fix.
     """
     env = os.environ if environ is None else environ
+    forget_loose_secret_files()  # what `check` warns about: this configuration's files
     return _Loader(path, env).load()
 
 

@@ -6,6 +6,12 @@
 every secret registered for log redaction. A Carbon ``secrets.json`` is parsed here too, once
 for the loader's check and the Carbon source alike; turning its PEM text into a key object is
 the source factory's job (it needs ``cryptography``).
+
+Files are opened non-blocking and checked with ``fstat`` before anything is read: only a
+regular file is read (a FIFO would block ``check`` and start-up forever), and at most
+``[limits] secret_file_max_size`` bytes of it (``/dev/zero`` is refused, not a MemoryError). A
+secret file that group or others may read is accepted but noted: ``check`` prints a warning line
+and the daemon logs ``config.secret_file_permissions`` once per file at start-up.
 """
 
 from __future__ import annotations
@@ -198,10 +204,12 @@ def report_secret_file_permissions() -> None:
         )
 
 
-def reset_secret_file_warnings() -> None:
-    """Forget the loose files seen (tests)."""
+def forget_loose_secret_files(*, reported: bool = False) -> None:
+    """Forget the loose files seen (a new configuration is being loaded); with ``reported``
+    also which were logged already (tests)."""
     _loose.clear()
-    _reported.clear()
+    if reported:
+        _reported.clear()
 
 
 def secret_text(text: str, path: Path) -> tuple[str, tuple[str, str] | None]:
