@@ -12,15 +12,18 @@ import pytest
 import structlog
 from prometheus_client import CollectorRegistry
 
+from printfleet.core.delivery import Delivery
 from printfleet.core.events import EventType
 from printfleet.core.model import Printer, PrinterStatus, Snapshot, Vendor, frozen_mapping
 from printfleet.core.polling import PollPolicy
 from printfleet.core.prints import expected_end, shifted
 from printfleet.core.thresholds import DiffSettings
 from printfleet.metrics.observer import Metrics
+from printfleet.outbox import OutboxWorker
 from printfleet.poller import Cycle, SourcePoller
 from printfleet.sources.base import BudgetStatus, Inventory, PrintLookup, RunBatch
 from printfleet.sources.formlabs import _lookup_windows
+from printfleet.store import Store
 from printfleet.supervisor import supervise
 from printfleet.testing import FakeClock
 
@@ -251,3 +254,58 @@ def test_a_print_started_at_the_end_of_time_has_an_expected_end() -> None:
         remaining_s=7200.0,
     )
     assert expected_end(run) == datetime.max.replace(tzinfo=UTC)
+
+
+class CrashingSink:
+    """A sink whose deliver raises a non-DeliveryFailed exception (a sink bug)."""
+
+    name = "hook"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def __aenter__(self) -> CrashingSink:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    async def deliver(self, delivery: Delivery) -> None:
+        self.calls += 1
+        raise KeyError("printer")
+
+
+async def test_a_crashing_sink_fails_the_delivery_and_retries_it(
+    store: Store, clock: FakeClock
+) -> None:
+    """A sink raising KeyError logs delivery.crashed; the entry is rescheduled, not lost, and
+    the worker keeps running."""
+    sink = CrashingSink()
+    worker = OutboxWorker(store, sink, clock=clock, rng=random.Random(0), idle_poll=3600.0)
+    store.commit(
+        deliveries=[
+            Delivery(
+                id="d1",
+                sink="hook",
+                event_id="e1",
+                key="lab/A",
+                created_at=clock.now(),
+                payload={"event": {"id": "e1", "type": "print.finished"}},
+            )
+        ]
+    )
+    with structlog.testing.capture_logs() as logs:
+        task = asyncio.create_task(worker.run())
+        await asyncio.wait_for(worker.wait_idle(), 5)
+        assert sink.calls == 1
+        await clock.advance(2.0)  # past the first retry's backoff (at most 1 s)
+        await asyncio.wait_for(worker.wait_idle(), 5)
+        assert not task.done()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert sink.calls == 2
+    crashed = [e for e in logs if e["event"] == "delivery.crashed"]
+    assert crashed[0]["error_type"] == "KeyError"
+    assert crashed[0]["message"] == "'printer'"
+    assert store.pending_count("hook")["hook"] == 1
