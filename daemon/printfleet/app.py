@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,6 +29,7 @@ from printfleet import __version__, systemd
 from printfleet.clock import Clock, SystemClock
 from printfleet.config import Settings, load_settings, read_secret
 from printfleet.config.schema import ReceiverConfig
+from printfleet.config.secrets import report_secret_file_permissions, secret_file_max_size
 from printfleet.core.events import ChangeEvent
 from printfleet.core.fleet import FleetView
 from printfleet.core.polling import PollPolicy
@@ -46,7 +47,9 @@ from printfleet.sinks.mqtt.sink import MqttSink
 from printfleet.sinks.webhook import WebhookSink
 from printfleet.sources.base import Source
 from printfleet.sources.factory import make_source
+from printfleet.statelock import StateDirLock, StateDirLocked
 from printfleet.store import FILENAME, Store
+from printfleet.supervisor import supervise
 
 log = structlog.get_logger("printfleet.app")
 
@@ -125,6 +128,7 @@ class Daemon:
         self._receivers: dict[str, _Receiver] = {}
         self._tasks: asyncio.TaskGroup | None = None
         self._deliverers: dict[str, asyncio.Task[None]] = {}
+        self._auth_rejected: str | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -162,6 +166,19 @@ class Daemon:
         stack.push_async_callback(client.aclose)
 
         state_dir = settings.daemon.state_dir
+        # Before the store opens: a second daemon here would poll the same accounts (doubling
+        # the shared request budget) and deliver the same outbox entries.
+        try:
+            lock = StateDirLock.acquire(state_dir)
+        except StateDirLocked as err:
+            log.error(
+                "daemon.state_dir_locked",
+                state_dir=str(err.state_dir),
+                pid=err.pid,
+                hint="stop the other printfleet, or give this one its own [daemon] state_dir",
+            )
+            raise
+        stack.callback(lock.release)
         self.store = Store.open(state_dir / FILENAME, clock=self.clock)
         stack.callback(self.store.close)
 
@@ -182,6 +199,7 @@ class Daemon:
             self.sources.append(source)
 
         sinks: dict[str, Any] = {}
+        secret_max = secret_file_max_size(settings)
         if settings.mqtt.enabled:
             password = read_secret(
                 settings.mqtt.password,
@@ -189,6 +207,7 @@ class Daemon:
                 key="mqtt.password_file",
                 config_file=self.config_file or Path("<settings>"),
                 credentials_dir=credentials_dir,
+                max_size=secret_max,
             )
             self.mqtt = MqttSink(
                 settings.mqtt, password=password, clock=self.clock, observer=self.metrics
@@ -236,6 +255,15 @@ class Daemon:
             self.health.start()
             stack.callback(self.health.stop)
 
+        self.metrics.track_tasks(
+            [s.name for s in self.sources],
+            [
+                *(f"poll:{s.name}" for s in self.sources),
+                *(f"outbox:{name}" for name in self.workers),
+                *(["mqtt"] if self.mqtt is not None else []),
+            ],
+        )
+        report_secret_file_permissions()
         policy = poll_policy(settings)
         diffs = diff_settings(settings)
         for source in self.sources:
@@ -260,36 +288,35 @@ class Daemon:
 
     async def _serve(self) -> None:
         assert self.pipeline is not None
-        # The first poll of each source runs before anything else so that rejected
-        # credentials stop start-up with exit code 3 instead of a running, useless daemon.
-        first_delays: dict[str, float] = {}
-        for poller in self.pollers:
-            first_delays[poller.name] = await poller.poll_once()
-            if poller.health.last_error == "auth":
-                log.error(
-                    "daemon.auth_rejected",
-                    source=poller.name,
-                    hint="check the client id and secret (Formlabs) or secrets.json (Carbon)",
-                )
-                raise _AuthRejectedAtStartup(poller.name)
-        systemd.notify("READY=1", f"STATUS=watching {len(self.pollers)} source(s)")
-        log.info("daemon.ready", sources=len(self.pollers), sinks=sorted(self.workers))
-        self.hooks.on_ready(self)
+        pipeline = self.pipeline
         async with asyncio.TaskGroup() as tasks:
-            # Three groups, stopped in this order on shutdown: producers, deliverers, MQTT.
+            # Every long-running task runs supervised: an exception in one is logged, counted
+            # and the task restarted; it never cancels its siblings (only start-up problems and
+            # signals end the process). Three groups, stopped in this order on shutdown:
+            # producers, deliverers, MQTT.
             producers: list[asyncio.Task[Any]] = [
-                tasks.create_task(self._poll_forever(poller, first_delays[poller.name]))
-                for poller in self.pollers
+                tasks.create_task(self._supervised(f"poll:{p.name}", self._poller_task(p)))
+                for p in self.pollers
             ]
-            producers.append(tasks.create_task(self.pipeline.run_timers()))
-            producers.append(tasks.create_task(self._watch_silences()))
+            producers.append(tasks.create_task(self._supervised("timers", pipeline.run_timers)))
+            producers.append(tasks.create_task(self._supervised("silences", self._watch_silences)))
             interval = systemd.watchdog_interval()
             if interval:
                 producers.append(tasks.create_task(_watchdog(interval)))
             self._tasks = tasks
             for name in self.workers:
                 self._start_deliverer(name)
-            connection = tasks.create_task(self.mqtt.run()) if self.mqtt is not None else None
+            connection = (
+                tasks.create_task(self._supervised("mqtt", self.mqtt.run))
+                if self.mqtt is not None
+                else None
+            )
+            # READY does not wait for a first poll: a vendor that stalls it would keep the
+            # daemon (and systemd's start job) waiting forever. /readyz still says whether
+            # every source was polled successfully.
+            systemd.notify("READY=1", f"STATUS=watching {len(self.pollers)} source(s)")
+            log.info("daemon.ready", sources=len(self.pollers), sinks=sorted(self.workers))
+            self.hooks.on_ready(self)
             while not self.stop_event.is_set():
                 reload_wait = asyncio.create_task(self._reload_requested.wait())
                 stop_wait = asyncio.create_task(self.stop_event.wait())
@@ -308,6 +335,40 @@ class Daemon:
             self._tasks = None
             if connection is not None:
                 await _cancel([connection])  # publishes `offline` before disconnecting
+        if self._auth_rejected is not None:
+            raise _AuthRejectedAtStartup(self._auth_rejected)
+
+    async def _supervised(self, task: str, start: Callable[[], Awaitable[None]]) -> None:
+        await supervise(task, start, clock=self.clock, observer=self.metrics)
+
+    def _poller_task(self, poller: SourcePoller) -> Callable[[], Awaitable[None]]:
+        """The poller's task: the first poll checks the credentials, then poll forever.
+
+        A restart after a crash goes straight to the loop (the first poll was done).
+        """
+        first = True
+
+        async def start() -> None:
+            nonlocal first
+            if first:
+                first = False
+                delay = await poller.poll_once()
+                if poller.health.last_error == "auth":
+                    # Rejected credentials at start-up stop the daemon with exit code 3
+                    # instead of leaving a running, useless one.
+                    log.error(
+                        "daemon.auth_rejected",
+                        source=poller.name,
+                        hint="check the client id and secret (Formlabs) or secrets.json (Carbon)",
+                    )
+                    if self._auth_rejected is None:
+                        self._auth_rejected = poller.name
+                    self.stop()
+                    return
+                await self.clock.sleep(delay)
+            await poller.run()
+
+        return start
 
     def _refresh_silences(self) -> None:
         """Apply the ad-hoc silences `printfleet silence add` keeps in the state store."""
@@ -323,10 +384,6 @@ class Daemon:
         while True:
             await self.clock.sleep(every)
             self._refresh_silences()
-
-    async def _poll_forever(self, poller: SourcePoller, first_delay: float) -> None:
-        await self.clock.sleep(first_delay)
-        await poller.run()
 
     async def _drain(self) -> None:
         grace = self.settings.daemon.shutdown_grace.total_seconds()
@@ -430,6 +487,7 @@ class Daemon:
             key=f"receiver.{receiver.name}.url_file",
             config_file=config_file,
             credentials_dir=self._credentials_dir,
+            max_size=secret_file_max_size(self.settings),
         )
         secret = read_secret(
             receiver.secret,
@@ -437,6 +495,7 @@ class Daemon:
             key=f"receiver.{receiver.name}.secret_file",
             config_file=config_file,
             credentials_dir=self._credentials_dir,
+            max_size=secret_file_max_size(self.settings),
         )
         assert url is not None  # the schema requires url or url_file
         return url, secret
@@ -504,7 +563,9 @@ class Daemon:
         """Run the worker of sink ``name`` in the daemon's task group (once it is serving)."""
         if self._tasks is None:
             return  # not serving yet: _serve starts every worker
-        self._deliverers[name] = self._tasks.create_task(self.workers[name].run())
+        self._deliverers[name] = self._tasks.create_task(
+            self._supervised(f"outbox:{name}", self.workers[name].run)
+        )
 
     # -- wiring callbacks ------------------------------------------------------------------
 

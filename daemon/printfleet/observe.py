@@ -25,6 +25,16 @@ class Observer(Protocol):
         """One poll cycle of a source finished."""
         ...
 
+    def poll_failed(self, source: str, error: str) -> None:
+        """One poll of a source failed: ``error`` is ``auth``, ``unavailable``,
+        ``bad_response``, ``rate_limited`` or ``crashed`` (an unexpected exception)."""
+        ...
+
+    def task_restarted(self, task: str) -> None:
+        """A supervised task (``poll:<source>``, ``outbox:<sink>``, ``mqtt``) died and is
+        being restarted."""
+        ...
+
     def event_emitted(self, event: ChangeEvent) -> None:
         """The differ produced an event (counted in ``events_total`` / ``prints_total``)."""
         ...
@@ -48,6 +58,12 @@ class NullObserver:
         pass
 
     def poll_done(self, source: str, seconds: float, ok: bool) -> None:
+        pass
+
+    def poll_failed(self, source: str, error: str) -> None:
+        pass
+
+    def task_restarted(self, task: str) -> None:
         pass
 
     def event_emitted(self, event: ChangeEvent) -> None:

@@ -36,6 +36,7 @@ from printfleet.errors import DeliveryFailed, StoreError
 from printfleet.observe import NULL_OBSERVER, Observer
 from printfleet.sinks.base import Sink
 from printfleet.store import OutboxEntry, Store
+from printfleet.supervisor import error_text
 
 log = structlog.get_logger("printfleet.outbox")
 
@@ -320,17 +321,21 @@ class OutboxWorker:
             except DeliveryFailed as err:
                 return self._failed(entry, err)
             except Exception as err:  # a bug in a sink must not stop the worker
+                message = error_text(err)
                 log.error(
-                    "outbox.sink_crashed",
+                    "delivery.crashed",
                     sink=self._name,
                     delivery=delivery.id,
                     error_type=type(err).__name__,
+                    message=message,
                     exc_info=err,
                 )
+                # Retried like a network failure, so a sink bug that only some payloads
+                # trigger ends in the dead-letter table (max_age) instead of stopping the sink.
                 return self._failed(
                     entry,
                     DeliveryFailed(
-                        self._name, f"unexpected {type(err).__name__} in sink", retryable=True
+                        self._name, f"unexpected {type(err).__name__}: {message}", retryable=True
                     ),
                 )
             self._store.mark_delivered(delivery.id)

@@ -134,19 +134,32 @@ class Pipeline:
         # unless the printer moved on meanwhile, so it must not have been announced yet.
         # When the store fails the deliveries wait in memory, and ``persisted`` says so.
         for event in cycle.events:
-            self._observer.event_emitted(event)
-            self._on_event(event)
-            self._log.info(
-                "event",
-                type=event.type.value,
-                source=event.source,
-                subject=event.subject,
-                id=event.id,
-                print=event.print.name if event.print else None,
-                persisted=persisted,
-            )
+            self._announce(event, persisted)
         self._publish_view(
             self._view.with_source(cycle.source, snapshot=cycle.snapshot, health=cycle.health)
+        )
+
+    def _announce(self, event: ChangeEvent, persisted: bool) -> None:
+        # The cycle is committed: an observer that raises must not make the poller think it
+        # was not (it would diff against the older snapshot and announce the change twice).
+        try:
+            self._observer.event_emitted(event)
+            self._on_event(event)
+        except Exception as err:
+            self._log.error(
+                "event.announce_failed",
+                error_type=type(err).__name__,
+                id=event.id,
+                exc_info=err,
+            )
+        self._log.info(
+            "event",
+            type=event.type.value,
+            source=event.source,
+            subject=event.subject,
+            id=event.id,
+            print=event.print.name if event.print else None,
+            persisted=persisted,
         )
 
     async def tick(self) -> None:
@@ -191,10 +204,16 @@ class Pipeline:
     ) -> bool:
         """Commit what is pending plus this; ``False`` when the store failed (kept in memory)."""
         pending = self._pending
+        # Kept to undo this call's additions when the store raises something unforeseen
+        # (not a StoreError): such a failure comes from this cycle's data, and left pending
+        # it would fail every later commit of every source too.
+        before = _Pending(dict(pending.snapshots), list(pending.deliveries), dict(pending.state))
         if snapshot is not None:
             pending.snapshots[snapshot.source] = snapshot
         pending.deliveries.extend(deliveries)
         pending.state.update(state)
+        sinks: set[str] = set()
+        committed = False
         try:
             snapshots: list[Snapshot | None] = [*pending.snapshots.values()] or [None]
             # Several snapshots only pile up after a store failure; commit them one by one,
@@ -206,21 +225,24 @@ class Pipeline:
                     state=pending.state if index == 0 else None,
                 )
                 if index == 0:
+                    committed = True
                     sinks = {d.sink for d in pending.deliveries}
                     pending.deliveries = []
                     pending.state = {}
                 if snap is not None:
                     del pending.snapshots[snap.source]
         except StoreError as err:
-            if not self._store_failing:
-                self._log.error(
-                    "store.commit_failed",
-                    error=str(err),
-                    pending_deliveries=len(pending.deliveries),
-                    hint="deliveries are kept in memory and committed when the store works again",
-                )
-            self._store_failing = True
+            self._store_trouble(err, pending)
             return False
+        except Exception:
+            if not committed:  # nothing of it was committed: forget this call's additions
+                self._pending = before
+            else:
+                if snapshot is not None:
+                    pending.snapshots.pop(snapshot.source, None)
+                if sinks:
+                    self._on_committed(sinks)
+            raise
         if self._store_failing:
             self._log.info("store.recovered")
             self._store_failing = False
@@ -228,6 +250,20 @@ class Pipeline:
             self._on_committed(sinks)
         return True
 
+    def _store_trouble(self, err: StoreError, pending: _Pending) -> None:
+        """Log a failing store once (until a commit succeeds again)."""
+        if not self._store_failing:
+            self._log.error(
+                "store.commit_failed",
+                error=str(err),
+                pending_deliveries=len(pending.deliveries),
+                hint="deliveries are kept in memory and committed when the store works again",
+            )
+        self._store_failing = True
+
     def _publish_view(self, view: FleetView) -> None:
         self._view = view
-        self._on_view(view)
+        try:
+            self._on_view(view)
+        except Exception as err:  # committed already; see _announce
+            self._log.error("view.publish_failed", error_type=type(err).__name__, exc_info=err)

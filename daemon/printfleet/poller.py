@@ -27,6 +27,7 @@ from printfleet.core.thresholds import DiffSettings
 from printfleet.errors import AuthFailed, BadResponse, RateLimited, SourceError
 from printfleet.observe import NULL_OBSERVER, Observer
 from printfleet.sources.base import PrintLookup, Source
+from printfleet.supervisor import error_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,21 +123,40 @@ class SourcePoller:
         now = self._clock.now()
         if self._first_poll_at is None:
             self._first_poll_at = self._clock.monotonic()
+        # What a cycle changes in the poller is only kept once the pipeline took the cycle:
+        # a poll that crashes half-way must leave the poller as if it had not run.
+        kept = (self._outage, self._watermark, self._last_history_at, self._health)
         try:
             cycle = await self._fetch_cycle(now)
+            await self._handle(cycle)
         except RateLimited as err:
             # Not an outage: the vendor asked us to slow down. Keep health as it is.
             self._observer.poll_done(self.name, time.perf_counter() - started, ok=False)
+            self._observer.poll_failed(self.name, "rate_limited")
             self._log.warning("poll.rate_limited", retry_after=err.retry_after)
             return max(err.retry_after, self._policy.active_interval.total_seconds())
         except SourceError as err:
             self._observer.poll_done(self.name, time.perf_counter() - started, ok=False)
+            self._observer.poll_failed(self.name, _error_kind(err))
             await self._handle(self._failure_cycle(err, now))
             if isinstance(err, AuthFailed):
                 return AUTH_RETRY_S
             return self._policy.interval.total_seconds()
+        except Exception as err:
+            # Anything else is a bug or an input nobody foresaw (a mapper, the differ, the
+            # store choking on one vendor value). It fails this poll of this source like a
+            # response we could not understand; the daemon and the other sources go on.
+            (self._outage, self._watermark, self._last_history_at, self._health) = kept
+            self._observer.poll_done(self.name, time.perf_counter() - started, ok=False)
+            self._observer.poll_failed(self.name, "crashed")
+            message = error_text(err)
+            self._log.error(
+                "poll.crashed", error_type=type(err).__name__, message=message, exc_info=err
+            )
+            crash = BadResponse(self.name, f"unexpected {type(err).__name__}: {message}")
+            await self._handle(self._failure_cycle(crash, now))
+            return self._policy.interval.total_seconds()
         self._observer.poll_done(self.name, time.perf_counter() - started, ok=True)
-        await self._handle(cycle)
         assert cycle.snapshot is not None
         self._previous = cycle.snapshot
         if any(not e.type.value.startswith("source.") for e in cycle.events):

@@ -53,6 +53,8 @@ CONTRACT: dict[str, set[str]] = {
     "printfleet_outbox_pending": {"sink"},
     "printfleet_outbox_dead": {"sink"},
     "printfleet_records_skipped_total": {"source", "kind"},
+    "printfleet_poll_failures_total": {"source", "error"},
+    "printfleet_task_restarts_total": {"task"},
     "printfleet_build_info": {"version"},
 }
 
@@ -123,6 +125,9 @@ class World:
         m.api_request("lab", "/printers/", "200", 0.2)
         m.record_skipped("lab", "printer")
         m.poll_done("lab", 1.0, ok=True)
+        m.track_tasks(["lab"], ["poll:lab", "outbox:mqtt", "mqtt"])
+        m.poll_failed("lab", "crashed")
+        m.task_restarted("poll:lab")
         m.rule_matched("print-failed-to-slack")
         m.delivery_done("mqtt", "ok")
         for kind in (EventType.PRINT_FINISHED, EventType.PRINTER_STATUS_CHANGED):

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TextIO
 
 from printfleet.config import Settings
+from printfleet.config.secrets import loose_secret_files, permission_warning
 from printfleet.core.rules.model import RuleSet
 from printfleet.logs import redact
 
@@ -38,6 +39,8 @@ def print_summary(path: Path, settings: Settings, rule_set: RuleSet, out: TextIO
         if metrics.enabled
         else "  metrics    disabled"
     )
+    # Secret files others may read: valid, but worth fixing (ssh refuses such keys).
+    lines.extend(permission_warning(file, mode) for file, mode in loose_secret_files())
     print("\n".join(lines), file=out)
 
 

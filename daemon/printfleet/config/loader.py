@@ -36,7 +36,9 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from printfleet.config.explain import explain
 from printfleet.config.schema import DaemonConfig, Settings, array_sections, leaf_annotation
 from printfleet.config.secrets import (
+    forget_loose_secret_files,
     parse_carbon_secrets,
+    read_secret_text,
     read_text,
     resolve_secret_file,
     secret_text,
@@ -84,6 +86,7 @@ def load_settings(path: Path, *, environ: Mapping[str, str] | None = None) -> Se
         ConfigError: listing every problem found, each with file, key, line and fix.
     """
     env = os.environ if environ is None else environ
+    forget_loose_secret_files()  # what `check` warns about: this configuration's files
     return _Loader(path, env).load()
 
 
@@ -309,12 +312,13 @@ class _Loader:
 
     def _check_file(self, loc: Loc, path: Path) -> None:
         key = str(loc[-1])
-        text, problem = read_text(path)
+        public = key in _PUBLIC_FILE_KEYS
+        text, problem = read_text(path) if public else read_secret_text(path)
         if problem is not None:
             message, fix = problem
             self._add(loc, message, fix)
             return
-        if key in _PUBLIC_FILE_KEYS:
+        if public:
             return
         secret, problem = secret_text(text, path)
         if problem is not None:

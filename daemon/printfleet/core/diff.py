@@ -94,6 +94,7 @@ from printfleet.core.prints import (
     expected_end,
     has_started,
     pick,
+    shifted,
     start_time,
     views_of,
     with_serial,
@@ -163,7 +164,7 @@ def carry_forward(
     """
     if previous is None:
         return current
-    cutoff = min(now, current.taken_at) - settings.run_retention
+    cutoff = shifted(min(now, current.taken_at), -settings.run_retention)
     cur_index = PrintIndex(current)
     runs: dict[str, Print] | None = None
     for serial, pv in views_of(previous):
@@ -282,11 +283,11 @@ class _Differ:
         # Vendor times later than this are not believed.
         self.limit = min(now, cur.taken_at)
         # A print unknown to ``prev`` that ended before this is old history: never announced.
-        self.old_cutoff = prev.taken_at - settings.run_retention
+        self.old_cutoff = shifted(prev.taken_at, -settings.run_retention)
         # A tank first filled in (age_lo, age_hi] reached its maximum age between the two
         # snapshots: precomputed so the unchanged-printer path only compares.
-        self.age_lo = prev.taken_at - settings.tank_max_age
-        self.age_hi = cur.taken_at - settings.tank_max_age
+        self.age_lo = shifted(prev.taken_at, -settings.tank_max_age)
+        self.age_hi = shifted(cur.taken_at, -settings.tank_max_age)
 
     # -- printers -------------------------------------------------------------------------
 

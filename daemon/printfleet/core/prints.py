@@ -23,6 +23,7 @@ __all__ = [
     "expected_end",
     "has_started",
     "pick",
+    "shifted",
     "start_time",
     "views_of",
     "with_serial",
@@ -130,13 +131,31 @@ def expected_end(p: Print) -> datetime | None:
     if start is None:
         return None
     span = max(0.0, p.elapsed_s or 0.0) + max(0.0, p.remaining_s or 0.0)
-    return start + timedelta(seconds=min(span, _MAX_SPAN_S))
+    return shifted(start, timedelta(seconds=min(span, _MAX_SPAN_S)))
 
 
 def with_serial(p: Print, serial: str | None) -> Print:
     if p.printer_serial is not None or serial is None:
         return p
     return dataclasses.replace(p, printer_serial=serial)
+
+
+# The ends of what ``datetime`` can hold, as aware UTC values (clamping targets).
+_MIN = datetime.min.replace(tzinfo=UTC)
+_MAX = datetime.max.replace(tzinfo=UTC)
+
+
+def shifted(t: datetime, delta: timedelta) -> datetime:
+    """``t + delta``, clamped to the representable range instead of raising OverflowError.
+
+    Vendors send dates like 0001-01-01 (an unset field) or 9999-12-31; arithmetic on them
+    near the ends of the range must give the nearest representable time, never crash a poll.
+    """
+    try:
+        return t + delta
+    except OverflowError:
+        end = _MAX if delta > timedelta(0) else _MIN
+        return end if t.tzinfo is not None else end.replace(tzinfo=None)
 
 
 def aware(t: datetime | None) -> datetime | None:

@@ -3,7 +3,8 @@
 :class:`Metrics` implements :class:`~printfleet.observe.Observer`. Components call it as
 things happen; it keeps counters and histograms (``api_requests_total``,
 ``api_request_duration_seconds``, ``poll_duration_seconds``, ``events_total``,
-``prints_total``, ``rule_matches_total``, ``deliveries_total``, ``records_skipped_total``)
+``prints_total``, ``rule_matches_total``, ``deliveries_total``, ``records_skipped_total``,
+``poll_failures_total``, ``task_restarts_total``)
 plus ``build_info``, all on a :class:`~prometheus_client.CollectorRegistry` the application
 owns (never the global default registry). ``prints_total`` is kept by a
 :class:`~printfleet.metrics.fleet.PrintCounters` collector (see there for why).
@@ -14,6 +15,7 @@ bounded (18 types x sources); per-printer history lives in the events themselves
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -25,6 +27,10 @@ from printfleet.metrics.fleet import RESULT_INDEX, PrintCounters
 
 API_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 POLL_BUCKETS: Final = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+#: The ``error`` label values of ``printfleet_poll_failures_total``; ``crashed`` is a bug or an
+#: input we did not foresee (also reported as ``bad_response`` in ``source.down``), the others
+#: are vendor trouble.
+POLL_FAILURE_KINDS: Final = ("auth", "unavailable", "bad_response", "rate_limited", "crashed")
 
 
 class Metrics:
@@ -59,6 +65,19 @@ class Metrics:
             "Duration of one poll cycle of a source (successful or not).",
             ["source"],
             buckets=POLL_BUCKETS,
+            registry=registry,
+        )
+        self.poll_failures = Counter(
+            "printfleet_poll_failures",
+            "Failed polls of a source, by kind (auth, unavailable, bad_response, rate_limited, "
+            "crashed = an unexpected exception).",
+            ["source", "error"],
+            registry=registry,
+        )
+        self.task_restarts = Counter(
+            "printfleet_task_restarts",
+            "Supervised tasks (poll:<source>, outbox:<sink>, mqtt) restarted after they crashed.",
+            ["task"],
             registry=registry,
         )
         self.events = Counter(
@@ -99,6 +118,21 @@ class Metrics:
     def poll_done(self, source: str, seconds: float, ok: bool) -> None:
         # Failed polls show in source_up and in api_requests_total's codes; one histogram.
         self.poll_duration.labels(source).observe(seconds)
+
+    def poll_failed(self, source: str, error: str) -> None:
+        self.poll_failures.labels(source, error).inc()
+
+    def task_restarted(self, task: str) -> None:
+        self.task_restarts.labels(task).inc()
+
+    def track_tasks(self, sources: Iterable[str], tasks: Iterable[str]) -> None:
+        """Create every source's ``poll_failures_total`` and every task's ``task_restarts_total``
+        series at 0, so the first failure shows in ``increase()`` and alerts."""
+        for source in sources:
+            for kind in POLL_FAILURE_KINDS:
+                self.poll_failures.labels(source, kind)
+        for task in tasks:
+            self.task_restarts.labels(task)
 
     def event_emitted(self, event: ChangeEvent) -> None:
         self.events.labels(event.source, event.type.value).inc()

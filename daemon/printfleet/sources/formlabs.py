@@ -20,6 +20,7 @@ from pydantic import SecretStr
 from printfleet.clock import Clock
 from printfleet.config.schema import FORMLABS_BASE_URL
 from printfleet.core.model import Print, SkippedRecord, Snapshot, Vendor, iso
+from printfleet.core.prints import shifted
 from printfleet.errors import AuthFailed, BadResponse, RateLimited, SourceUnavailable
 from printfleet.logs import register_secret
 from printfleet.sources import formlabs_map
@@ -339,7 +340,8 @@ def _lookup_windows(lookups: Sequence[PrintLookup]) -> dict[str, datetime | None
     windows: dict[str, datetime | None] = {}
     for lookup in lookups:
         when = lookup.created_at or lookup.started_at
-        after = when - LOOKUP_SLACK if when is not None else None
+        # Clamped: an unset vendor date (0001-01-01) minus the slack is not representable.
+        after = shifted(when, -LOOKUP_SLACK) if when is not None else None
         known = windows.get(lookup.printer_serial)
         if known is None or (after is not None and after < known):
             windows[lookup.printer_serial] = after if after is not None else known

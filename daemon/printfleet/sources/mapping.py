@@ -84,20 +84,23 @@ class Keyed(Generic[T]):
         that is not an object, lacks its ``key`` or cannot be mapped. Never raises: one bad
         record must not fail the poll."""
         for value in records:
-            record = as_mapping(value)
-            if record is None:
-                self.skip(None, REASON_NOT_OBJECT)
-                continue
-            ident = as_str(record.get(key))
-            if ident is None:
-                self.skip(None, missing)
-                continue
+            ident: str | None = None
             try:
+                record = as_mapping(value)
+                if record is None:
+                    self.skip(None, REASON_NOT_OBJECT)
+                    continue
+                ident = as_str(record.get(key))
+                if ident is None:
+                    self.skip(None, missing)
+                    continue
                 item = build(record, ident)
             except MappingError as err:
                 self.skip(ident, str(err))
                 continue
-            except Exception as err:  # a mapper bug; the fuzz tests fail on this reason
+            # A mapper bug, or a record built to break one (100,000 levels deep: RecursionError);
+            # either way one record, skipped. The fuzz tests fail on this reason.
+            except Exception as err:
                 self.skip(ident, unexpected(err))
                 continue
             self.add(ident, item)
