@@ -227,3 +227,40 @@ def test_expired_silences_are_pruned_on_add(tmp_path: Path) -> None:
     silence(settings, "add", matchers={"source": "a"}, duration=timedelta(minutes=5))
     silence(settings, "add", matchers={"source": "b"}, now=at(hours=1))
     assert [s.match["source"] for s in silences_from_state(stored(settings))] == [("b",)]
+
+
+def test_silence_list_columns_fit_long_matchers_and_comments(tmp_path: Path) -> None:
+    """A long matcher or comment is cut with an ellipsis; every row keeps the header's columns."""
+    settings = config(tmp_path)
+    long_serial = "Form4-" + "VeryLongSerialNumber" * 5
+    silence(settings, "add", matchers={"source": "lab"}, comment="short")
+    silence(
+        settings,
+        "add",
+        matchers={"source": "production-floor-east", "serial": long_serial},
+        comment="replacing the tank\nand the cartridge " + "x" * 200,
+    )
+    _, text = silence(settings, "list")
+    header, *rows = text.splitlines()
+    assert len(rows) == 2
+    match_at, comment_at = header.index("MATCH"), header.index("COMMENT")
+    for row in rows:
+        assert row[match_at - 2 : match_at] == "  "  # the column starts where its header does
+        assert row[match_at] != " "
+        assert row[comment_at - 2 : comment_at] == "  "
+    long_row = rows[1]
+    assert long_serial not in long_row
+    assert "…" in long_row[match_at:comment_at]
+    assert long_row.endswith("…")
+    assert len(long_row) <= comment_at + 60
+    assert "replacing the tank and the cartridge" in long_row  # the line break became a space
+
+
+def test_silence_list_columns_shrink_to_short_content(tmp_path: Path) -> None:
+    """With short matchers the table is narrow: no fixed 40-character MATCH column."""
+    settings = config(tmp_path)
+    silence(settings, "add", matchers={"source": "lab"}, comment="tank change")
+    _, text = silence(settings, "list")
+    header, row = text.splitlines()
+    assert header.index("COMMENT") - header.index("MATCH") == len("source=lab") + 2
+    assert row.endswith("source=lab  tank change")
