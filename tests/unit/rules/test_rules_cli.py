@@ -146,6 +146,69 @@ def test_rules_test_applies_pack_silences(tmp_path: Path) -> None:
     assert "by silence always" in text
 
 
+LOG_ONLY_PACK = """
+[[rule]]
+name = "finished-log"
+on = ["print.finished"]
+notify = []
+title = "{printer.name}: {print.name} finished"
+text = "Took {print.elapsed} ({print.material})."
+"""
+
+
+def test_rules_test_reads_events_from_stdin(tmp_path: Path) -> None:
+    """`rules test -` reads the events from standard input."""
+    stdin = io.StringIO(json.dumps(event("print.failed")) + "\n")
+    out = io.StringIO()
+    assert rules_test(config(tmp_path), "-", out, stdin=stdin) == 0
+    assert "-> failed firing to ops-slack" in out.getvalue()
+    assert "summary: 1 events; 1 deliveries" in out.getvalue()
+
+
+def test_rules_test_reports_stdin_problems_as_stdin(tmp_path: Path) -> None:
+    """A bad line on standard input is named `<stdin>:N`."""
+    out = io.StringIO()
+    assert rules_test(config(tmp_path), "-", out, stdin=io.StringIO("nope\n")) == 1
+    assert "<stdin>:1: not JSON" in out.getvalue()
+
+
+def test_rules_test_accepts_mosquitto_sub_verbose_lines(tmp_path: Path) -> None:
+    """Lines as `mosquitto_sub -v` prints them (topic, space, payload) are read as events."""
+    path = tmp_path / "events.jsonl"
+    path.write_text("printfleet/events/print/failed " + json.dumps(event("print.failed")) + "\n")
+    code, text = run_test(config(tmp_path), path)
+    assert code == 0
+    assert "-> failed firing to ops-slack" in text
+
+
+def test_rules_test_shows_title_and_text_of_log_only_rules(tmp_path: Path) -> None:
+    """A log-only rule (notify = []) shows its rendered title and text, like a sent one."""
+    events = write_events(tmp_path, event("print.finished"))
+    code, text = run_test(config(tmp_path, LOG_ONLY_PACK), events)
+    assert code == 0
+    assert "finished-log  log-only" in text
+    assert "title:    Printer Form4-A: crown-42 finished" in text
+    assert "text:     Took 1h 02m (Grey V5)." in text
+    assert "summary: 1 events; 1 log-only" in text
+    assert "log-only: the rule matched; notify = [] sends nothing" in text
+
+
+def test_rules_test_summary_explains_cancelled(tmp_path: Path) -> None:
+    """A hold-down ended by its resolving event counts as cancelled, and the summary says why."""
+    events = write_events(
+        tmp_path,
+        event("printer.offline", time=T0),
+        event("printer.online", time=at(minutes=2)),
+    )
+    _, text = run_test(config(tmp_path), events)
+    assert "offline  cancelled" in text
+    summary = text[text.index("summary:") :]
+    assert "1 cancelled" in summary
+    assert "cancelled: a hold-down (`for`) was still waiting when the resolving event came" in (
+        summary
+    )
+
+
 # -- silences -----------------------------------------------------------------------------------
 
 
