@@ -153,6 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     snapshot.add_argument("--source", metavar="NAME", help="only this [[source]]")
     snapshot.add_argument("--raw", action="store_true", help="include the vendor's raw fields")
+    snapshot.add_argument(
+        "--jsonl",
+        action="store_true",
+        help="one JSON line per source (default: one JSON object keyed by source name)",
+    )
     snapshot.set_defaults(command="snapshot", handler=_snapshot)
 
     rules = commands.add_parser("rules", help="rule pack tools")
@@ -314,7 +319,14 @@ def _snapshot(args: argparse.Namespace, extra: list[str]) -> int:
     path, settings = _settings(args)
     sources = select_sources(path, settings, args.source)
     return asyncio.run(
-        fetch_snapshots(settings, sources, make_source=make_source, raw=args.raw, out=sys.stdout)
+        fetch_snapshots(
+            settings,
+            sources,
+            make_source=make_source,
+            raw=args.raw,
+            jsonl=args.jsonl,
+            out=sys.stdout,
+        )
     )
 
 
