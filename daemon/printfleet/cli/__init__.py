@@ -223,6 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     snapshot.add_argument("--source", metavar="NAME", help="only this [[source]]")
     snapshot.add_argument("--raw", action="store_true", help="include the vendor's raw fields")
+    snapshot.add_argument(
+        "--jsonl",
+        action="store_true",
+        help="one JSON line per source (default: one JSON object keyed by source name)",
+    )
     snapshot.set_defaults(command="snapshot", handler=_snapshot)
 
     rules = commands.add_parser("rules", help="rule pack tools")
@@ -231,7 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
     rules_test = rules_commands.add_parser(
         "test", parents=[config], help="which rules fire for each event (nothing is sent)"
     )
-    rules_test.add_argument("events", type=Path, metavar="EVENTS.jsonl")
+    rules_test.add_argument(
+        "events",
+        metavar="EVENTS.jsonl",
+        help="one CloudEvent per line, e.g. saved with "
+        "mosquitto_sub -t 'printfleet/events/#' > events.jsonl; - reads standard input",
+    )
     rules_test.set_defaults(command="rules test", handler=_rules_test)
 
     outbox = commands.add_parser("outbox", help="inspect pending and dead-letter deliveries")
@@ -405,7 +415,14 @@ def _snapshot(args: argparse.Namespace, extra: list[str]) -> int:
     path, settings = _settings(args)
     sources = select_sources(path, settings, args.source)
     return asyncio.run(
-        fetch_snapshots(settings, sources, make_source=make_source, raw=args.raw, out=sys.stdout)
+        fetch_snapshots(
+            settings,
+            sources,
+            make_source=make_source,
+            raw=args.raw,
+            jsonl=args.jsonl,
+            out=sys.stdout,
+        )
     )
 
 
@@ -413,9 +430,10 @@ def _rules_test(args: argparse.Namespace, extra: list[str]) -> int:
     from printfleet.cli.rules import rules_test
 
     path, settings = _settings(args)
-    if not args.events.is_file():
-        raise PrintfleetError(f"{args.events}: no such file (expected one event per line)")
-    return int(rules_test(settings, args.events, sys.stdout, base_dir=path.parent))
+    events = args.events if args.events == "-" else Path(args.events)
+    if isinstance(events, Path) and not events.is_file():
+        raise PrintfleetError(f"{events}: no such file (expected one event per line, or -)")
+    return int(rules_test(settings, events, sys.stdout, base_dir=path.parent))
 
 
 def _outbox(args: argparse.Namespace, extra: list[str]) -> int:

@@ -1,15 +1,17 @@
 """``printfleet rules test``: what the rule packs would do with recorded events, sending nothing.
 
-A dry run: it feeds a JSONL file of CloudEvents through the configured rule packs on a
-simulated clock (each event's ``time``), fires hold-downs, repeats and grouped batches when they
-fall due, flushes what is still pending at the end, and prints every decision with the rendered
-titles and texts. Nothing is sent and no state is written.
+A dry run: it feeds a JSONL file of CloudEvents (``-``: standard input) through the configured
+rule packs on a simulated clock (each event's ``time``), fires hold-downs, repeats and grouped
+batches when they fall due, flushes what is still pending at the end, and prints every decision
+with the rendered titles and texts (log-only rules included).
+Nothing is sent and no state is written.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
@@ -24,17 +26,30 @@ from printfleet.errors import EXIT_ERROR, EXIT_OK
 from printfleet.rulepacks.loader import load_rule_set
 
 _MAX_TIMER_STEPS = 10_000
+STDIN = "-"
+
+#: What the outcomes counted in the summary line mean (``cancelled`` puzzled users most).
+OUTCOME_MEANINGS: dict[str, str] = {
+    "log-only": "the rule matched; notify = [] sends nothing (counted and logged only)",
+    "cancelled": "a hold-down (`for`) was still waiting when the resolving event came "
+    "(e.g. printer.online before printer.offline had lasted `for`), so nothing was sent",
+    "silenced": "a silence matched, nothing was sent",
+    "throttled": "the rule already notified about this printer within `throttle`",
+    "error": "the rule could not be evaluated (see the line above)",
+}
 
 
 def rules_test(
     settings: Settings,
-    events_path: Path,
+    events_path: Path | str,
     out: TextIO,
     *,
     base_dir: Path | None = None,
     rule_set: RuleSet | None = None,
+    stdin: TextIO | None = None,
 ) -> int:
-    """Dry-run ``events_path`` (one CloudEvent JSON object per line) through the rule packs.
+    """Dry-run ``events_path`` (one CloudEvent JSON object per line; ``-`` reads ``stdin``,
+    default ``sys.stdin``) through the rule packs.
 
     Returns 0, or 1 when the events file has lines that are not CloudEvents (each is reported
     with its line number and nothing is run).
@@ -45,7 +60,10 @@ def rules_test(
     """
     if rule_set is None:
         rule_set = load_rule_set(settings, base_dir=base_dir)
-    events, problems = read_events(events_path)
+    if str(events_path) == STDIN:
+        events, problems = parse_events(stdin or sys.stdin, "<stdin>")
+    else:
+        events, problems = read_events(Path(events_path))
     if problems:
         for problem in problems:
             print(problem, file=out)
@@ -77,50 +95,74 @@ def rules_test(
         _run_timers(engine, horizon, out, totals, final=True)
     summary = ", ".join(f"{count} {what}" for what, count in sorted(totals.items()))
     print(f"\nsummary: {len(events)} events; {summary or 'no deliveries'}", file=out)
+    for what in sorted(totals):
+        if what in OUTCOME_MEANINGS:
+            print(f"  {what}: {OUTCOME_MEANINGS[what]}", file=out)
     return EXIT_OK
 
 
 def read_events(path: Path) -> tuple[list[tuple[datetime, dict[str, Any]]], list[str]]:
     """The events of a JSONL file with their times, and a message per unusable line."""
+    with path.open(encoding="utf-8") as handle:
+        return parse_events(handle, str(path))
+
+
+def parse_events(
+    lines: Iterable[str], name: str
+) -> tuple[list[tuple[datetime, dict[str, Any]]], list[str]]:
+    """The events of JSONL ``lines`` (``name`` in messages), and a message per unusable line.
+
+    A line may start with the MQTT topic, as ``mosquitto_sub -v`` prints it
+    (``printfleet/events/print/failed {...}``); the topic is ignored.
+    """
     events: list[tuple[datetime, dict[str, Any]]] = []
     problems: list[str] = []
     known = {t.value for t in EventType}
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            text = line.strip()
-            if not text or text.startswith("#"):
-                continue
-            where = f"{path}:{number}"
-            try:
-                event = json.loads(text)
-            except json.JSONDecodeError as err:
-                problems.append(f"{where}: not JSON ({err.msg}, column {err.colno})")
-                continue
-            if not isinstance(event, dict):
-                problems.append(f"{where}: not a JSON object (fix: one CloudEvent per line)")
-                continue
-            missing = [k for k in ("id", "type", "source", "subject", "time") if k not in event]
-            if missing:
-                problems.append(
-                    f"{where}: missing {', '.join(missing)} (fix: write CloudEvents as "
-                    "printfleet publishes them, e.g. from `mosquitto_sub -t 'printfleet/events/#'`)"
-                )
-                continue
-            if event["type"] not in known:
-                problems.append(
-                    f"{where}: unknown event type {event['type']!r} (fix: use one of "
-                    f"{', '.join(sorted(known))})"
-                )
-                continue
-            try:
-                time = datetime.fromisoformat(str(event["time"]).replace("Z", "+00:00"))
-            except ValueError:
-                problems.append(f"{where}: invalid time {event['time']!r} (fix: RFC 3339)")
-                continue
-            if time.tzinfo is None:
-                time = time.replace(tzinfo=UTC)
-            events.append((time, event))
+    for number, line in enumerate(lines, start=1):
+        text = _without_topic(line.strip())
+        if not text or text.startswith("#"):
+            continue
+        where = f"{name}:{number}"
+        try:
+            event = json.loads(text)
+        except json.JSONDecodeError as err:
+            problems.append(f"{where}: not JSON ({err.msg}, column {err.colno})")
+            continue
+        if not isinstance(event, dict):
+            problems.append(f"{where}: not a JSON object (fix: one CloudEvent per line)")
+            continue
+        missing = [k for k in ("id", "type", "source", "subject", "time") if k not in event]
+        if missing:
+            problems.append(
+                f"{where}: missing {', '.join(missing)} (fix: write CloudEvents as "
+                "printfleet publishes them, e.g. from `mosquitto_sub -t 'printfleet/events/#'`)"
+            )
+            continue
+        if event["type"] not in known:
+            problems.append(
+                f"{where}: unknown event type {event['type']!r} (fix: use one of "
+                f"{', '.join(sorted(known))})"
+            )
+            continue
+        try:
+            time = datetime.fromisoformat(str(event["time"]).replace("Z", "+00:00"))
+        except ValueError:
+            problems.append(f"{where}: invalid time {event['time']!r} (fix: RFC 3339)")
+            continue
+        if time.tzinfo is None:
+            time = time.replace(tzinfo=UTC)
+        events.append((time, event))
     return events, problems
+
+
+def _without_topic(text: str) -> str:
+    """``text`` without a leading ``topic `` (``mosquitto_sub -v`` output), else unchanged."""
+    if text.startswith(("{", "#")):
+        return text
+    topic, sep, rest = text.partition(" ")
+    if sep and "/" in topic and rest.lstrip().startswith("{"):
+        return rest.lstrip()
+    return text
 
 
 def _flush_horizon(rule_set: RuleSet) -> timedelta:
@@ -161,12 +203,16 @@ def _report(
     width = max((len(d.rule) for d in trace), default=0)
     shown: set[tuple[str, str, str]] = set()
     for decision in trace:
+        rendered = decision.title is not None
         print(
             f"{indent}{decision.rule:<{width}}  {decision.outcome:<10} {decision.subject}"
-            + (f"  {decision.detail}" if decision.detail else ""),
+            + (f"  {decision.detail}" if decision.detail and not rendered else ""),
             file=out,
         )
-        if decision.outcome in ("silenced", "throttled", "cancelled", "error"):
+        if rendered:  # a log-only rule: its wording shows nowhere else
+            print(f"{indent}  -> {decision.rule}: log only (notify = [])", file=out)
+            _print_wording(decision.title, decision.text, out, indent)
+        if decision.outcome in ("log-only", "silenced", "throttled", "cancelled", "error"):
             totals[decision.outcome] = totals.get(decision.outcome, 0) + 1
     # one block per rule decision: receivers, title, text
     by_key: dict[tuple[str, str, str], list[Delivery]] = {}
@@ -193,6 +239,10 @@ def _report(
         count = f" [group of {group_info['count']}]" if isinstance(group_info, Mapping) else ""
         print(f"{indent}  -> {rule} {status}{count} to {', '.join(sinks)}", file=out)
         print(f"{indent}     severity: {first.get('severity')}", file=out)
-        print(f"{indent}     title:    {first.get('title')}", file=out)
-        for number, line in enumerate(str(first.get("text") or "").splitlines() or [""]):
-            print(f"{indent}     {'text:' if number == 0 else '':<9} {line}", file=out)
+        _print_wording(first.get("title"), first.get("text"), out, indent)
+
+
+def _print_wording(title: object, text: object, out: TextIO, indent: str) -> None:
+    print(f"{indent}     title:    {title}", file=out)
+    for number, line in enumerate(str(text or "").splitlines() or [""]):
+        print(f"{indent}     {'text:' if number == 0 else '':<9} {line}", file=out)

@@ -108,23 +108,61 @@ def _add(
     return EXIT_OK
 
 
+#: Widest a ``silence list`` column grows before its text is cut with an ellipsis, so one long
+#: matcher or comment cannot push the other columns off a terminal line.
+MAX_COLUMN_WIDTH: dict[str, int] = {"ID": 12, "STATE": 9, "UNTIL": 20, "MATCH": 48, "COMMENT": 60}
+ELLIPSIS = "…"
+
+
 def _list(current: Sequence[Silence], out: TextIO, now: datetime, *, show_expired: bool) -> int:
     rows = [s for s in current if show_expired or not s.expired(now)]
     if not rows:
         print("no ad-hoc silences", file=out)
         return EXIT_OK
-    print(f"{'ID':<10} {'STATE':<9} {'UNTIL':<21} {'MATCH':<40} COMMENT", file=out)
-    for silence in rows:
-        state = (
-            "expired" if silence.expired(now) else "active" if silence.active(now) else "scheduled"
-        )
-        until = iso(silence.ends_at) if silence.ends_at else "-"
-        print(
-            f"{silence.id:<10} {state:<9} {until:<21} {_describe_match(silence):<40} "
-            f"{silence.comment}",
-            file=out,
-        )
+    table = [
+        {
+            "ID": silence.id,
+            "STATE": (
+                "expired"
+                if silence.expired(now)
+                else "active"
+                if silence.active(now)
+                else "scheduled"
+            ),
+            "UNTIL": iso(silence.ends_at) if silence.ends_at else "-",
+            "MATCH": _describe_match(silence),
+            "COMMENT": silence.comment,
+        }
+        for silence in rows
+    ]
+    for line in render_table(table, MAX_COLUMN_WIDTH):
+        print(line, file=out)
     return EXIT_OK
+
+
+def render_table(rows: Sequence[Mapping[str, str]], max_width: Mapping[str, int]) -> list[str]:
+    """``rows`` as aligned text lines under a header of ``max_width``'s keys.
+
+    Each column is as wide as its longest cell (or header), at most ``max_width[column]``; a
+    longer cell is cut to fit and ends in an ellipsis. Line breaks and other control
+    characters in a cell become spaces, so every row stays on one line. The last column is not
+    padded (no trailing blanks).
+    """
+    columns = list(max_width)
+    cells = [[_cell(row.get(column, ""), max_width[column]) for column in columns] for row in rows]
+    widths = [
+        max([len(column), *(len(line[i]) for line in cells)]) for i, column in enumerate(columns)
+    ]
+    lines = []
+    for line in [columns, *cells]:
+        text = "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True))
+        lines.append(text.rstrip())
+    return lines
+
+
+def _cell(value: str, width: int) -> str:
+    text = "".join(" " if not ch.isprintable() else ch for ch in str(value))
+    return text if len(text) <= width else text[: width - 1] + ELLIPSIS
 
 
 def _remove(

@@ -2,6 +2,11 @@
 
 The quickest way to see what printfleet makes of a vendor's API (``--raw`` adds the records as
 received), with the same credentials and exit codes as the daemon (3: credentials rejected).
+
+Standard output is one JSON document, an object keyed by source name (``--jsonl``: one line
+per source instead), so it pipes into ``jq``; standard error says how many printers each source
+has (``0 printers`` too: an empty fleet is said, not just an empty list) and why a source
+failed. A short ``Retry-After`` on a 429 is waited out (at most :data:`MAX_RETRY_WAIT_S`).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import httpx
 from printfleet import __version__
 from printfleet.clock import Clock, SystemClock
 from printfleet.config import CREDENTIALS_ENV, Settings, SourceConfig
+from printfleet.core.model import Snapshot
 from printfleet.errors import (
     EXIT_AUTH,
     EXIT_ERROR,
@@ -25,10 +31,15 @@ from printfleet.errors import (
     AuthFailed,
     ConfigError,
     Problem,
+    RateLimited,
     SourceError,
 )
 from printfleet.logs import redact
 from printfleet.sources.base import Source
+
+#: Longest vendor ``Retry-After`` a one-shot command waits out (per source, in total) before it
+#: gives up; a daemon waits any delay, but a person at a terminal should not wait minutes.
+MAX_RETRY_WAIT_S = 30.0
 
 
 def select_sources(path: Path, settings: Settings, name: str | None) -> list[SourceConfig]:
@@ -72,29 +83,85 @@ async def fetch_snapshots(
     make_source: MakeSource,
     raw: bool,
     out: TextIO,
+    jsonl: bool = False,
+    err: TextIO | None = None,
+    clock: Clock | None = None,
+    max_retry_wait: float = MAX_RETRY_WAIT_S,
 ) -> int:
-    """Print one JSON snapshot per source; 0, 3 if credentials were rejected, else 1 on failure."""
+    """Fetch each source once and print the snapshots: one JSON object keyed by source name
+    on ``out`` (``jsonl``: one compact line per source, in order, as each arrives).
+
+    Counts and failures go to ``err`` (default ``sys.stderr``). A 429 whose ``Retry-After``
+    fits in ``max_retry_wait`` (summed per source) is waited out on ``clock`` and retried.
+
+    Returns:
+        0; 3 if credentials were rejected; else 1 if any source failed (the others are
+        still printed).
+    """
+    err = err or sys.stderr
+    clock = clock or SystemClock()
     credentials = os.environ.get(CREDENTIALS_ENV)
     failures: list[SourceError] = []
+    document: dict[str, object] = {}
     async with httpx.AsyncClient(headers={"User-Agent": f"printfleet/{__version__}"}) as client:
         for config in sources:
             source = make_source(
                 config,
                 client=client,
-                clock=SystemClock(),
+                clock=clock,
                 offline_after=config.offline_after or settings.poll.offline_after,
                 credentials_dir=Path(credentials) if credentials else None,
             )
             try:
-                snapshot = await source.fetch_printers()
-            except SourceError as err:
-                print(f"printfleet: {redact(str(err))}", file=sys.stderr)
-                failures.append(err)
+                snapshot = await _fetch(source, config.name, clock, err, max_retry_wait)
+            except SourceError as error:
+                print(f"printfleet: {redact(str(error))}", file=err)
+                failures.append(error)
                 continue
             finally:
                 await source.aclose()
-            text = json.dumps(snapshot.as_dict(with_raw=raw), indent=2, ensure_ascii=False)
-            print(text, file=out)
-    if any(isinstance(err, AuthFailed) for err in failures):
+            count = len(snapshot.printers)
+            skipped = f", {len(snapshot.skipped)} records skipped" if snapshot.skipped else ""
+            print(
+                f"printfleet: {config.name}: {count} printer{'' if count == 1 else 's'}{skipped}",
+                file=err,
+            )
+            data = snapshot.as_dict(with_raw=raw)
+            if jsonl:
+                print(json.dumps(data, ensure_ascii=False, separators=(",", ":")), file=out)
+            else:
+                document[config.name] = data
+    if not jsonl:
+        print(json.dumps(document, indent=2, ensure_ascii=False), file=out)
+    if any(isinstance(error, AuthFailed) for error in failures):
         return EXIT_AUTH
     return EXIT_ERROR if failures else EXIT_OK
+
+
+async def _fetch(source: Source, name: str, clock: Clock, err: TextIO, max_wait: float) -> Snapshot:
+    """``source.fetch_printers()``, waiting out short ``Retry-After`` delays.
+
+    Raises:
+        RateLimited: the vendor asked for a longer wait than is left of ``max_wait`` (the
+            message names the wait); other SourceErrors as raised.
+    """
+    waited = 0.0
+    while True:
+        try:
+            return await source.fetch_printers()
+        except RateLimited as error:
+            wait = error.retry_after
+            if wait <= 0 or waited + wait > max_wait:
+                raise RateLimited(
+                    name,
+                    f"{error.message}; the vendor asks to wait {wait:g} s, longer than "
+                    f"snapshot waits ({max_wait:g} s in all): try again later",
+                    wait,
+                ) from error
+            print(
+                f"printfleet: {name}: rate limited by the vendor (HTTP 429); "
+                f"waiting {wait:g} s as asked (Retry-After), then retrying",
+                file=err,
+            )
+            waited += wait
+            await clock.sleep(wait)

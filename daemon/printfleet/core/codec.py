@@ -116,6 +116,7 @@ def print_to_json(run: Print, *, with_raw: bool = False) -> dict[str, Any]:
         "elapsed_s": run.elapsed_s,
         "remaining_s": run.remaining_s,
         "material": run.material,
+        "material_code": run.material_code,
         "message": run.message,
         "user": run.user,
     }
@@ -241,6 +242,7 @@ def print_from_json(data: Mapping[str, Any]) -> Print:
         elapsed_s=data.get("elapsed_s"),
         remaining_s=data.get("remaining_s"),
         material=data.get("material"),
+        material_code=data.get("material_code"),
         message=data.get("message"),
         user=data.get("user"),
         raw=frozen_mapping(data.get("raw")),

@@ -199,7 +199,9 @@ class Print:
     finished_at: datetime | None = None
     elapsed_s: float | None = None
     remaining_s: float | None = None
-    material: str | None = None  # display name where known, else vendor code
+    # The human name ("Grey V5", "EPU 41"); a code the vendor did not name is kept as is.
+    material: str | None = None
+    material_code: str | None = None  # the vendor's code (Formlabs FLGPGR05; Carbon has none)
     message: str | None = None  # vendor text about the run (errors, attention)
     user: str | None = None
     # The vendor record as received; excluded from ==, so equality means "same normalized facts".
@@ -220,6 +222,7 @@ class Print:
             "elapsed_s": self.elapsed_s,
             "remaining_s": self.remaining_s,
             "material": self.material,
+            "material_code": self.material_code,
             "message": self.message,
             "user": self.user,
         }

@@ -139,6 +139,9 @@ class CarbonSource(HttpSource):
             **options,
         )
         self._offline_after = offline_after
+        # Whether this base URL has answered as Carbon's API: until then a 404 on /printers
+        # may be a wrong base_url rather than "no printer found" (see _confirm_carbon).
+        self._answers_as_carbon = False
         self._auth = CarbonToken(
             client_id=client_id,
             private_key=private_key,
@@ -153,7 +156,12 @@ class CarbonSource(HttpSource):
         """``GET /printers?limit=100&offset=k`` until a short page or ``total_count``.
 
         ``offset`` counts items skipped; records are deduplicated by serial; a 404 (the
-        vendor's "no printer found") is an empty fleet.
+        vendor's "no printer found") is an empty fleet, once the base URL is known to answer
+        as Carbon's API (:meth:`_confirm_carbon`).
+
+        Raises:
+            BadResponse: also when ``/printers`` answers 404 and the base URL is not Carbon's
+                API (a wrong ``base_url`` must not look like an empty fleet).
         """
         url = f"{self._base}/printers"
         guard = PageGuard(self._name, "/printers")
@@ -171,11 +179,14 @@ class CarbonSource(HttpSource):
                 accept=(404,),
             )
             if result.status == 404:
+                if offset == 0 and not self._answers_as_carbon:
+                    await self._confirm_carbon(url)
                 break  # "no printer found": no printers (at or after this offset)
             body = result.body
             page = body.get("printers") if isinstance(body, dict) else None
             if not isinstance(page, list):
                 raise BadResponse(self._name, "GET /printers answered no printers list")
+            self._answers_as_carbon = True
             fresh = 0
             for record in page:
                 serial = record.get("serial") if isinstance(record, dict) else None
@@ -206,6 +217,44 @@ class CarbonSource(HttpSource):
             printers=MappingProxyType(printers),
             runs=MappingProxyType(runs),
             skipped=tuple(skipped),
+        )
+
+    async def _confirm_carbon(self, printers_url: str) -> None:
+        """Check that a base URL whose ``/printers`` answered 404 is Carbon's API.
+
+        Carbon documents that 404 as "no printer found" (carbon.md §3), but a wrong
+        ``base_url`` (a missing ``/v1``, another service) answers 404 too. ``/prints`` is
+        documented as 200-only with an object body, so one ``GET /prints?limit=1`` tells the
+        two apart; it is asked once per source, until the URL has answered as Carbon.
+
+        Raises:
+            BadResponse: ``/prints`` did not answer like Carbon; the message names the URL.
+        """
+        url = f"{self._base}/prints"
+        detail: str
+        try:
+            result = await self._http.request(
+                "GET",
+                url,
+                endpoint="/prints",
+                params=[("limit", "1")],
+                auth=self._auth,
+                accept=(400, 404, 405),
+            )
+        except BadResponse as err:
+            detail = err.message
+        else:
+            body = result.body
+            if result.status == 200 and isinstance(body, dict) and _looks_like_prints(body):
+                self._answers_as_carbon = True
+                return
+            detail = f"GET /prints answered HTTP {result.status}"
+            if result.status == 200:
+                detail += " without a prints list"
+        raise BadResponse(
+            self._name,
+            f"GET {printers_url} answered 404 and {detail}, so {self._base} does not answer "
+            f"as Carbon's API (fix: check base_url; Carbon's is {DEFAULT_BASE_URL})",
         )
 
     async def fetch_runs(
@@ -331,6 +380,14 @@ def _lookup_filters(lookups: Sequence[PrintLookup]) -> dict[str, list[str]]:
         if ident not in filters[name]:
             filters[name].append(ident)
     return {name: values for name, values in filters.items() if values}
+
+
+def _looks_like_prints(body: dict[str, Any]) -> bool:
+    """Whether a ``/prints`` body has Carbon's shape (every wrapper field is optional, §6)."""
+    prints = body.get("prints")
+    return isinstance(prints, list) or (
+        prints is None and any(key in body for key in ("next_cursor", "total_count", "limit"))
+    )
 
 
 def _positive_int(value: Any) -> int | None:

@@ -190,6 +190,8 @@ class FormlabsSource(HttpSource):
             **options,
         )
         self._offline_after = offline_after
+        # Material codes already reported as unnamed (logged once each, not every poll).
+        self._unnamed_materials: set[str] = set()
         self._auth = FormlabsToken(
             self._http,
             token_url=f"{self._base}{API}/o/token/",
@@ -224,6 +226,8 @@ class FormlabsSource(HttpSource):
             )
         except ValueError as err:  # the array's text broke off: the whole response is unusable
             raise BadResponse(self._name, "GET /printers/ answered malformed JSON") from err
+        current = [p.current_print for p in printers.values() if p.current_print is not None]
+        self._report_unnamed([*current, *runs.values()])
         return Snapshot(
             source=self._name,
             vendor=Vendor.FORMLABS,
@@ -232,6 +236,17 @@ class FormlabsSource(HttpSource):
             runs=MappingProxyType(runs),
             skipped=tuple(skipped),
         )
+
+    def _report_unnamed(self, runs: Iterable[Print]) -> None:
+        """Lenient and loud: a material code nobody named is kept as the name, and said once."""
+        fresh = formlabs_map.unnamed_materials(runs) - self._unnamed_materials
+        for code in sorted(fresh):
+            self._log.warning(
+                "source.material_unnamed",
+                material_code=code,
+                hint="kept as the material name; please report the code and its name",
+            )
+        self._unnamed_materials |= fresh
 
     async def fetch_runs(
         self, *, since: datetime | None = None, lookups: Sequence[PrintLookup] = ()

@@ -9,7 +9,7 @@ A wrong *top-level* shape raises :class:`~printfleet.errors.BadResponse`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -51,6 +51,16 @@ SOURCE: Final = "formlabs"  # names the vendor in BadResponse where no account n
 
 REASON_MISSING_SERIAL: Final = "missing serial"
 REASON_MISSING_GUID: Final = "missing guid"
+
+#: Material codes Formlabs documents with their names (formlabs.md §6.3/§6.6 and
+#: formlabs-samples.json, where each code appears beside its ``display_name``/``material_name``).
+#: Only these: a name is never guessed from a code. Other codes get their names from the
+#: vendor's own fields, in the record or elsewhere in the same fetch (:func:`name_materials`).
+FORMLABS_MATERIAL_NAMES: Final[Mapping[str, str]] = {
+    "FLGPBK05": "Black V5",
+    "FLGPCL05": "Clear V5",
+    "FLGPGR05": "Grey V5",
+}
 
 #: Slot of a cartridge whose printer has one (``cartridge_slot`` absent or empty).
 MAIN_SLOT: Final = "main"
@@ -111,7 +121,45 @@ def map_printers(
         return printer
 
     printers.collect(records, key="serial", missing=REASON_MISSING_SERIAL, build=build)
-    return printers.items, runs, printers.skipped
+    names = material_names(printers.items.values())
+    mapped = {serial: _named_printer(p, names) for serial, p in printers.items.items()}
+    return mapped, {key: name_material(run, names) for key, run in runs.items()}, printers.skipped
+
+
+def material_names(printers: Iterable[Printer]) -> dict[str, str]:
+    """Code -> name as the vendor said it in this fetch: cartridges' ``display_name`` and runs'
+    ``material_name`` (a ``previous_print_run`` carries only the code), over the documented
+    :data:`FORMLABS_MATERIAL_NAMES`."""
+    names = dict(FORMLABS_MATERIAL_NAMES)
+    for printer in printers:
+        for material in printer.materials:
+            if material.material and material.name:
+                names[material.material] = material.name
+        run = printer.current_print
+        if run is not None and run.material_code and run.material != run.material_code:
+            names[run.material_code] = run.material or run.material_code
+    return names
+
+
+def name_material(run: Print, names: Mapping[str, str]) -> Print:
+    """``run`` with its material named from ``names`` when it only had the code."""
+    code = run.material_code
+    if code is None or run.material != code or code not in names:
+        return run
+    return replace(run, material=names[code])
+
+
+def unnamed_materials(runs: Iterable[Print]) -> set[str]:
+    """The material codes among ``runs`` that no vendor field or documented table named."""
+    return {r.material_code for r in runs if r.material_code and r.material == r.material_code}
+
+
+def _named_printer(printer: Printer, names: Mapping[str, str]) -> Printer:
+    run = printer.current_print
+    if run is None:
+        return printer
+    named = name_material(run, names)
+    return printer if named is run else replace(printer, current_print=named)
 
 
 def map_print(raw: Any) -> Print:
@@ -338,10 +386,22 @@ def _print(value: Any, printer_serial: str | None, raw: Mapping[str, Any] | None
         finished_at=parse_time(record.get("print_finished_at")),
         elapsed_s=_seconds(elapsed_ms),
         remaining_s=_seconds(as_float(record.get("estimated_time_remaining_ms"))),
-        material=as_str(record.get("material_name")) or as_str(record.get("material")),
+        material=_material_name(record),
+        material_code=as_str(record.get("material")),
         message=as_str(record.get("message")),
         user=_user(record.get("user")),
         raw=frozen_mapping(record) if raw is None else raw,
+    )
+
+
+def _material_name(record: Mapping[str, Any]) -> str | None:
+    """The run's material as a person calls it: ``material_name``, else the documented name of
+    its ``material`` code, else the code itself (kept, never guessed)."""
+    code = as_str(record.get("material"))
+    return (
+        as_str(record.get("material_name"))
+        or (FORMLABS_MATERIAL_NAMES.get(code) if code else None)
+        or code
     )
 
 

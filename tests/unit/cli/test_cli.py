@@ -437,7 +437,7 @@ def test_snapshot_prints_json_and_maps_failures(
     error: Exception | None,
     code: int,
 ) -> None:
-    """`snapshot` prints each source's snapshot as JSON; rejected credentials exit 3."""
+    """`snapshot` prints one JSON object keyed by source; rejected credentials exit 3."""
     made: list[_FakeSource] = []
 
     def make_source(config: Any, **kw: Any) -> _FakeSource:
@@ -446,9 +446,12 @@ def test_snapshot_prints_json_and_maps_failures(
 
     fake_module(monkeypatch, "printfleet.sources.factory", make_source=make_source)
     assert cli.main(["snapshot", "-c", str(good_config)]) == code
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
     if error is None:
-        assert json.loads(out)["source"] == "lab"
+        assert json.loads(captured.out)["lab"]["source"] == "lab"
+        assert "printfleet: lab: 0 printers" in captured.err
+    else:
+        assert json.loads(captured.out) == {}
     assert made[0].closed
 
 
@@ -481,9 +484,9 @@ def test_snapshot_raw_shows_the_vendor_record_as_received(
     )
     assert cli.main(["snapshot", "-c", str(good_config), "--raw"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["printers"][0]["raw"] == json.loads(record)
+    assert out["lab"]["printers"][0]["raw"] == json.loads(record)
     assert cli.main(["snapshot", "-c", str(good_config)]) == 0
-    assert "raw" not in json.loads(capsys.readouterr().out)["printers"][0]
+    assert "raw" not in json.loads(capsys.readouterr().out)["lab"]["printers"][0]
 
 
 def test_snapshot_of_unknown_source_is_a_config_error(

@@ -68,6 +68,7 @@ prints = st.builds(
     elapsed_s=opt_floats,
     remaining_s=opt_floats,
     material=opt_texts,
+    material_code=opt_texts,
     message=opt_texts,
     user=opt_texts,
     raw=raws,

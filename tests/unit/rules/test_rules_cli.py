@@ -146,6 +146,69 @@ def test_rules_test_applies_pack_silences(tmp_path: Path) -> None:
     assert "by silence always" in text
 
 
+LOG_ONLY_PACK = """
+[[rule]]
+name = "finished-log"
+on = ["print.finished"]
+notify = []
+title = "{printer.name}: {print.name} finished"
+text = "Took {print.elapsed} ({print.material})."
+"""
+
+
+def test_rules_test_reads_events_from_stdin(tmp_path: Path) -> None:
+    """`rules test -` reads the events from standard input."""
+    stdin = io.StringIO(json.dumps(event("print.failed")) + "\n")
+    out = io.StringIO()
+    assert rules_test(config(tmp_path), "-", out, stdin=stdin) == 0
+    assert "-> failed firing to ops-slack" in out.getvalue()
+    assert "summary: 1 events; 1 deliveries" in out.getvalue()
+
+
+def test_rules_test_reports_stdin_problems_as_stdin(tmp_path: Path) -> None:
+    """A bad line on standard input is named `<stdin>:N`."""
+    out = io.StringIO()
+    assert rules_test(config(tmp_path), "-", out, stdin=io.StringIO("nope\n")) == 1
+    assert "<stdin>:1: not JSON" in out.getvalue()
+
+
+def test_rules_test_accepts_mosquitto_sub_verbose_lines(tmp_path: Path) -> None:
+    """Lines as `mosquitto_sub -v` prints them (topic, space, payload) are read as events."""
+    path = tmp_path / "events.jsonl"
+    path.write_text("printfleet/events/print/failed " + json.dumps(event("print.failed")) + "\n")
+    code, text = run_test(config(tmp_path), path)
+    assert code == 0
+    assert "-> failed firing to ops-slack" in text
+
+
+def test_rules_test_shows_title_and_text_of_log_only_rules(tmp_path: Path) -> None:
+    """A log-only rule (notify = []) shows its rendered title and text, like a sent one."""
+    events = write_events(tmp_path, event("print.finished"))
+    code, text = run_test(config(tmp_path, LOG_ONLY_PACK), events)
+    assert code == 0
+    assert "finished-log  log-only" in text
+    assert "title:    Printer Form4-A: crown-42 finished" in text
+    assert "text:     Took 1h 02m (Grey V5)." in text
+    assert "summary: 1 events; 1 log-only" in text
+    assert "log-only: the rule matched; notify = [] sends nothing" in text
+
+
+def test_rules_test_summary_explains_cancelled(tmp_path: Path) -> None:
+    """A hold-down ended by its resolving event counts as cancelled, and the summary says why."""
+    events = write_events(
+        tmp_path,
+        event("printer.offline", time=T0),
+        event("printer.online", time=at(minutes=2)),
+    )
+    _, text = run_test(config(tmp_path), events)
+    assert "offline  cancelled" in text
+    summary = text[text.index("summary:") :]
+    assert "1 cancelled" in summary
+    assert "cancelled: a hold-down (`for`) was still waiting when the resolving event came" in (
+        summary
+    )
+
+
 # -- silences -----------------------------------------------------------------------------------
 
 
@@ -227,3 +290,40 @@ def test_expired_silences_are_pruned_on_add(tmp_path: Path) -> None:
     silence(settings, "add", matchers={"source": "a"}, duration=timedelta(minutes=5))
     silence(settings, "add", matchers={"source": "b"}, now=at(hours=1))
     assert [s.match["source"] for s in silences_from_state(stored(settings))] == [("b",)]
+
+
+def test_silence_list_columns_fit_long_matchers_and_comments(tmp_path: Path) -> None:
+    """A long matcher or comment is cut with an ellipsis; every row keeps the header's columns."""
+    settings = config(tmp_path)
+    long_serial = "Form4-" + "VeryLongSerialNumber" * 5
+    silence(settings, "add", matchers={"source": "lab"}, comment="short")
+    silence(
+        settings,
+        "add",
+        matchers={"source": "production-floor-east", "serial": long_serial},
+        comment="replacing the tank\nand the cartridge " + "x" * 200,
+    )
+    _, text = silence(settings, "list")
+    header, *rows = text.splitlines()
+    assert len(rows) == 2
+    match_at, comment_at = header.index("MATCH"), header.index("COMMENT")
+    for row in rows:
+        assert row[match_at - 2 : match_at] == "  "  # the column starts where its header does
+        assert row[match_at] != " "
+        assert row[comment_at - 2 : comment_at] == "  "
+    long_row = rows[1]
+    assert long_serial not in long_row
+    assert "…" in long_row[match_at:comment_at]
+    assert long_row.endswith("…")
+    assert len(long_row) <= comment_at + 60
+    assert "replacing the tank and the cartridge" in long_row  # the line break became a space
+
+
+def test_silence_list_columns_shrink_to_short_content(tmp_path: Path) -> None:
+    """With short matchers the table is narrow: no fixed 40-character MATCH column."""
+    settings = config(tmp_path)
+    silence(settings, "add", matchers={"source": "lab"}, comment="tank change")
+    _, text = silence(settings, "list")
+    header, row = text.splitlines()
+    assert header.index("COMMENT") - header.index("MATCH") == len("source=lab") + 2
+    assert row.endswith("source=lab  tank change")

@@ -125,6 +125,7 @@ def test_failed_print_carries_feedback_and_facts() -> None:
     assert failed.message == "Stopped at 31%: parts detached from platform"
     assert failed.printer_serial == "7R01TX"
     assert failed.material == "EPU 43"
+    assert failed.material_code is None  # Carbon names resins; it has no material codes
     assert failed.user == "m.ortiz@acme.example"
     assert failed.elapsed_s == 3995.0
     assert failed.status_raw == "failed"

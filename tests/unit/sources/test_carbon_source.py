@@ -238,6 +238,46 @@ async def test_404_is_an_empty_fleet(
     snapshot = await make_source(fake, clock, key).fetch_printers()
     assert dict(snapshot.printers) == {}
     assert snapshot.source == "factory"
+    assert len(fake.to("/prints")) == 1  # the probe that told it from a wrong base_url
+
+
+async def test_empty_fleet_is_confirmed_once(
+    fake: FakeCarbon, clock: FakeClock, key: RSAPrivateKey
+) -> None:
+    """Once the base URL answered as Carbon, later 404s on /printers cost no extra request."""
+    fake.routes["/v1/printers"] = lambda r: httpx.Response(404, json={"message": "none"})
+    source = make_source(fake, clock, key)
+    for _ in range(3):
+        assert dict((await source.fetch_printers()).printers) == {}
+    assert len(fake.to("/printers")) == 3
+    assert len(fake.to("/prints")) == 1
+
+
+@pytest.mark.parametrize(
+    ("prints", "detail"),
+    [
+        (httpx.Response(404, text="<h1>Not Found</h1>"), "GET /prints answered HTTP 404"),
+        (httpx.Response(200, json={"status": "ok"}), "HTTP 200 without a prints list"),
+        (httpx.Response(200, text="<html>proxy</html>"), "GET /prints"),
+    ],
+    ids=["404", "other-json", "html"],
+)
+async def test_404_from_a_wrong_base_url_is_an_error_naming_it(
+    fake: FakeCarbon,
+    clock: FakeClock,
+    key: RSAPrivateKey,
+    prints: httpx.Response,
+    detail: str,
+) -> None:
+    """A 404 on /printers where /prints does not answer as Carbon is not an empty fleet."""
+    fake.routes["/v1/printers"] = lambda r: httpx.Response(404, text="Not Found")
+    fake.routes["/v1/prints"] = lambda r: prints
+    with pytest.raises(BadResponse) as caught:
+        await make_source(fake, clock, key).fetch_printers()
+    message = str(caught.value)
+    assert f"GET {BASE}/printers answered 404" in message
+    assert detail in message
+    assert "check base_url; Carbon's is https://api.carbon3d.com/v1" in message
 
 
 @pytest.mark.parametrize(

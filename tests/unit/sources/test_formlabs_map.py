@@ -26,6 +26,7 @@ from printfleet.sources.formlabs_map import (
     map_print,
     map_printers,
     map_prints,
+    unnamed_materials,
 )
 from printfleet.sources.mapping import MappingError
 
@@ -618,7 +619,11 @@ def _drop(path: tuple[str, ...]) -> Callable[[dict[str, Any]], None]:
         ),
         (
             _set(("printer_status", "current_print_run", "material_name"), None),
-            lambda p: p.current_print is not None and p.current_print.material == "FLGPGR05",
+            lambda p: (
+                p.current_print is not None
+                and (p.current_print.material, p.current_print.material_code)
+                == ("Grey V5", "FLGPGR05")
+            ),
         ),
         (
             _set(("printer_status", "current_print_run", "name"), None),
@@ -824,3 +829,56 @@ def test_inventory_of_wrong_shape_is_bad_response() -> None:
     """A tanks or cartridges body that is not a list is a BadResponse."""
     with pytest.raises(BadResponse):
         map_inventory([], None)
+
+
+# --- material names ------------------------------------------------------------------------------
+
+
+def test_previous_runs_name_their_material_code() -> None:
+    """A previous_print_run carries only the code (FLGPGR05); it is named, the code kept."""
+    _, runs, _ = map_printers(
+        sample("list_printers"), source="lab", now=NOW, offline_after=OFFLINE_AFTER
+    )
+    for run in runs.values():
+        assert run.material_code in ("FLGPGR05", "FLGPCL05", "FLGPBK05")
+        assert run.material in ("Grey V5", "Clear V5", "Black V5")
+
+
+def test_current_run_keeps_both_name_and_code(fleet: dict[str, Printer]) -> None:
+    """A run with material_name and material shows the name and keeps the code."""
+    run = fleet["NimbleHeron"].current_print
+    assert run is not None
+    assert (run.material, run.material_code) == ("Grey V5", "FLGPGR05")
+
+
+def test_undocumented_code_is_named_by_the_cartridge_in_the_same_fetch() -> None:
+    """A code not in the docs (FLGPWH05) takes the name a cartridge gives it in this fetch."""
+    record = printer_record("NimbleHeron")
+    status = record["printer_status"]
+    status["current_print_run"]["material"] = "FLGPWH05"
+    status["current_print_run"]["material_name"] = None
+    record["cartridge_status"]["cartridge"]["material"] = "FLGPWH05"
+    record["cartridge_status"]["cartridge"]["display_name"] = "White V5"
+    record["previous_print_run"] = {**status["current_print_run"], "guid": "prev-1"}
+    record["previous_print_run"]["status"] = "FINISHED"
+    printers, runs, _ = map_printers([record], source="lab", now=NOW, offline_after=OFFLINE_AFTER)
+    run = printers["NimbleHeron"].current_print
+    assert run is not None
+    assert (run.material, run.material_code) == ("White V5", "FLGPWH05")
+    assert (runs["prev-1"].material, runs["prev-1"].material_code) == ("White V5", "FLGPWH05")
+    assert unnamed_materials([run, *runs.values()]) == set()
+
+
+def test_unknown_code_is_kept_as_the_name_never_invented() -> None:
+    """A code nobody names stays the name (and the code), and is reported as unnamed."""
+    run = map_print(
+        {"guid": "g1", "status": "FINISHED", "material": "FLXX9999", "material_name": None}
+    )
+    assert (run.material, run.material_code) == ("FLXX9999", "FLXX9999")
+    assert unnamed_materials([run]) == {"FLXX9999"}
+
+
+def test_material_name_without_a_code() -> None:
+    """A run with only material_name (Durable) has no code."""
+    run = map_print({"guid": "g1", "status": "FINISHED", "material_name": "Durable"})
+    assert (run.material, run.material_code) == ("Durable", None)

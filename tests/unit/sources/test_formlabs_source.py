@@ -15,6 +15,7 @@ from urllib.parse import parse_qs
 
 import httpx
 import pytest
+import structlog.testing
 from pydantic import SecretStr
 
 from printfleet.core.model import PrintStatus
@@ -552,3 +553,21 @@ async def test_closed_source_refuses_fetches(fake: FakeFormlabs, clock: FakeCloc
     await source.aclose()
     with pytest.raises(RuntimeError):
         await source.fetch_printers()
+
+
+async def test_unnamed_material_code_is_logged_once(fake: FakeFormlabs, clock: FakeClock) -> None:
+    """A material code nobody names is kept as the name and logged once, not every poll."""
+    records = printers()
+    run = records[0]["printer_status"]["current_print_run"]
+    run["material"], run["material_name"] = "FLXX9999", None
+    fake.routes[f"{API}/printers/"] = records
+    source = make_source(fake, clock)
+    with structlog.testing.capture_logs() as logs:
+        first = await source.fetch_printers()
+        await source.fetch_printers()
+    current = first.printers[records[0]["serial"]].current_print
+    assert current is not None
+    assert (current.material, current.material_code) == ("FLXX9999", "FLXX9999")
+    unnamed = [e for e in logs if e["event"] == "source.material_unnamed"]
+    assert [e["material_code"] for e in unnamed] == ["FLXX9999"]
+    assert unnamed[0]["log_level"] == "warning"

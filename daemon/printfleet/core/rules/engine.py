@@ -53,6 +53,9 @@ class Decision:
     subject: str
     outcome: Outcome
     detail: str = ""
+    #: The rendered notification of a log-only rule (nothing else shows it), for ``rules test``.
+    title: str | None = None
+    text: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,13 +79,20 @@ class _Run:
     out: list[Delivery] = field(default_factory=list)
 
     def note(
-        self, rule: str, subject: str, outcome: Outcome, detail: str = "", *args: object
+        self,
+        rule: str,
+        subject: str,
+        outcome: Outcome,
+        detail: str = "",
+        *args: object,
+        rendered: tuple[str, str] | None = None,
     ) -> None:
         """Record a decision; ``detail`` is formatted with ``args`` only when tracing."""
         if self.trace is not None:
             if args:
                 detail = detail.format(*(iso(a) if isinstance(a, datetime) else a for a in args))
-            self.trace.append(Decision(self.now, rule, subject, outcome, detail))
+            title, text = rendered if rendered is not None else (None, None)
+            self.trace.append(Decision(self.now, rule, subject, outcome, detail, title, text))
 
 
 _PRUNE_EVERY = timedelta(minutes=5)
@@ -406,9 +416,15 @@ class RuleEngine:
         status_id = status if repeat == 0 else f"repeat-{repeat}"
         if not rule.notify and rule.mqtt is None:  # log-only: render only for a trace
             if run.trace is not None:
-                title = render_notification(rule, wording.names, status)[0]
+                title, text = render_notification(rule, wording.names, status)
                 outcome: Outcome = "resolved" if status == "resolved" else "log-only"
-                run.note(rule.name, occ.subject, outcome, f"log only: '{title}'")
+                run.note(
+                    rule.name,
+                    occ.subject,
+                    outcome,
+                    f"log only: '{title}'",
+                    rendered=(title, text),
+                )
             return
         grouped = bool(rule.group_by and rule.notify)
         if grouped:
