@@ -8,6 +8,7 @@ envelope, so what a user sees in a payload is exactly what a rule can test.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -127,7 +128,8 @@ def to_cloudevent(event: ChangeEvent) -> dict[str, Any]:
         "id": event.id,
         "source": f"printfleet/{event.vendor.value}/{event.source}",
         "type": event.type.value,
-        "subject": event.subject,
+        # CloudEvents: "subject", if present, MUST be a non-empty string.
+        **({"subject": event.subject} if event.subject else {}),
         "time": iso(event.time),
         "datacontenttype": "application/json",
         "data": data,
@@ -136,7 +138,28 @@ def to_cloudevent(event: ChangeEvent) -> dict[str, Any]:
 
 def encode_event(event: ChangeEvent) -> bytes:
     """The exact bytes published to MQTT and POSTed to generic webhooks."""
-    return json.dumps(to_cloudevent(event), separators=(",", ":"), ensure_ascii=False).encode()
+    return json_bytes(to_cloudevent(event))
+
+
+# A lone surrogate (e.g. a serial "\ud800X" decoded from a vendor's "\\ud800" escape) is valid
+# in a Python str and in JSON text, but UTF-8 cannot encode it. In JSON output such a character
+# can only sit inside a string literal, so writing it as its \uXXXX escape keeps the value
+# exact (json.loads gives the same str back) and the bytes valid UTF-8.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def json_bytes(value: Any) -> bytes:
+    """Compact UTF-8 JSON of ``value`` (non-ASCII kept as UTF-8), for any str content.
+
+    The same bytes as ``json.dumps(value, separators=(",", ":"), ensure_ascii=False)`` encoded
+    as UTF-8 whenever that works; lone surrogates, which UTF-8 cannot encode, are written as
+    ``\\udXXX`` escapes instead of raising ``UnicodeEncodeError``.
+    """
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text).encode()
 
 
 def _jsonable(value: Any) -> Any:

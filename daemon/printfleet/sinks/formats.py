@@ -12,18 +12,38 @@ Limits are the receivers' documented ones; text over a limit is cut and ends wit
   6000 characters per embed in total
   (https://discord.com/developers/docs/resources/message#embed-object-embed-limits).
 - Teams (Workflows / Power Automate "post to a channel when a webhook request is received"):
-  one Adaptive Card 1.4 in a ``message``; the whole message must stay under about 28 KB, so
-  text (4000 chars) and the subject list (50 subjects of 64 chars) are capped to stay below
-  that even for non-Latin text.
+  one Adaptive Card **1.4** in a ``message``. 1.4, not 1.5: the Workflows webhook renders
+  nothing above 1.4 ("We're sorry, this card couldn't be displayed";
+  https://github.com/microsoft/AdaptiveCards/issues/8965), so the card uses only 1.4
+  elements and properties (no ``"style": "heading"``). The whole message must stay under
+  about 28 KB, so every text is capped in characters such that even 4-byte characters keep
+  the message below that (``TEAMS_*_MAX``).
+
+Text comes from vendors (printer and print names, messages) through rule templates, so every
+format treats it as plain text and escapes what its receiver would parse as markup:
+
+- Slack: ``&``, ``<``, ``>`` as ``&amp;``, ``&lt;``, ``&gt;`` in every mrkdwn text *and* the
+  top-level ``text`` and attachment ``fallback`` (Slack parses ``<!channel>``, ``<@U…>`` and
+  ``<url|label>`` there too); header blocks are ``plain_text``, which Slack never parses.
+- Discord: markdown characters backslash-escaped in title, description and field values,
+  ``@everyone`` / ``@here`` broken with a zero-width space, and ``"allowed_mentions":
+  {"parse": []}`` so nothing in the message can ping anyone.
+- Teams: the Adaptive Card markdown subset (``*``, ``_``, ``[``, ``]``, ``\\`` and list
+  markers at a line start) backslash-escaped in every TextBlock and fact. Teams only mentions
+  people through ``msteams.entities``, which printfleet never sends.
+
+Control characters other than newline and tab are dropped and lone surrogates become U+FFFD
+in all human text, so any string renders into valid UTF-8 JSON within the limits.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
+
+from printfleet.core.events import json_bytes
 
 ELLIPSIS: Final = "…"
 
@@ -40,9 +60,15 @@ DISCORD_FIELD_VALUE_MAX: Final = 1024
 DISCORD_FOOTER_MAX: Final = 2048
 DISCORD_EMBED_TOTAL_MAX: Final = 6000
 
-TEAMS_TEXT_MAX: Final = 4000
-TEAMS_SUBJECTS_MAX: Final = 50
+# Worst case in UTF-8 (4 bytes a character): heading 1.2 KB + text 12 KB + subjects 7.7 KB +
+# facts 6 x 0.5 KB + JSON structure < 28 KB.
+TEAMS_HEADING_MAX: Final = 300
+TEAMS_TEXT_MAX: Final = 3000
+TEAMS_SUBJECTS_MAX: Final = 30
 TEAMS_SUBJECT_MAX: Final = 64
+TEAMS_FACT_MAX: Final = 128
+TEAMS_MESSAGE_MAX_BYTES: Final = 28_000
+TEAMS_CARD_VERSION: Final = "1.4"
 
 CLOUDEVENTS_CONTENT_TYPE: Final = "application/cloudevents+json"
 JSON_CONTENT_TYPE: Final = "application/json"
@@ -105,9 +131,9 @@ def notice(payload: Mapping[str, Any]) -> Notice:
     data = data if isinstance(data, Mapping) else {}
     printer = data.get("printer") if isinstance(data.get("printer"), Mapping) else None
     run = data.get("print") if isinstance(data.get("print"), Mapping) else None
-    event_type = str(event.get("type", "event"))
-    subject = str(event.get("subject", ""))
-    source = str(event.get("source", ""))
+    event_type = _clean(str(event.get("type", "event")))
+    subject = _clean(str(event.get("subject", "")))
+    source = _clean(str(event.get("source", "")))
     account = source.rsplit("/", 1)[-1] if source else ""
 
     printer_label: str | None = None
@@ -134,7 +160,7 @@ def notice(payload: Mapping[str, Any]) -> Notice:
         severity=severity,
         resolved=payload.get("status") == "resolved",
         event_type=event_type,
-        event_id=str(event.get("id", "")),
+        event_id=_clean(str(event.get("id", ""))),
         subject=subject,
         source=account,
         time=_text(event.get("time")),
@@ -155,7 +181,7 @@ def cloudevent_body(payload: Mapping[str, Any]) -> bytes:
     event = payload.get("event")
     if not isinstance(event, Mapping):
         raise ValueError("payload has no 'event' object")
-    return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+    return json_bytes(event)
 
 
 def slack_message(payload: Mapping[str, Any]) -> dict[str, Any]:
@@ -192,12 +218,13 @@ def slack_message(payload: Mapping[str, Any]) -> dict[str, Any]:
             ],
         }
     )
+    fallback = _slack_text(n.fallback)
     return {
-        "text": truncate(n.fallback, SLACK_SECTION_MAX),
+        "text": fallback,
         "attachments": [
             {
                 "color": _HEX[n.tone],
-                "fallback": truncate(n.fallback, SLACK_SECTION_MAX),
+                "fallback": fallback,
                 "blocks": blocks[:SLACK_BLOCKS_MAX],
             }
         ],
@@ -205,7 +232,7 @@ def slack_message(payload: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def teams_message(payload: Mapping[str, Any]) -> dict[str, Any]:
-    """A Teams Workflows message carrying one Adaptive Card (schema 1.4)."""
+    """A Teams Workflows message carrying one Adaptive Card (schema 1.4, see module docs)."""
     n = notice(payload)
     body: list[dict[str, Any]] = [
         {
@@ -215,28 +242,32 @@ def teams_message(payload: Mapping[str, Any]) -> dict[str, Any]:
             "items": [
                 {
                     "type": "TextBlock",
-                    "text": truncate(n.heading, SLACK_HEADER_MAX * 2),
+                    "text": _teams_text(n.heading, TEAMS_HEADING_MAX),
                     "size": "Large",
                     "weight": "Bolder",
                     "color": _TEAMS_COLOR[n.tone],
                     "wrap": True,
-                    "style": "heading",
                 }
             ],
         }
     ]
     if n.text:
-        body.append({"type": "TextBlock", "text": truncate(n.text, TEAMS_TEXT_MAX), "wrap": True})
+        # Adaptive Card markdown needs a blank line for a line break.
+        text = _teams_text(n.text, TEAMS_TEXT_MAX).replace("\n", "\n\n")
+        body.append({"type": "TextBlock", "text": text, "wrap": True})
     if n.subjects:
         shown = n.subjects[:TEAMS_SUBJECTS_MAX]
-        lines = [f"- {truncate(s, TEAMS_SUBJECT_MAX)}" for s in shown]
+        lines = [f"- {_teams_text(s, TEAMS_SUBJECT_MAX)}" for s in shown]
         if n.group_count > len(shown):
             lines.append(f"- … and {n.group_count - len(shown)} more")
         body.append({"type": "TextBlock", "text": "\r".join(lines), "wrap": True})
     body.append(
         {
             "type": "FactSet",
-            "facts": [{"title": label, "value": value} for label, value in _facts(n)],
+            "facts": [
+                {"title": label, "value": _teams_text(value, TEAMS_FACT_MAX)}
+                for label, value in _facts(n)
+            ],
         }
     )
     return {
@@ -249,7 +280,7 @@ def teams_message(payload: Mapping[str, Any]) -> dict[str, Any]:
                 "content": {
                     "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
                     "type": "AdaptiveCard",
-                    "version": "1.4",
+                    "version": TEAMS_CARD_VERSION,
                     "msteams": {"width": "Full"},
                     "body": body,
                 },
@@ -261,11 +292,11 @@ def teams_message(payload: Mapping[str, Any]) -> dict[str, Any]:
 def discord_message(payload: Mapping[str, Any]) -> dict[str, Any]:
     """A Discord webhook message with one embed; mentions in user text never ping anyone."""
     n = notice(payload)
-    title = truncate(n.heading, DISCORD_TITLE_MAX)
+    title = _discord_text(n.heading, DISCORD_TITLE_MAX)
     fields: list[dict[str, Any]] = [
         {
             "name": truncate(label, DISCORD_FIELD_NAME_MAX),
-            "value": truncate(value, DISCORD_FIELD_VALUE_MAX),
+            "value": _discord_text(value, DISCORD_FIELD_VALUE_MAX),
             "inline": True,
         }
         for label, value in _facts(n)
@@ -274,7 +305,7 @@ def discord_message(payload: Mapping[str, Any]) -> dict[str, Any]:
         fields.append(
             {
                 "name": "Sources" if n.event_type.startswith("source.") else "Printers",
-                "value": truncate(_bullets(n, "• "), DISCORD_FIELD_VALUE_MAX),
+                "value": _discord_text(_bullets(n, "• "), DISCORD_FIELD_VALUE_MAX),
                 "inline": False,
             }
         )
@@ -288,7 +319,7 @@ def discord_message(payload: Mapping[str, Any]) -> dict[str, Any]:
         "fields": fields,
         "footer": {"text": footer},
     }
-    description = truncate(n.text, room) if n.text and room else ""
+    description = _discord_text(n.text, room) if n.text and room else ""
     if description:
         embed["description"] = description
     if n.time:
@@ -325,13 +356,35 @@ def truncate(text: str, limit: int) -> str:
 
 
 def _compact(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    return json_bytes(obj)
+
+
+# C0 (but newline and tab), DEL and C1 controls: nothing a chat client shows, and JSON spends
+# six bytes on each. Lone surrogates cannot be encoded as UTF-8 at all.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+# No format shows more of one text than Discord's description (4096 chars), nor more subjects
+# than fit Slack's 3000-char section: longer input is cut first, so a 100k-char vendor string
+# costs no more to render than a short one.
+_TEXT_READ_MAX: Final = 5000
+_SUBJECT_READ_MAX: Final = 256
+_SUBJECTS_READ_MAX: Final = 1000
+
+
+def _clean(text: str, limit: int = _TEXT_READ_MAX) -> str:
+    """``text`` without control characters, lone surrogates as U+FFFD, cut to ``limit``.
+
+    The cut keeps one character more than any format shows, so truncating still adds "…".
+    """
+    return _LONE_SURROGATE.sub("\ufffd", _CONTROL.sub("", text[: limit * 2]))[: limit + 1]
 
 
 def _text(value: Any) -> str | None:
     if value is None:
         return None
-    text = str(value).strip()
+    text = _clean(str(value)).strip()
     return text or None
 
 
@@ -343,13 +396,17 @@ def _group(group: Any) -> tuple[tuple[str, ...], int]:
     """Subjects and count of a grouped notification (a mapping or a plain list of subjects)."""
     if isinstance(group, Mapping):
         raw = group.get("subjects", ())
-        subjects = tuple(str(s) for s in raw) if isinstance(raw, Sequence) else ()
+        subjects = _subjects(raw) if isinstance(raw, Sequence) else ()
         count = group.get("count")
-        return subjects, int(count) if isinstance(count, int) else len(subjects)
+        total = len(raw) if isinstance(raw, Sequence) else 0
+        return subjects, int(count) if isinstance(count, int) else total
     if isinstance(group, Sequence) and not isinstance(group, str):
-        subjects = tuple(str(s) for s in group)
-        return subjects, len(subjects)
+        return _subjects(group), len(group)
     return (), 0
+
+
+def _subjects(raw: Sequence[Any]) -> tuple[str, ...]:
+    return tuple(_clean(str(s), _SUBJECT_READ_MAX) for s in raw[:_SUBJECTS_READ_MAX])
 
 
 def _describe(data: Mapping[str, Any], print_name: str | None) -> str:
@@ -357,12 +414,13 @@ def _describe(data: Mapping[str, Any], print_name: str | None) -> str:
     lines: list[str] = []
     changes = data.get("changes")
     if isinstance(changes, Mapping):
-        for name, change in changes.items():
+        for name, change in list(changes.items())[:50]:
             if isinstance(change, Mapping):
-                lines.append(f"{name}: {change.get('from')} → {change.get('to')}")
+                line = f"{name}: {change.get('from')} → {change.get('to')}"
+                lines.append(_clean(line, _SUBJECT_READ_MAX))
     if print_name and not lines:
         lines.append(f"print: {print_name}")
-    return "\n".join(lines)
+    return _clean("\n".join(lines))
 
 
 def _facts(n: Notice) -> list[tuple[str, str]]:
@@ -401,3 +459,69 @@ def _slack_text(text: str, limit: int = SLACK_SECTION_MAX) -> str:
         return escaped
     cut = _PARTIAL_ENTITY.sub("", escaped[: limit - 1]).rstrip()
     return cut + ELLIPSIS
+
+
+# Discord markdown (https://support.discord.com/hc/en-us/articles/210298617): a backslash
+# before ASCII punctuation shows it literally. ``<`` covers ``<@id>``, ``<#channel>``,
+# ``<@&role>``, ``<:emoji:id>`` and ``<t:…>`` tokens; headings, lists and quotes only start a
+# line. ``@everyone``/``@here`` get a zero-width space (allowed_mentions already stops the
+# ping, this stops the highlight).
+_DISCORD_INLINE = re.compile(r"([\\*_~`|\[\]()<])")
+_DISCORD_MASS_MENTION = re.compile(r"@(everyone|here)", re.IGNORECASE)
+
+
+def _discord_escape(text: str) -> str:
+    """``text`` shown literally by Discord's markdown, mass mentions defused."""
+    escaped = _escape_line_starts(_DISCORD_INLINE.sub(r"\\\1", text))
+    return _DISCORD_MASS_MENTION.sub("@\u200b\\1", escaped)
+
+
+def _discord_text(text: str, limit: int) -> str:
+    """Escaped Discord text of at most ``limit`` chars, never ending in half an escape."""
+    return _cut_escaped(_discord_escape(text), limit)
+
+
+# Teams: the Adaptive Card markdown subset (bold, italic, links, lists;
+# https://learn.microsoft.com/adaptive-cards/authoring-cards/text-features). Escaping more
+# would show backslashes on clients that do not unescape every punctuation character.
+_TEAMS_INLINE = re.compile(r"([\\*_\[\]])")
+# A marker at a line start: quote, heading or bullet ("-", "+"), or an ordered-list number
+# ("12. "; markdown escapes the dot, since a backslash before a digit is shown as is).
+_LINE_START = re.compile(r"^([ \t]*)(?:([-+>#])|(\d+)\.(?=[ \t]|$))", re.MULTILINE)
+
+
+def _escape_line_starts(text: str) -> str:
+    """List, quote and heading markers at a line start escaped (markdown of either service)."""
+
+    def escape(m: re.Match[str]) -> str:
+        if m.group(2) is not None:
+            return f"{m.group(1)}\\{m.group(2)}"
+        return f"{m.group(1)}{m.group(3)}\\."
+
+    return _LINE_START.sub(escape, text)
+
+
+def _teams_escape(text: str) -> str:
+    """``text`` shown literally by Adaptive Card markdown."""
+    return _escape_line_starts(_TEAMS_INLINE.sub(r"\\\1", text))
+
+
+def _teams_text(text: str, limit: int) -> str:
+    """Escaped Adaptive Card text of at most ``limit`` chars, never ending in half an escape."""
+    return _cut_escaped(_teams_escape(text), limit)
+
+
+_TRAILING_BACKSLASHES = re.compile(r"\\+$")
+
+
+def _cut_escaped(escaped: str, limit: int) -> str:
+    """``escaped`` cut like :func:`truncate`, dropping a dangling escape at the cut."""
+    if len(escaped) <= limit:
+        return escaped
+    if limit <= 0:
+        return ""
+    cut = escaped[: limit - 1]
+    tail = _TRAILING_BACKSLASHES.search(cut)
+    if tail is not None and len(tail.group()) % 2:
+        cut = cut[:-1]  # an odd run ends in the first half of "\\x"
+    return cut.rstrip() + ELLIPSIS
