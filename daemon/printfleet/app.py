@@ -230,6 +230,7 @@ class Daemon:
                     view=lambda: self.pipeline.view if self.pipeline else FleetView(),
                     budgets=lambda: {s.name: s.budget() for s in self.sources},
                     outbox=lambda: (store.pending_count(), store.dead_count()),
+                    sinks=lambda: tuple(self.workers),
                 )
             )
             self.health = HealthServer(settings.metrics.listen, self.registry, ready=self._ready)
