@@ -27,13 +27,14 @@ from prometheus_client import CollectorRegistry
 from printfleet import __version__, systemd
 from printfleet.clock import Clock, SystemClock
 from printfleet.config import Settings, load_settings, read_secret
+from printfleet.config.loader import problem_at
 from printfleet.core.events import ChangeEvent
 from printfleet.core.fleet import FleetView
 from printfleet.core.polling import PollPolicy
 from printfleet.core.rules.engine import RuleEngine
 from printfleet.core.thresholds import DiffSettings
 from printfleet.errors import EXIT_AUTH, EXIT_OK, ConfigError, PrintfleetError
-from printfleet.health import HealthServer
+from printfleet.health import HealthServer, bind_problem
 from printfleet.metrics.fleet import FleetCollector
 from printfleet.metrics.observer import Metrics
 from printfleet.outbox import OutboxWorker
@@ -234,7 +235,16 @@ class Daemon:
                 )
             )
             self.health = HealthServer(settings.metrics.listen, self.registry, ready=self._ready)
-            self.health.start()
+            try:
+                self.health.start()
+            except OSError as err:
+                # One line and exit 2 (not a traceback and exit 1, which systemd would
+                # restart in a loop): a port in use is fixed in the config or on the host.
+                message, fix = bind_problem(settings.metrics.listen, err)
+                config_file = self.config_file or Path("<settings>")
+                raise ConfigError(
+                    problem_at(config_file, ("metrics", "listen"), message, fix)
+                ) from None
             stack.callback(self.health.stop)
 
         policy = poll_policy(settings)
