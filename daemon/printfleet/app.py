@@ -28,6 +28,7 @@ from pydantic import SecretStr
 from printfleet import __version__, systemd
 from printfleet.clock import Clock, SystemClock
 from printfleet.config import Settings, load_settings, read_secret
+from printfleet.config.loader import problem_at
 from printfleet.config.schema import ReceiverConfig
 from printfleet.config.secrets import report_secret_file_permissions, secret_file_max_size
 from printfleet.core.events import ChangeEvent
@@ -36,7 +37,7 @@ from printfleet.core.polling import PollPolicy
 from printfleet.core.rules.engine import RuleEngine
 from printfleet.core.thresholds import DiffSettings
 from printfleet.errors import EXIT_AUTH, EXIT_OK, ConfigError, PrintfleetError
-from printfleet.health import HealthServer
+from printfleet.health import HealthServer, bind_problem
 from printfleet.metrics.fleet import FleetCollector
 from printfleet.metrics.observer import Metrics
 from printfleet.outbox import OutboxWorker
@@ -249,10 +250,20 @@ class Daemon:
                     view=lambda: self.pipeline.view if self.pipeline else FleetView(),
                     budgets=lambda: {s.name: s.budget() for s in self.sources},
                     outbox=lambda: (store.pending_count(), store.dead_count()),
+                    sinks=lambda: tuple(self.workers),
                 )
             )
             self.health = HealthServer(settings.metrics.listen, self.registry, ready=self._ready)
-            self.health.start()
+            try:
+                self.health.start()
+            except OSError as err:
+                # One line and exit 2 (not a traceback and exit 1, which systemd would
+                # restart in a loop): a port in use is fixed in the config or on the host.
+                message, fix = bind_problem(settings.metrics.listen, err)
+                config_file = self.config_file or Path("<settings>")
+                raise ConfigError(
+                    problem_at(config_file, ("metrics", "listen"), message, fix)
+                ) from None
             stack.callback(self.health.stop)
 
         self.metrics.track_tasks(

@@ -16,6 +16,7 @@ too and must be equally cheap and read-only.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import socket
 import threading
@@ -29,25 +30,21 @@ import structlog
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
+from printfleet.config.schema import parse_listen
 from printfleet.core.fleet import FleetView
 from printfleet.metrics.exposition import exposition
 
+__all__ = [
+    "GZIP_MIN_BYTES",
+    "HealthServer",
+    "bind_problem",
+    "parse_listen",
+    "probe_listen",
+    "source_problems",
+]
+
 #: Bodies smaller than this are sent uncompressed even when gzip is accepted.
 GZIP_MIN_BYTES = 1024
-
-
-def parse_listen(listen: str) -> tuple[str, int]:
-    """``host:port``, ``[v6]:port`` or ``:port`` (all interfaces) -> ``(host, port)``.
-
-    Raises:
-        ValueError: naming the accepted forms.
-    """
-    host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"invalid listen address {listen!r}; write host:port, e.g. 127.0.0.1:9877")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    return host, int(port)
 
 
 def source_problems(
@@ -67,6 +64,47 @@ def source_problems(
         elif (age := (now - last).total_seconds()) > stale_after:
             problems.append(f"source {name} not polled successfully in {age:.0f}s")
     return problems
+
+
+def bind_problem(listen: str, err: OSError) -> tuple[str, str]:
+    """``(what is wrong, how to fix it)`` when ``listen`` cannot be bound, for one clear line."""
+    host, port = parse_listen(listen)
+    if isinstance(err, socket.gaierror):
+        return (
+            f"cannot listen on {listen}: unknown host {host!r}",
+            "use an IP address of this machine, e.g. 127.0.0.1:9877, or :9877 for all",
+        )
+    reasons = {
+        errno.EADDRINUSE: "the address is already in use",
+        errno.EACCES: "permission denied",
+        errno.EADDRNOTAVAIL: "this machine has no such address",
+    }
+    reason = reasons.get(err.errno or 0, err.strerror or str(err))
+    fixes = {
+        errno.EADDRINUSE: f"stop the program listening there (`ss -ltnp 'sport = :{port}'` "
+        "names it; it may be another printfleet) or set [metrics] listen to a free port",
+        errno.EACCES: "ports below 1024 need privileges; use a higher port, e.g. :9877",
+        errno.EADDRNOTAVAIL: "use an address of this machine, e.g. 127.0.0.1, or :PORT for all",
+    }
+    fix = fixes.get(err.errno or 0, "set [metrics] listen to an address this machine can bind")
+    return f"cannot listen on {listen}: {reason}", fix
+
+
+def probe_listen(listen: str) -> tuple[str, str] | None:
+    """Bind ``listen`` for a moment the way :class:`HealthServer` would, then release it.
+
+    Returns:
+        ``None`` when it can be bound, else :func:`bind_problem`'s ``(message, fix)``.
+    """
+    host, port = parse_listen(listen)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does
+            sock.bind((host, port))
+    except OSError as err:
+        return bind_problem(listen, err)
+    return None
 
 
 class _Server(ThreadingHTTPServer):
@@ -114,7 +152,8 @@ class HealthServer:
         """Bind and serve in a daemon thread.
 
         Raises:
-            OSError: the address cannot be bound (in use, not permitted).
+            OSError: the address cannot be bound (in use, not permitted); :func:`bind_problem`
+                says it in one line.
         """
         if self._server is not None:
             raise RuntimeError("the health server is already started")

@@ -340,6 +340,13 @@ class OutboxWorker:
                 )
             self._store.mark_delivered(delivery.id)
             self._observer.delivery_done(self._name, "ok")
+            log.debug(
+                "delivery.sent",
+                sink=self._name,
+                delivery=delivery.id,
+                event_id=delivery.event_id,
+                attempt=entry.attempt + 1,
+            )
             return "ok", None
         except StoreError as err:
             self._store_trouble(err)
@@ -376,6 +383,14 @@ class OutboxWorker:
             delay = backoff(entry.attempt + 1, base=self._base, cap=self._cap, rng=self._rng)
         self._store.reschedule(delivery.id, due_at=now + timedelta(seconds=delay), error=message)
         self._observer.delivery_done(self._name, "retry")
+        log.debug(
+            "delivery.retry_scheduled",
+            sink=self._name,
+            delivery=delivery.id,
+            attempt=entry.attempt + 1,
+            retry_in_s=round(delay, 1),
+            error=message,
+        )
         return "retry", err.retry_after
 
 

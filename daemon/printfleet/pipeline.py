@@ -22,9 +22,13 @@ from printfleet.core.delivery import Delivery, delivery_id
 from printfleet.core.events import ChangeEvent, to_cloudevent
 from printfleet.core.fleet import AccountHealth, FleetView
 from printfleet.core.model import Snapshot
+from printfleet.core.rules.engine import Decision
 from printfleet.errors import StoreError
 from printfleet.observe import NULL_OBSERVER, Observer
 from printfleet.poller import Cycle
+
+#: Rule decisions that made a notification (logged as ``rule.matched``).
+_MATCHED = frozenset({"fired", "log-only", "repeat", "resolved", "group-sent"})
 
 
 class StateStore(Protocol):
@@ -44,9 +48,11 @@ class StateStore(Protocol):
 class Rules(Protocol):
     """What the pipeline needs of the rule engine (``RuleEngine`` has this shape)."""
 
-    def process(self, event: dict[str, Any], now: datetime) -> list[Delivery]: ...
+    def process(
+        self, event: dict[str, Any], now: datetime, *, trace: list[Decision] | None = None
+    ) -> list[Delivery]: ...
 
-    def tick(self, now: datetime) -> list[Delivery]: ...
+    def tick(self, now: datetime, *, trace: list[Decision] | None = None) -> list[Delivery]: ...
 
     def next_deadline(self) -> datetime | None: ...
 
@@ -119,12 +125,13 @@ class Pipeline:
         """Process one poll cycle: events → deliveries → atomic commit → wake sinks."""
         now = self._clock.now()
         deliveries: list[Delivery] = []
+        decisions: list[Decision] = []
         for event in cycle.events:
             envelope = to_cloudevent(event)
             if self._mqtt_prefix is not None:
                 deliveries.append(self._mqtt_delivery(event, envelope, now))
-            deliveries.extend(self._rules.process(envelope, now))
-        deliveries.extend(self._rules.tick(now))
+            deliveries.extend(self._rules.process(envelope, now, trace=decisions))
+        deliveries.extend(self._rules.tick(now, trace=decisions))
         self._count_matches()
         state = dict(cycle.state)
         state["rules"] = self._rules.state()
@@ -135,6 +142,7 @@ class Pipeline:
         # When the store fails the deliveries wait in memory, and ``persisted`` says so.
         for event in cycle.events:
             self._announce(event, persisted)
+        self._log_decisions(decisions, source=cycle.source)
         self._publish_view(
             self._view.with_source(cycle.source, snapshot=cycle.snapshot, health=cycle.health)
         )
@@ -152,8 +160,10 @@ class Pipeline:
                 id=event.id,
                 exc_info=err,
             )
+        # Named after the type (event.print.finished), so `grep '"event.print.'` finds them;
+        # the prefix keeps them apart from log lines like source.recovered.
         self._log.info(
-            "event",
+            f"event.{event.type.value}",
             type=event.type.value,
             source=event.source,
             subject=event.subject,
@@ -165,10 +175,26 @@ class Pipeline:
     async def tick(self) -> None:
         """Fire due rule timers (hold-downs, repeats, grouped batches)."""
         now = self._clock.now()
-        deliveries = self._rules.tick(now)
+        decisions: list[Decision] = []
+        deliveries = self._rules.tick(now, trace=decisions)
         self._count_matches()
         if deliveries or self._pending:
             self._commit(None, deliveries, {"rules": self._rules.state()})
+        self._log_decisions(decisions)
+
+    def _log_decisions(self, decisions: list[Decision], **context: str) -> None:
+        """One ``rule.*`` line per rule decision: ``rule.matched`` (info) when a notification
+        was made (sent, log-only, repeated, resolved, a group sent), ``rule.error`` (warning)
+        when a ``when`` failed, else ``rule.<outcome>`` at debug (throttled, silenced,
+        pending, grouped, cancelled, duplicate)."""
+        for d in decisions:
+            fields = {"rule": d.rule, "subject": d.subject, "detail": d.detail, **context}
+            if d.outcome in _MATCHED:
+                self._log.info("rule.matched", outcome=d.outcome, **fields)
+            elif d.outcome == "error":
+                self._log.warning("rule.error", **fields)
+            else:
+                self._log.debug(f"rule.{d.outcome}", **fields)
 
     async def run_timers(self, *, max_sleep: float = 30.0) -> None:
         """Tick the rule engine whenever a timer is due (runs until cancelled)."""

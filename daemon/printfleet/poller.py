@@ -178,6 +178,14 @@ class SourcePoller:
                 ),
             ),
         )
+        self._log.debug(
+            "poll.done",
+            printers=len(cycle.snapshot.printers),
+            events=len(cycle.events),
+            duration_s=round(time.perf_counter() - started, 3),
+            next_poll_s=round(decision.delay_s, 1),
+            budget_left=int(status.remaining),
+        )
         return decision.delay_s
 
     async def _fetch_cycle(self, now: datetime) -> Cycle:

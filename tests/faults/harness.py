@@ -83,6 +83,12 @@ def rule_pack(name: str = "fault-suite") -> str:
     )
 
 
+def is_event_line(record: dict[str, Any]) -> bool:
+    """Whether a log record is a detected change: ``"event": "event.print.finished"`` with the
+    type also under ``type`` (README: Troubleshooting)."""
+    return record.get("event") == f"event.{record.get('type')}"
+
+
 def hook_wanted(event_type: str) -> bool:
     return any(fnmatch.fnmatchcase(event_type, pattern) for pattern in HOOK_TYPES)
 
@@ -225,8 +231,8 @@ class DaemonProcess:
         ]
 
     def events(self) -> list[dict[str, Any]]:
-        """The ``event`` lines: every change the daemon detected, in detection order."""
-        return self.named("event")
+        """The ``event.<type>`` lines: every change the daemon detected, in detection order."""
+        return [r for r in self.log if is_event_line(r)]
 
     def tail(self, lines: int = 40) -> str:
         shown = [
@@ -814,11 +820,11 @@ class Rig:
         timeout: float = 30.0,
         where: Callable[[dict[str, Any]], bool] = lambda r: True,
     ) -> list[dict[str, Any]]:
-        """Wait for ``count`` detected events (``event`` log lines) after log index ``since``."""
+        """Wait for ``count`` detected events (``event.<type>`` lines) after log index ``since``."""
         process = self.daemon
 
         def found() -> list[dict[str, Any]]:
-            hits = [r for r in process.log[since:] if r.get("event") == "event" and where(r)]
+            hits = [r for r in process.log[since:] if is_event_line(r) and where(r)]
             return hits if len(hits) >= count else []
 
         return await self.until(found, timeout=timeout, what=f"{count} detected event(s)")

@@ -28,6 +28,7 @@ from tests.faults.harness import (
     DiskFull,
     Rig,
     hook_wanted,
+    is_event_line,
     metric_value,
     rule_pack,
 )
@@ -343,7 +344,7 @@ async def test_broker_restart_loses_nothing_and_republishes_state(make_rig: RigF
     await rig.wait_log("mqtt.disconnected", timeout=15)
     mark = rig.mark()
     await rig.wait_events(4, since=mark, timeout=30)
-    outage = [r["id"] for r in daemon.log[mark:] if r["event"] == "event"]
+    outage = [r["id"] for r in daemon.log[mark:] if is_event_line(r)]
     assert not set(outage) & rig.mqtt_ids()
     rig.broker.start()
     restarted = asyncio.get_running_loop().time()

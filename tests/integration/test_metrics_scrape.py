@@ -13,6 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from printfleet.core.delivery import Delivery
 from printfleet.core.events import ChangeEvent, EventType, Severity
 from printfleet.core.fleet import AccountHealth, FleetView
 from printfleet.core.model import (
@@ -28,6 +29,7 @@ from printfleet.health import HealthServer, source_problems
 from printfleet.metrics.fleet import FleetCollector
 from printfleet.metrics.observer import Metrics
 from printfleet.sources.base import BudgetStatus
+from printfleet.store import Store
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 
@@ -265,3 +267,73 @@ def test_stop_releases_the_port() -> None:
     first.stop()
     with HealthServer(f"127.0.0.1:{port}", registry, ready=lambda: (True, "")) as second:
         assert second.bound_port == port
+
+
+# -- outbox gauges and _created --------------------------------------------------------------
+
+
+def outbox_world(store: Store, sinks: tuple[str, ...]) -> HealthServer:
+    """A health server whose fleet collector reads the outbox counts the way app.py wires them."""
+    registry = CollectorRegistry()
+    registry.register(
+        FleetCollector(
+            lambda: make_view("Form4-A"),
+            outbox=lambda: (store.pending_count(), store.dead_count()),
+            sinks=lambda: sinks,
+        )
+    )
+    return HealthServer("127.0.0.1:0", registry, ready=lambda: (True, ""))
+
+
+def outbox_series(text: str) -> dict[tuple[str, str], float]:
+    return {
+        (s.name, s.labels["sink"]): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name in ("printfleet_outbox_pending", "printfleet_outbox_dead")
+    }
+
+
+def test_every_configured_sink_has_outbox_series_at_zero_when_empty(store: Store) -> None:
+    """An empty outbox scrapes as 0 per configured sink, so the backlog panel is not "No data"."""
+    with outbox_world(store, ("mqtt", "ops-slack")) as server:
+        text = httpx.get(f"http://127.0.0.1:{server.bound_port}/metrics", timeout=10).text
+    assert outbox_series(text) == {
+        ("printfleet_outbox_pending", "mqtt"): 0.0,
+        ("printfleet_outbox_pending", "ops-slack"): 0.0,
+        ("printfleet_outbox_dead", "mqtt"): 0.0,
+        ("printfleet_outbox_dead", "ops-slack"): 0.0,
+    }
+
+
+def test_outbox_series_count_the_store_and_keep_an_unconfigured_sinks_backlog(
+    store: Store,
+) -> None:
+    """Pending and dead entries are counted per sink; a sink no longer configured but still
+    holding entries keeps its series."""
+    made = [
+        Delivery(
+            id=f"d{i}", sink=sink, event_id=f"e{i}", key="lab/Form4-A", created_at=T0, payload={}
+        )
+        for i, sink in enumerate(["mqtt", "mqtt", "ops-slack", "old-hook"])
+    ]
+    store.commit(deliveries=made)
+    store.dead_letter("d2", error="HTTP 404")
+    with outbox_world(store, ("mqtt", "ops-slack")) as server:
+        text = httpx.get(f"http://127.0.0.1:{server.bound_port}/metrics", timeout=10).text
+    assert outbox_series(text) == {
+        ("printfleet_outbox_pending", "mqtt"): 2.0,
+        ("printfleet_outbox_pending", "ops-slack"): 0.0,
+        ("printfleet_outbox_pending", "old-hook"): 1.0,
+        ("printfleet_outbox_dead", "mqtt"): 0.0,
+        ("printfleet_outbox_dead", "ops-slack"): 1.0,
+    }
+
+
+def test_no_family_has_created_series(world: World) -> None:
+    """Counters and histograms are scraped without `_created` samples (README: Metrics)."""
+    world.exercise()
+    text = scrape(world)
+    assert "printfleet_api_requests_total{" in text  # the counters are there ...
+    assert "printfleet_poll_duration_seconds_count{" in text
+    assert "_created" not in text  # ... without their creation times

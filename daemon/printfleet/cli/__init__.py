@@ -216,6 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser(
         "check", parents=[config], help="validate the config and all rule packs"
     )
+    check.add_argument(
+        "--probe",
+        action="store_true",
+        help="also bind [metrics] listen for a moment, as run will (fails while a running "
+        "daemon holds it)",
+    )
     check.set_defaults(command="check", handler=_check)
 
     snapshot = commands.add_parser(
@@ -399,13 +405,11 @@ def _simulator_main() -> Callable[[list[str]], int | None]:
 
 
 def _check(args: argparse.Namespace, extra: list[str]) -> int:
-    from printfleet.cli.check import print_summary
+    from printfleet.cli.check import check_command
     from printfleet.rulepacks import load_rule_set
 
     path, settings = _settings(args)
-    rule_set = load_rule_set(settings, base_dir=path.parent)
-    print_summary(path, settings, rule_set, sys.stdout)
-    return EXIT_OK
+    return check_command(path, settings, load_rule_set, sys.stdout, probe=args.probe)
 
 
 def _snapshot(args: argparse.Namespace, extra: list[str]) -> int:

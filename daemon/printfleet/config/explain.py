@@ -9,10 +9,12 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import annotated_types
 from pydantic import SecretStr
+from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
-from printfleet.config.schema import Settings, field_at, unwrap
+from printfleet.config.schema import InvalidValue, Settings, field_at, unwrap
 from printfleet.config.toml_lines import dotted_key
 from printfleet.errors import did_you_mean
 
@@ -59,11 +61,16 @@ def explain(error: ErrorDetails) -> tuple[str, str]:
         )
     if kind in ("model_type", "model_attributes_type", "dict_type"):
         return "must be a table", f"write it as a [{dotted_key(loc)}] table"
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, InvalidValue):  # the validator said what is wrong and how to fix it
+        return str(cause), cause.fix
     if not loc:
         return msg, "see config.example.toml"
     if info is None:  # a model-level check, e.g. missing credentials of a [[source]]
         return msg, f"see the [[{loc[0]}]] examples in config.example.toml"
     got = "" if secret else _got(value)
+    if kind in _RANGE_ERRORS:
+        return f"{msg.replace('Input should be', 'must be')}{got}", _allowed(info, field_name)
     if kind in _TYPE_FIXES:
         message, example = _TYPE_FIXES[kind]
         if isinstance(loc[-1], int):
@@ -86,6 +93,37 @@ _TYPE_FIXES: dict[str, tuple[str, str]] = {
     "list_type": ("must be a list", '["...", "..."]'),
     "path_type": ("must be a file path", '"/etc/printfleet/..."'),
 }
+
+
+_RANGE_ERRORS = frozenset({"greater_than", "greater_than_equal", "less_than", "less_than_equal"})
+
+
+def _allowed(info: FieldInfo, name: str | None) -> str:
+    """What a bounded number may be, with the default as the example:
+    ``use a number from 0 to 1, e.g. material_low_ratio = 0.15``."""
+    low = high = ""
+    for bound in info.metadata:
+        if isinstance(bound, annotated_types.Ge):
+            low = f"{bound.ge:g}"
+        elif isinstance(bound, annotated_types.Gt):
+            low = f"above {bound.gt:g}"
+        elif isinstance(bound, annotated_types.Le):
+            high = f"{bound.le:g}"
+        elif isinstance(bound, annotated_types.Lt):
+            high = f"below {bound.lt:g}"
+    noun = "a whole number" if unwrap(info.annotation) is int else "a number"
+    if low and high:
+        low_text = low if low.startswith("above") else f"from {low}"
+        high_text = high if high.startswith("below") else f"to {high}"
+        text = f"use {noun} {low_text} {high_text}"
+    elif low:
+        text = f"use {noun} {low}" if low.startswith("above") else f"use {noun} of at least {low}"
+    else:
+        text = f"use {noun} {high}" if high.startswith("below") else f"use {noun} of at most {high}"
+    default = info.default
+    if name and isinstance(default, int | float) and not isinstance(default, bool):
+        text += f", e.g. {name} = {default:g}"
+    return text
 
 
 def _got(value: Any) -> str:

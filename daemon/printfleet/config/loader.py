@@ -90,6 +90,35 @@ def load_settings(path: Path, *, environ: Mapping[str, str] | None = None) -> Se
     return _Loader(path, env).load()
 
 
+def problem_at(
+    path: Path,
+    loc: Loc,
+    message: str,
+    fix: str = "",
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> Problem:
+    """A problem with the value at ``loc`` (``("metrics", "listen")``) of an already loaded
+    config, placed where that value came from: ``path`` and the key's line, or the
+    environment variable that set it.
+
+    For problems found after loading (a port that cannot be bound, a pack glob matching no
+    file), so they read like every other config problem: ``config.toml:14: metrics.listen: …``.
+    """
+    env = os.environ if environ is None else environ
+    loader = _Loader(path, env)
+    text, unreadable = read_text(path)
+    if unreadable is None:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError:
+            data = {}
+        loader.lines = toml_key_lines(text)
+        loader._apply_environment(data)
+    file, line = loader._origin(loc)
+    return Problem(file, dotted_key(loc), message, fix, line)
+
+
 # --------------------------------------------------------------------------- loading
 
 

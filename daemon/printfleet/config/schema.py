@@ -17,6 +17,8 @@ from datetime import timedelta
 from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Any, Final, Literal, Union
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import (
     BaseModel,
@@ -31,6 +33,7 @@ from pydantic import (
 
 from printfleet.config.toml_lines import Loc
 from printfleet.core.durations import parse_duration
+from printfleet.errors import did_you_mean
 
 Vendor = Literal["formlabs", "carbon"]
 
@@ -47,6 +50,91 @@ def _duration(value: Any) -> timedelta:
         return parse_duration(value)
     except (TypeError, ValueError) as err:
         raise ValueError(str(err)) from None
+
+
+class InvalidValue(ValueError):
+    """A validator's verdict with its own fix, which the error explainer shows as the fix.
+
+    The message never contains the value when the value may hold a secret (a URL's password).
+    """
+
+    def __init__(self, message: str, fix: str) -> None:
+        super().__init__(message)
+        self.fix = fix
+
+
+#: ``[mqtt] url`` schemes: scheme -> (TLS, default port). The MQTT sink connects with these.
+MQTT_SCHEMES: Final[Mapping[str, tuple[bool, int]]] = MappingProxyType(
+    {"mqtt": (False, 1883), "tcp": (False, 1883), "mqtts": (True, 8883), "ssl": (True, 8883)}
+)
+MQTT_URL_FIX: Final = "write mqtt://host:1883, or mqtts://host:8883 for TLS"
+LISTEN_FIX: Final = (
+    "write host:port with a port up to 65535, e.g. 127.0.0.1:9877, [::1]:9877, "
+    "or :9877 for all interfaces"
+)
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """``host:port``, ``[v6]:port`` or ``:port`` (all interfaces) -> ``(host, port)``.
+
+    Raises:
+        InvalidValue: naming the accepted forms.
+    """
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        reason = (
+            f"port {port} is out of range"
+            if sep and port.isdigit()
+            else "the port is missing or not a number"
+        )
+        raise InvalidValue(f"invalid listen address {listen!r}: {reason}", LISTEN_FIX)
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)
+
+
+def check_mqtt_url(url: str) -> str:
+    """``url`` if it is a broker URL the MQTT sink can connect to.
+
+    Raises:
+        InvalidValue: another scheme, no host, or a bad port (the URL itself is not repeated:
+            it may carry a password).
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise InvalidValue("invalid port in the broker URL", MQTT_URL_FIX) from None
+    scheme = parts.scheme.lower()
+    if scheme not in MQTT_SCHEMES:
+        shown = f"{scheme}://" if scheme else "no scheme"
+        raise InvalidValue(
+            f"not a broker URL ({shown}; MQTT needs mqtt:// or mqtts://)", MQTT_URL_FIX
+        )
+    if not parts.hostname:
+        raise InvalidValue("the broker URL has no host", MQTT_URL_FIX)
+    if port == 0:
+        raise InvalidValue("invalid port 0 in the broker URL", MQTT_URL_FIX)
+    return url
+
+
+def check_timezone(name: str) -> str:
+    """``name`` if it is an IANA time zone this system knows.
+
+    Raises:
+        InvalidValue: with the closest known name when it looks like a typo.
+    """
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        close = did_you_mean(name, available_timezones())
+        hint = f"did you mean {close!r}? " if close else ""
+        raise InvalidValue(
+            f"unknown time zone {name!r}",
+            f"{hint}use an IANA name such as UTC or Europe/Berlin "
+            "(the tzdata package provides them where the system has none)",
+        ) from None
+    return name
 
 
 Duration = Annotated[
@@ -217,12 +305,23 @@ class MqttConfig(Section):
         "homeassistant", description="Home Assistant discovery prefix."
     )
 
+    @field_validator("url")
+    @classmethod
+    def _broker_url(cls, value: str) -> str:
+        return check_mqtt_url(value)
+
 
 class MetricsConfig(Section):
     enabled: bool = Field(True, description="Serve Prometheus metrics and health endpoints.")
     listen: str = Field(
         "127.0.0.1:9877", description="host:port for /metrics, /healthz and /readyz."
     )
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_address(cls, value: str) -> str:
+        parse_listen(value)
+        return value
 
 
 class ReceiverConfig(Section):
@@ -275,6 +374,11 @@ class RulesConfig(Section):
     timezone: str = Field(
         "UTC", description="Default time zone of silence schedules (IANA name, e.g. Europe/Berlin)."
     )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        return check_timezone(value)
 
 
 class Settings(Section):

@@ -9,13 +9,22 @@ of the registry (``generate_latest``, ``registry.get_sample_value``) sees the sa
 
 The helpers below write values and labels exactly as prometheus_client does, so the fast
 text and ``generate_latest`` agree byte for byte per family.
+
+No ``_created`` series. prometheus_client adds a ``<name>_created`` sample to every counter,
+histogram and summary child; the 0.0.4 text format has no place for it, so it is written as a
+separate gauge family that Prometheus stores as one more series per child and nothing in our
+dashboard or alert rules reads (``rate()`` and ``increase()`` handle resets without it). The
+writer drops them for every family, as :class:`~printfleet.metrics.fleet.PrintCounters`
+never had them. It filters here rather than calling ``disable_created_metrics()``, which flips
+a process-wide flag inside prometheus_client (an application embedding printfleet, or a test
+that enables it, would change what another registry exports).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Final, Protocol, runtime_checkable
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
@@ -44,7 +53,24 @@ class _Collectors:
 
     def collect(self) -> Iterator[Metric]:
         for collector in self._collectors:
-            yield from collector.collect()
+            for metric in collector.collect():
+                yield without_created(metric)
+
+
+#: Families whose children prometheus_client gives a ``_created`` sample.
+_WITH_CREATED: Final = frozenset({"counter", "histogram", "summary", "gaugehistogram"})
+
+
+def without_created(metric: Metric) -> Metric:
+    """``metric`` without its ``<name>_created`` samples (a copy; the collector's is untouched)."""
+    if metric.type not in _WITH_CREATED:
+        return metric
+    created = metric.name + "_created"
+    if not any(sample.name == created for sample in metric.samples):
+        return metric
+    copy = Metric(metric.name, metric.documentation, metric.type, metric.unit)
+    copy.samples = [sample for sample in metric.samples if sample.name != created]
+    return copy
 
 
 def collectors(registry: CollectorRegistry) -> list[Collector]:

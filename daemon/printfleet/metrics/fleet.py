@@ -308,6 +308,21 @@ def _no_outbox() -> OutboxCounts:
     return {}, {}
 
 
+def _no_sinks() -> tuple[str, ...]:
+    return ()
+
+
+def outbox_rows(counts: Mapping[str, int], sinks: Iterable[str]) -> list[Row]:
+    """One series per configured sink (0 when its outbox is empty), plus any other sink
+    that still has entries (a receiver removed from the config keeps its backlog visible).
+
+    Without the zeros a healthy, empty outbox has no series at all, and a dashboard panel
+    over it says "No data" instead of 0.
+    """
+    merged = dict.fromkeys(sinks, 0) | dict(counts)
+    return [((sink,), float(merged[sink])) for sink in sorted(merged)]
+
+
 class FleetCollector(Collector):
     """Fleet and self-health gauges computed from the current values at every scrape.
 
@@ -315,8 +330,9 @@ class FleetCollector(Collector):
         view: returns the current :class:`FleetView` (the poller swaps it; never mutated).
         budgets: returns the request budget per source (``Source.budget()``, no I/O).
         outbox: returns ``(pending, dead)`` delivery counts per sink.
+        sinks: returns the configured sink names; each gets both outbox series, 0 when empty.
 
-    All three are called from the scraping thread, so they must be cheap, must not block,
+    All four are called from the scraping thread, so they must be cheap, must not block,
     and must only read values that are replaced as a whole (never mutated in place).
     """
 
@@ -325,10 +341,12 @@ class FleetCollector(Collector):
         view: Callable[[], FleetView],
         budgets: Callable[[], Mapping[str, BudgetStatus]] = _no_budgets,
         outbox: Callable[[], OutboxCounts] = _no_outbox,
+        sinks: Callable[[], Iterable[str]] = _no_sinks,
     ) -> None:
         self._view = view
         self._budgets = budgets
         self._outbox = outbox
+        self._sinks = sinks
         self._lock = threading.Lock()
         self._cache: dict[tuple[str, str], tuple[Printer, tuple[str, ...]]] = {}
 
@@ -390,13 +408,8 @@ class FleetCollector(Collector):
         ]
         budget: list[Row] = [((n,), float(b.remaining)) for n, b in self._budgets().items()]
         pending, dead = self._outbox()
-        return [
-            up,
-            last,
-            budget,
-            [((sink,), float(n)) for sink, n in pending.items()],
-            [((sink,), float(n)) for sink, n in dead.items()],
-        ]
+        sinks = tuple(self._sinks())
+        return [up, last, budget, outbox_rows(pending, sinks), outbox_rows(dead, sinks)]
 
 
 def _printer_text(source: str, printer: Printer) -> tuple[str, ...]:

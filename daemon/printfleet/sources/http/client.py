@@ -298,9 +298,11 @@ class VendorHttp:
         while True:
             await self._acquire(endpoint)
             token = await auth.token() if auth is not None else None
+            sent = self._clock.monotonic()
             answer = await self._send_once(
                 method, url, endpoint=endpoint, params=params, data=data, token=token
             )
+            self._log_exchange(method, endpoint, answer, self._clock.monotonic() - sent)
             if (
                 isinstance(answer, _Transient)
                 or answer.status_code != 401
@@ -395,6 +397,25 @@ class VendorHttp:
                 raise RateLimited(self.source, "request budget exhausted", delay)
             waited += delay
             await self._clock.sleep(delay)
+
+    def _log_exchange(self, method: str, endpoint: str, answer: object, seconds: float) -> None:
+        """``source.request`` at debug: method, the endpoint's path (never the query, which
+        may carry cursors or keys), the status or transport error, duration, budget left."""
+        # ``answer`` is the response or a _Transient (timeout, network error, 5xx); typed as
+        # object so this line does not care which response type the exchange returns.
+        status = (
+            answer.reason
+            if isinstance(answer, _Transient)
+            else getattr(answer, "status_code", None)
+        )
+        self._log.debug(
+            "source.request",
+            method=method,
+            endpoint=endpoint,
+            status=status,
+            duration_s=round(seconds, 3),
+            budget_left=int(self._budget.status().remaining),
+        )
 
     def _observe(self, endpoint: str, code: str, sent: float) -> None:
         self._observer.api_request(self.source, endpoint, code, self._clock.monotonic() - sent)
