@@ -17,7 +17,7 @@ import httpx
 
 from printfleet import __version__
 from printfleet.clock import Clock, SystemClock
-from printfleet.config import CREDENTIALS_ENV, Settings, SourceConfig
+from printfleet.config import CREDENTIALS_ENV, LimitsConfig, Settings, SourceConfig
 from printfleet.errors import (
     EXIT_AUTH,
     EXIT_ERROR,
@@ -62,6 +62,7 @@ class MakeSource(Protocol):
         clock: Clock,
         offline_after: timedelta,
         credentials_dir: Path | None,
+        limits: LimitsConfig | None,
     ) -> Source: ...
 
 
@@ -84,6 +85,7 @@ async def fetch_snapshots(
                 clock=SystemClock(),
                 offline_after=config.offline_after or settings.poll.offline_after,
                 credentials_dir=Path(credentials) if credentials else None,
+                limits=settings.limits,
             )
             try:
                 snapshot = await source.fetch_printers()
