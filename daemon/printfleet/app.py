@@ -195,6 +195,7 @@ class Daemon:
                 offline_after=cfg.offline_after or settings.poll.offline_after,
                 observer=self.metrics,
                 credentials_dir=credentials_dir,
+                limits=settings.limits,
             )
             stack.push_async_callback(source.aclose)
             self.sources.append(source)
@@ -525,6 +526,7 @@ class Daemon:
             secret=secret,
             headers=receiver.headers,
             timeout=receiver.timeout.total_seconds(),
+            reply_max_size=self.settings.limits.reply_max_size,
             clock=self.clock,
             version=__version__,
         )

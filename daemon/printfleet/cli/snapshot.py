@@ -22,7 +22,7 @@ import httpx
 
 from printfleet import __version__
 from printfleet.clock import Clock, SystemClock
-from printfleet.config import CREDENTIALS_ENV, Settings, SourceConfig
+from printfleet.config import CREDENTIALS_ENV, LimitsConfig, Settings, SourceConfig
 from printfleet.core.model import Snapshot
 from printfleet.errors import (
     EXIT_AUTH,
@@ -73,6 +73,7 @@ class MakeSource(Protocol):
         clock: Clock,
         offline_after: timedelta,
         credentials_dir: Path | None,
+        limits: LimitsConfig | None,
     ) -> Source: ...
 
 
@@ -111,6 +112,7 @@ async def fetch_snapshots(
                 clock=clock,
                 offline_after=config.offline_after or settings.poll.offline_after,
                 credentials_dir=Path(credentials) if credentials else None,
+                limits=settings.limits,
             )
             try:
                 snapshot = await _fetch(source, config.name, clock, err, max_retry_wait)

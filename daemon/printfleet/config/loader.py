@@ -36,6 +36,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from printfleet.config.explain import explain
 from printfleet.config.schema import DaemonConfig, Settings, array_sections, leaf_annotation
 from printfleet.config.secrets import (
+    SECRET_FILE_MAX_SIZE,
     forget_loose_secret_files,
     parse_carbon_secrets,
     read_secret_text,
@@ -50,6 +51,7 @@ from printfleet.config.toml_lines import (
     toml_problem,
     undecodable_line_of,
 )
+from printfleet.core.sizes import parse_size
 from printfleet.errors import ConfigError, Problem
 from printfleet.logs import register_secret
 
@@ -319,6 +321,7 @@ class _Loader:
 
     def _resolve_paths(self, data: dict[str, Any]) -> None:
         base = self.path.absolute().parent
+        self._secret_max = _secret_file_max_size(data)
         for loc, value, parent in _walk_file_keys(data):
             resolved = resolve_secret_file(Path(value), self.credentials_dir, base_dir=base)
             parent[str(loc[-1])] = str(resolved)
@@ -342,7 +345,9 @@ class _Loader:
     def _check_file(self, loc: Loc, path: Path) -> None:
         key = str(loc[-1])
         public = key in _PUBLIC_FILE_KEYS
-        text, problem = read_text(path) if public else read_secret_text(path)
+        text, problem = (
+            read_text(path) if public else read_secret_text(path, max_size=self._secret_max)
+        )
         if problem is not None:
             message, fix = problem
             self._add(loc, message, fix)
@@ -443,3 +448,16 @@ def _register_inline_secrets(model: BaseModel) -> None:
             for item in value:
                 if isinstance(item, BaseModel):
                     _register_inline_secrets(item)
+
+
+def _secret_file_max_size(data: dict[str, Any]) -> int:
+    """``[limits] secret_file_max_size`` as written, so secret files are checked against the
+    cap ``run`` will use; a bad value is reported by the schema, so fall back quietly here."""
+    limits = data.get("limits")
+    value = limits.get("secret_file_max_size") if isinstance(limits, dict) else None
+    if value is None:
+        return SECRET_FILE_MAX_SIZE
+    try:
+        return parse_size(value)
+    except (TypeError, ValueError):
+        return SECRET_FILE_MAX_SIZE

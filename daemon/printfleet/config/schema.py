@@ -33,6 +33,7 @@ from pydantic import (
 
 from printfleet.config.toml_lines import Loc
 from printfleet.core.durations import parse_duration
+from printfleet.core.sizes import format_size, parse_size
 from printfleet.errors import did_you_mean
 
 Vendor = Literal["formlabs", "carbon"]
@@ -144,6 +145,21 @@ Duration = Annotated[
 ]
 
 
+def _size(value: Any) -> int:
+    try:
+        return parse_size(value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(str(err)) from None
+
+
+Size = Annotated[
+    int,
+    BeforeValidator(_size),
+    PlainSerializer(format_size, return_type=str),
+]
+"""A byte count written like ``"256MiB"`` or ``"64KiB"`` (see :func:`parse_size`)."""
+
+
 class Section(BaseModel):
     """Base of every config section: unknown keys are errors, values are immutable."""
 
@@ -214,7 +230,11 @@ class SourceConfig(Section):
         ge=1,
         description="Carbon: requests per 10 s (default 90: 90% of the lower documented limit).",
     )
-    timeout: Duration = Field(timedelta(seconds=30), description="Timeout of one HTTP request.")
+    timeout: Duration = Field(
+        timedelta(seconds=30),
+        description="Deadline of one HTTP request, total: connect and every read of the body "
+        "(a vendor trickling bytes cannot hold a request open longer). Retried per policy.",
+    )
     offline_after: Duration | None = Field(
         None,
         description="Override [poll] offline_after for this account. For Carbon, staleness of the "
@@ -343,7 +363,11 @@ class ReceiverConfig(Section):
     headers: dict[str, str] = Field(
         default_factory=dict, description="webhook: extra HTTP headers sent with every request."
     )
-    timeout: Duration = Field(timedelta(seconds=10), description="Timeout of one delivery attempt.")
+    timeout: Duration = Field(
+        timedelta(seconds=10),
+        description="Deadline of one delivery attempt, total: connect, sending and every read "
+        "of the reply (a receiver answering slowly fails the attempt, which is retried).",
+    )
     max_age: Duration = Field(
         timedelta(hours=24),
         description="A delivery still failing after this long goes to the dead-letter table.",
@@ -364,6 +388,43 @@ class ReceiverConfig(Section):
         if self.url is None and self.url_file is None:
             raise ValueError(f"receiver {self.name!r} needs url or url_file")
         return self
+
+
+class LimitsConfig(Section):
+    """Caps on everything read from outside, so no vendor, receiver or file can exhaust us."""
+
+    response_max_size: Size = Field(
+        256 * 1024**2,
+        ge=1,
+        description="Largest vendor response body read; it is streamed and the request fails "
+        "as bad_response past this. 10,000 printers are about 50 MB of /printers/ JSON; the "
+        "default leaves 5x headroom.",
+    )
+    json_max_depth: int = Field(
+        64,
+        ge=2,
+        le=10_000,
+        description="Deepest nesting accepted in a vendor JSON document (the documented "
+        "records nest about 6 deep). A deeper record is skipped; a deeper token response or "
+        "page fails the request as bad_response.",
+    )
+    reply_max_size: Size = Field(
+        64 * 1024,
+        ge=0,
+        description="Most read from a webhook receiver's reply (an excerpt of it is kept for "
+        "the dead-letter table); the rest is never read.",
+    )
+    secret_file_max_size: Size = Field(
+        64 * 1024,
+        ge=1,
+        description="Secret files larger than this are refused (a Carbon secrets.json is about "
+        "2 KB).",
+    )
+    vendor_clock_skew: Duration = Field(
+        timedelta(days=1),
+        description="A vendor Date header further than this from our clock is not trusted: "
+        "logged once (source.clock_untrusted) and printers' staleness is judged on our clock.",
+    )
 
 
 class RulesConfig(Section):
@@ -396,6 +457,7 @@ class Settings(Section):
         (), description="Notification targets ([[receiver]] tables)."
     )
     rules: RulesConfig = Field(default_factory=RulesConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
 
     @model_validator(mode="after")
     def _names_unique(self) -> Settings:

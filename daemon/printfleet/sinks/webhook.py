@@ -8,11 +8,18 @@ outcome                                       raised
 ============================================  =================================================
 2xx                                           nothing (delivered)
 network error, timeout, dropped connection    ``DeliveryFailed(retryable=True)``
+the deadline passed (connect + every read)    ``DeliveryFailed(retryable=True)``
 429                                           retryable, ``retry_after`` from ``Retry-After``
 5xx                                           retryable (``retry_after`` when the server sent it)
 other 4xx, 3xx                                not retryable, ``status`` + first 500 chars of body
 an invalid URL                                not retryable
 ============================================  =================================================
+
+``timeout`` is the total deadline of one attempt (connect, send and every read of the reply):
+httpx's own timeout is per read, so a receiver trickling its reply could otherwise hold the
+sink for ever. Of the reply, at most ``reply_max_size`` bytes are read (the dead-letter
+excerpt comes from them); the rest is never read, so a receiver streaming a gigabyte costs
+nothing.
 
 Retrying is the outbox's job, not this class's. The target URL is a secret for Slack, Teams and
 Discord (whoever has it can post), so it is kept as a ``SecretStr`` and never appears in an error,
@@ -22,6 +29,7 @@ a log line or a repr. httpx itself logs request URLs at INFO: the application ke
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -42,6 +50,8 @@ from printfleet.sinks import formats
 
 KINDS: Final = frozenset({"webhook", "slack", "teams", "discord"})
 RESPONSE_EXCERPT: Final = 500
+#: The default of ``[limits] reply_max_size``.
+DEFAULT_REPLY_MAX_SIZE: Final = 64 * 1024
 SIGNATURE_HEADER: Final = "X-Printfleet-Signature"
 _NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 
@@ -91,6 +101,7 @@ class WebhookSink:
         secret: SecretStr | None = None,
         headers: Mapping[str, str] = _NO_HEADERS,
         timeout: float = 10.0,
+        reply_max_size: int = DEFAULT_REPLY_MAX_SIZE,
         clock: Clock,
         version: str,
     ) -> None:
@@ -103,6 +114,7 @@ class WebhookSink:
         self._secret = secret
         self._headers = dict(headers)
         self._timeout = timeout
+        self._reply_max = reply_max_size
         self._clock = clock
         self._user_agent = f"printfleet/{version}"
         self._life = Lifecycle(f"webhook sink {name!r}")
@@ -165,12 +177,27 @@ class WebhookSink:
         self._life.check_open()
         body, headers = self.request_for(delivery)
         try:
-            response = await self._client.post(
-                self._url.get_secret_value(),
-                content=body,
-                headers=headers,
-                timeout=self._timeout,
-            )
+            async with asyncio.timeout(self._timeout) as deadline:
+                request = self._client.build_request(
+                    "POST",
+                    self._url.get_secret_value(),
+                    content=body,
+                    headers=headers,
+                    timeout=self._timeout,
+                )
+                response = await self._client.send(request, stream=True)
+                try:
+                    reply = await self._read_reply(response)
+                finally:
+                    await response.aclose()
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            raise DeliveryFailed(
+                self._name,
+                f"timed out (no complete reply within the {self._timeout:g} s deadline)",
+                retryable=True,
+            ) from None
         except httpx.TimeoutException as err:
             # `from None`: httpx messages may quote the URL, which is a secret here.
             raise DeliveryFailed(
@@ -190,17 +217,31 @@ class WebhookSink:
             raise DeliveryFailed(
                 self._name, "the receiver URL is invalid; check url/url_file", retryable=False
             ) from None
-        self._check(response)
+        self._check(response, reply)
 
-    def _check(self, response: httpx.Response) -> None:
+    async def _read_reply(self, response: httpx.Response) -> bytes:
+        """At most ``reply_max_size`` bytes of the reply.
+
+        Also read for a 2xx (usually ``ok``): a reply read to its end lets the connection be
+        reused for the next delivery.
+        """
+        limit = self._reply_max
+        kept = bytearray()
+        async for chunk in response.aiter_bytes():
+            kept += chunk[: limit - len(kept)]
+            if len(kept) >= limit:
+                break  # the rest is never read: closing the response drops it
+        return bytes(kept)
+
+    def _check(self, response: httpx.Response, reply: bytes) -> None:
         status = response.status_code
         if 200 <= status < 300:
             return
-        excerpt = self._redact(_excerpt(response))
+        excerpt = self._redact(_excerpt(response, reply))
         if status == 429 or status >= 500:
             retry_after = parse_retry_after(response.headers.get("Retry-After"), self._clock.now())
             if retry_after is None and status == 429:
-                retry_after = _json_retry_after(response)
+                retry_after = _json_retry_after(reply)
             raise DeliveryFailed(
                 self._name,
                 f"HTTP {status}",
@@ -234,18 +275,25 @@ class WebhookSink:
         return text
 
 
-def _excerpt(response: httpx.Response) -> str:
+def _excerpt(response: httpx.Response, reply: bytes) -> str:
+    """The first characters of the (capped) reply, in its declared charset when it has one."""
+    encoding = response.charset_encoding or "utf-8"
     try:
-        text = response.text
-    except (UnicodeDecodeError, LookupError, httpx.HTTPError):
-        text = response.content[:RESPONSE_EXCERPT].decode("utf-8", errors="replace")
+        text = reply.decode(encoding, errors="replace")
+    except LookupError:  # an unknown charset name
+        text = reply.decode("utf-8", errors="replace")
     return text[:RESPONSE_EXCERPT]
 
 
-def _json_retry_after(response: httpx.Response) -> float | None:
+def _json_retry_after(reply: bytes) -> float | None:
     """Discord also says how long to wait in the JSON body (``retry_after`` seconds)."""
     try:
-        value = json.loads(response.content).get("retry_after")
-    except (ValueError, AttributeError):
+        value = json.loads(reply).get("retry_after")
+    except (ValueError, AttributeError, RecursionError):
         return None
-    return max(0.0, float(value)) if isinstance(value, int | float) else None
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        return max(0.0, float(value))
+    except OverflowError:  # an int too large for a float
+        return None

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from pydantic import SecretStr
 
 from printfleet.clock import Clock
-from printfleet.config import SourceConfig
+from printfleet.config import LimitsConfig, SourceConfig
 from printfleet.config import secrets as config_secrets
 from printfleet.config.secrets import CARBON_FIX, read_secret_file, resolve_secret_file
 from printfleet.errors import ConfigError, Problem
@@ -41,6 +41,7 @@ def make_source(
     offline_after: timedelta,
     observer: Observer = NULL_OBSERVER,
     credentials_dir: Path | None = None,
+    limits: LimitsConfig | None = None,
 ) -> Source:
     """The source for ``config``, sharing ``client`` (owned by the caller).
 
@@ -49,12 +50,21 @@ def make_source(
             judges ``updated_at`` staleness only when the source sets it (see SourceConfig).
         credentials_dir: where a bare secret file name is looked up (systemd's
             ``$CREDENTIALS_DIRECTORY``).
+        limits: the ``[limits]`` section (body size, JSON depth, vendor clock skew); the
+            defaults when not given.
 
     Raises:
         ConfigError: a secret file is missing, unreadable, empty or malformed.
     """
+    limits = limits or LimitsConfig()
     http = HttpOptions(
-        client=client, clock=clock, observer=observer, timeout=config.timeout.total_seconds()
+        client=client,
+        clock=clock,
+        observer=observer,
+        timeout=config.timeout.total_seconds(),
+        response_max_size=limits.response_max_size,
+        json_max_depth=limits.json_max_depth,
+        vendor_clock_skew=limits.vendor_clock_skew,
     )
     if config.vendor == "formlabs":
         return FormlabsSource(

@@ -41,6 +41,8 @@ RENEW_FRACTION = 0.1
 RENEW_RETRY_S = 60.0
 #: Token lifetime assumed when a token response lacks a usable ``expires_in``.
 DEFAULT_LIFETIME_S = 3600.0
+#: Longest access token accepted (Formlabs' are ~30 characters; JWTs run to a few KB).
+MAX_TOKEN_LENGTH = 8192
 
 
 class FormlabsToken:
@@ -112,6 +114,7 @@ class FormlabsToken:
                 "client_secret": self._secret.get_secret_value(),
             },
             accept=(400, 401),
+            records=False,  # a token response holds no records: too deep is unusable
         )
         if result.status in (400, 401):
             code = _error_code(result.body)
@@ -126,14 +129,15 @@ class FormlabsToken:
         token = body.get("access_token") if isinstance(body, dict) else None
         if not isinstance(token, str) or not token:
             raise BadResponse(self._http.source, "the token endpoint answered without access_token")
-        expires_in = body.get("expires_in")
-        lifetime = (
-            float(expires_in)
-            if isinstance(expires_in, int | float) and not isinstance(expires_in, bool)
-            else DEFAULT_LIFETIME_S
-        )
-        if not math.isfinite(lifetime) or lifetime <= 0:
-            lifetime = DEFAULT_LIFETIME_S
+        if not _usable_token(token):
+            # Never quote it: a malformed token may still be a real credential.
+            raise BadResponse(
+                self._http.source,
+                "the token endpoint answered an access_token with non-ASCII, non-printable or "
+                f"space characters, or longer than {MAX_TOKEN_LENGTH} characters; it cannot be "
+                "sent in an HTTP header",
+            )
+        lifetime = _lifetime(body.get("expires_in"))
         register_secret(token)  # defence in depth: redacted should it ever reach a log line
         self._token = token
         self._expires_at = asked + lifetime
@@ -144,6 +148,29 @@ class FormlabsToken:
         )
         self._issued += 1
         return token
+
+
+def _usable_token(token: str) -> bool:
+    """Whether ``token`` can be an ``Authorization: Bearer`` value: visible ASCII, bounded.
+
+    RFC 6750's b64token is narrower still; any visible ASCII is accepted so that a vendor
+    changing its token alphabet breaks nothing, while what httpx cannot encode is refused here
+    (as a BadResponse) rather than as a UnicodeEncodeError deep in the request.
+    """
+    return 0 < len(token) <= MAX_TOKEN_LENGTH and all("!" <= c <= "~" for c in token)
+
+
+def _lifetime(expires_in: Any) -> float:
+    """Seconds a token lives, from ``expires_in``; the default when absent or absurd."""
+    if not isinstance(expires_in, int | float) or isinstance(expires_in, bool):
+        return DEFAULT_LIFETIME_S
+    try:
+        lifetime = float(expires_in)
+    except OverflowError:  # an int too large for a float: treat as unusable, not as forever
+        return DEFAULT_LIFETIME_S
+    if not math.isfinite(lifetime) or lifetime <= 0:
+        return DEFAULT_LIFETIME_S
+    return lifetime
 
 
 def _error_code(body: Any) -> str | None:

@@ -32,6 +32,9 @@ T = TypeVar("T")
 #: Reasons given in :class:`SkippedRecord` (short, stable, safe to log and count).
 REASON_NOT_OBJECT: Final = "not an object"
 REASON_DUPLICATE: Final = "duplicate"
+REASON_TOO_DEEP: Final = "nested too deep"
+#: The default of ``[limits] json_max_depth``: the documented records nest about 6 deep.
+DEFAULT_MAX_DEPTH: Final = 64
 
 # Ints beyond int64 are not plausible vendor values and would overflow float division.
 _INT_LIMIT: Final = 2**63
@@ -88,7 +91,7 @@ class Keyed(Generic[T]):
             try:
                 record = as_mapping(value)
                 if record is None:
-                    self.skip(None, REASON_NOT_OBJECT)
+                    self.skip(None, REASON_TOO_DEEP if value is TOO_DEEP else REASON_NOT_OBJECT)
                     continue
                 ident = as_str(record.get(key))
                 if ident is None:
@@ -129,18 +132,91 @@ def raw_record(record: Mapping[str, Any], *path: str) -> Mapping[str, Any]:
 
 _DECODER: Final = json.JSONDecoder()
 _SPACE: Final = re.compile(r"[ \t\n\r]*")
+# A JSON string or one bracket: enough to find where a value too deep to decode ends.
+_TOKEN: Final = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+
+
+class TooDeep:
+    """Stands in for a record nested deeper than ``json_max_depth`` (it was not kept).
+
+    Mappers see something that is not an object and skip it; :meth:`Keyed.collect` names the
+    reason (:data:`REASON_TOO_DEEP`).
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "TOO_DEEP"
+
+
+TOO_DEEP: Final = TooDeep()
+
+
+def too_deep(value: Any, limit: int) -> bool:
+    """Whether decoded JSON ``value`` nests more than ``limit`` containers deep.
+
+    Iterative (no recursion, whatever the value), and it visits containers only once each.
+    """
+    if type(value) is not dict and type(value) is not list:
+        return False
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        container, depth = stack.pop()
+        if depth > limit:
+            return True
+        for child in container.values() if type(container) is dict else container:
+            if type(child) is dict or type(child) is list:
+                stack.append((child, depth + 1))
+    return False
+
+
+def _record(text: str, start: int, limit: int) -> tuple[Any, int]:
+    """The array element at ``start``: its value (TOO_DEEP past ``limit``) and where it ends.
+
+    An element too deep for the decoder's own recursion guard is stepped over unread, so one
+    hostile record costs one scan and never a ``RecursionError``.
+    """
+    try:
+        value, end = _DECODER.raw_decode(text, start)
+    except RecursionError:
+        return TOO_DEEP, _skip_value(text, start)
+    if type(value) is dict:
+        chunk = text[start:end]
+        # Counting brackets is C-fast and settles almost every record (a printer has ~14).
+        if chunk.count("{") + chunk.count("[") > limit and too_deep(value, limit):
+            return TOO_DEEP, end
+        return Record(value, chunk), end
+    if type(value) is list and too_deep(value, limit):
+        return TOO_DEEP, end
+    return value, end
+
+
+def _skip_value(text: str, start: int) -> int:
+    """The end of the (valid-looking) JSON container at ``start``, by counting brackets."""
+    depth = 0
+    for match in _TOKEN.finditer(text, start):
+        part = match.group()
+        if part in "[{":
+            depth += 1
+        elif part in "]}":
+            depth -= 1
+            if depth == 0:
+                return match.end()
+    raise ValueError(f"unterminated value at character {start}")
 
 
 class RecordStream(Iterable[Any]):
     """The elements of a JSON array body, decoded one at a time as they are read.
 
     A 5,000-printer ``/printers/`` array decodes to ~55 MB of objects; mapped one by one, each
-    record is garbage as soon as its printer is built. Objects come as :class:`Record`.
-    Iterating raises ``ValueError`` where the text stops being a JSON array.
+    record is garbage as soon as its printer is built. Objects come as :class:`Record`; an
+    element nested deeper than ``max_depth`` comes as :data:`TOO_DEEP` (the rest are still
+    read). Iterating raises ``ValueError`` where the text stops being a JSON array.
     """
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, *, max_depth: int = DEFAULT_MAX_DEPTH) -> None:
         self._text = text
+        self._limit = max_depth
 
     @staticmethod
     def is_array(text: str) -> bool:
@@ -153,8 +229,8 @@ class RecordStream(Iterable[Any]):
             at += 1
         else:
             while True:
-                value, end = _DECODER.raw_decode(text, at)
-                yield Record(value, text[at:end]) if isinstance(value, dict) else value
+                value, end = _record(text, at, self._limit)
+                yield value
                 at = _skip_space(text, end)
                 if text.startswith(",", at):
                     at = _skip_space(text, at + 1)
@@ -170,6 +246,114 @@ class RecordStream(Iterable[Any]):
 def _skip_space(text: str, at: int) -> int:
     match = _SPACE.match(text, at)
     return match.end() if match else at
+
+
+class JsonTooDeep(ValueError):
+    """A JSON document nests deeper than allowed outside its list of records."""
+
+
+def loads(text: str, *, max_depth: int = DEFAULT_MAX_DEPTH, records: bool = True) -> Any:
+    """Decode a JSON document whose nesting is capped at ``max_depth`` containers.
+
+    With ``records``, a list at the top or directly under the top-level object is a list of
+    records: an element of it nested deeper than the cap becomes :data:`TOO_DEEP` (a skipped
+    record, the rest kept). Without, and for anything else too deep, the whole document is
+    refused.
+
+    Raises:
+        JsonTooDeep: nested too deep (never ``RecursionError``, however deep).
+        ValueError: not JSON.
+    """
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        if not records:
+            raise JsonTooDeep(f"nested deeper than {max_depth}") from None
+        return _loads_slow(text, max_depth)
+    if not too_deep(value, max_depth):
+        return value
+    if not records:
+        raise JsonTooDeep(f"nested deeper than {max_depth}")
+    return _cap_records(value, max_depth)
+
+
+def _cap_records(value: Any, limit: int) -> Any:
+    """A decoded document with its too-deep records replaced by :data:`TOO_DEEP`."""
+    if type(value) is list:
+        return [TOO_DEEP if too_deep(item, limit - 1) else item for item in value]
+    if type(value) is dict:
+        capped: dict[str, Any] = {}
+        for key, item in value.items():
+            if type(item) is list:
+                capped[key] = [TOO_DEEP if too_deep(e, limit - 2) else e for e in item]
+            elif too_deep(item, limit - 1):
+                raise JsonTooDeep(f"{key!r} is nested deeper than {limit}")
+            else:
+                capped[key] = item
+        return capped
+    return value
+
+
+def _loads_slow(text: str, limit: int) -> Any:
+    """:func:`loads` for a document too deep for the decoder: walk its top two levels here."""
+    at = _skip_space(text, 0)
+    value: Any
+    if text.startswith("[", at):
+        value, end = _array(text, at, limit - 1)
+    elif text.startswith("{", at):
+        value, end = _object(text, at, limit)
+    else:
+        raise JsonTooDeep(f"nested deeper than {limit}")
+    if _skip_space(text, end) != len(text):
+        raise ValueError(f"extra data at character {end}")
+    return value
+
+
+def _array(text: str, at: int, limit: int) -> tuple[list[Any], int]:
+    items: list[Any] = []
+    at = _skip_space(text, at + 1)
+    if text.startswith("]", at):
+        return items, at + 1
+    while True:
+        value, end = _record(text, at, limit)
+        items.append(value.copy() if type(value) is Record else value)
+        at = _skip_space(text, end)
+        if text.startswith(",", at):
+            at = _skip_space(text, at + 1)
+        elif text.startswith("]", at):
+            return items, at + 1
+        else:
+            raise ValueError(f"expected ',' or ']' at character {at}")
+
+
+def _object(text: str, at: int, limit: int) -> tuple[dict[str, Any], int]:
+    result: dict[str, Any] = {}
+    at = _skip_space(text, at + 1)
+    if text.startswith("}", at):
+        return result, at + 1
+    while True:
+        key, end = _DECODER.raw_decode(text, at)
+        at = _skip_space(text, end)
+        if not isinstance(key, str) or not text.startswith(":", at):
+            raise ValueError(f"expected a key and ':' at character {at}")
+        at = _skip_space(text, at + 1)
+        if text.startswith("[", at):
+            value, end = _array(text, at, limit - 2)
+        else:
+            try:
+                value, end = _DECODER.raw_decode(text, at)
+            except RecursionError:
+                raise JsonTooDeep(f"{key!r} is nested deeper than {limit}") from None
+            if too_deep(value, limit - 1):
+                raise JsonTooDeep(f"{key!r} is nested deeper than {limit}")
+        result[key] = value
+        at = _skip_space(text, end)
+        if text.startswith(",", at):
+            at = _skip_space(text, at + 1)
+        elif text.startswith("}", at):
+            return result, at + 1
+        else:
+            raise ValueError(f"expected ',' or '}}' at character {at}")
 
 
 def records_of(body: Any, *, source: str, what: str, list_key: str) -> Iterable[Any]:

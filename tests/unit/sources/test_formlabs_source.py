@@ -133,6 +133,7 @@ def make_source(
     secret: str = "s3cr3t-value",  # noqa: S107 - a test credential
     retry: RetryPolicy | None = None,
     budget: RequestBudget | None = None,
+    **options: Any,
 ) -> FormlabsSource:
     return FormlabsSource(
         name="lab",
@@ -145,6 +146,7 @@ def make_source(
         retry=retry,
         budget=budget,
         rng=random.Random(3),
+        **options,
     )
 
 
@@ -297,8 +299,10 @@ async def test_printers_answer_of_the_wrong_shape_is_bad_response(
 
 
 async def test_offline_is_judged_on_the_vendor_clock(fake: FakeFormlabs, clock: FakeClock) -> None:
-    """Printers that pinged seconds ago by the vendor's Date stay online despite our clock."""
-    snapshot = await make_source(fake, clock).fetch_printers()
+    """Printers that pinged seconds ago by the vendor's Date stay online despite our clock
+    (here 8 months apart: trusted because vendor_clock_skew allows it)."""
+    skew = timedelta(days=400)
+    snapshot = await make_source(fake, clock, vendor_clock_skew=skew).fetch_printers()
     assert clock.now().year == 2026  # months after the pings, by our clock
     assert snapshot.printers["NimbleHeron"].online
     assert snapshot.taken_at == clock.now()
@@ -503,7 +507,7 @@ async def test_first_call_without_since_reads_no_events(
     fake: FakeFormlabs, clock: FakeClock
 ) -> None:
     """Without `since`, no history is read and the watermark starts at the vendor's now."""
-    source = make_source(fake, clock)
+    source = make_source(fake, clock, vendor_clock_skew=timedelta(days=400))
     await source.fetch_printers()  # learns the vendor clock
     batch = await source.fetch_runs()
     assert not fake.data_requests("/events/")

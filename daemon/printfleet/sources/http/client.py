@@ -25,7 +25,15 @@ or error). Together they
 
 4. report every attempt to the :class:`~printfleet.observe.Observer` with a bounded endpoint label;
 5. estimate the vendor's clock from the ``Date`` header (:meth:`VendorHttp.server_now`), so that
-   "last pinged 5 minutes ago" is judged on the vendor's clock, not ours.
+   "last pinged 5 minutes ago" is judged on the vendor's clock, not ours — but only while that
+   clock is within ``vendor_clock_skew`` of ours (beyond, ``source.clock_untrusted`` is logged
+   once and our clock is used, so no header can make a fleet look offline);
+6. cap what one exchange may cost: ``timeout`` is the total deadline of connect, send and
+   every read of the body (httpx's own timeout is per read, so a vendor trickling a byte at a
+   time could hold it open for ever); the body is streamed and abandoned past
+   ``response_max_size`` (a :class:`~printfleet.errors.BadResponse`, never an unbounded
+   buffer); JSON nesting is capped at ``json_max_depth`` (a record nested deeper is skipped,
+   a deeper token response or page is a ``BadResponse``; never a ``RecursionError``).
 
 Nothing here formats a secret: URLs never carry tokens, and error messages name the method and
 the endpoint label only.
@@ -33,7 +41,7 @@ the endpoint label only.
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
 import random
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -51,7 +59,11 @@ from printfleet.errors import AuthFailed, BadResponse, RateLimited, SourceUnavai
 from printfleet.lifecycle import Lifecycle
 from printfleet.observe import NULL_OBSERVER, Observer
 from printfleet.sources.http.budget import RequestBudget
-from printfleet.sources.mapping import RecordStream
+from printfleet.sources.mapping import DEFAULT_MAX_DEPTH, JsonTooDeep, RecordStream, loads
+
+#: The defaults of ``[limits]``: see config.schema.LimitsConfig for why these values.
+DEFAULT_RESPONSE_MAX_SIZE = 256 * 1024**2
+DEFAULT_CLOCK_SKEW = timedelta(days=1)
 
 Params = Sequence[tuple[str, str]]
 ParamsArg = Params | Callable[[], Params] | None
@@ -113,7 +125,13 @@ class HttpOptions(TypedDict, total=False):
     observer: Observer
     """Told about every request attempt (default: nobody)."""
     timeout: float
-    """Seconds for one request: connect, read, write and pool each (default 30)."""
+    """Seconds for one request in total: connect, send and every read of the body (default 30)."""
+    response_max_size: int
+    """Bytes of one response body read at most; past it the request is a BadResponse."""
+    json_max_depth: int
+    """Deepest JSON nesting accepted (a deeper record is skipped, a deeper document refused)."""
+    vendor_clock_skew: timedelta
+    """A ``Date`` header further than this from our clock is not trusted (default 1 day)."""
     retry: RetryPolicy | None
     """The :class:`RetryPolicy` (default: ``RetryPolicy()``)."""
     rng: random.Random | None
@@ -130,6 +148,16 @@ class HttpResult:
     status: int
     body: Any
     url: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    """One response read whole (within the size cap): what classification needs of it."""
+
+    status_code: int
+    headers: httpx.Headers
+    url: httpx.URL
+    content: bytes | bytearray
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +203,10 @@ class VendorHttp:
         self._budget = budget
         self._observer = options.get("observer", NULL_OBSERVER)
         self._timeout = options.get("timeout", 30.0)
+        self._max_size = options.get("response_max_size", DEFAULT_RESPONSE_MAX_SIZE)
+        self._max_depth = options.get("json_max_depth", DEFAULT_MAX_DEPTH)
+        self._max_skew = options.get("vendor_clock_skew", DEFAULT_CLOCK_SKEW)
+        self._clock_untrusted = False
         self._retry = options.get("retry") or RetryPolicy()
         self._rng = options.get("rng") or random.Random()  # jitter, not cryptography
         self._forbidden_hint = forbidden_hint
@@ -216,6 +248,7 @@ class VendorHttp:
         auth: Authenticator | None = None,
         accept: Collection[int] = (),
         stream_array: bool = False,
+        records: bool = True,
     ) -> HttpResult:
         """Send one request (retrying transient failures) and return its status and JSON body.
 
@@ -229,6 +262,8 @@ class VendorHttp:
             stream_array: a JSON array body comes back as a
                 :class:`~printfleet.sources.mapping.RecordStream` (decoded while read, each
                 object keeping its text) instead of a list.
+            records: the body holds records (a bare array or lists in a page object), so a
+                record nested too deep is skipped; ``False`` (a token response) refuses it.
 
         Raises:
             AuthFailed, RateLimited, SourceUnavailable, BadResponse (see the module docstring).
@@ -251,7 +286,9 @@ class VendorHttp:
             outcome = (
                 answer
                 if isinstance(answer, _Transient)
-                else self._classify(answer, method, endpoint, accept=accept, stream=stream_array)
+                else self._classify(
+                    answer, method, endpoint, accept=accept, stream=stream_array, records=records
+                )
             )
             if isinstance(outcome, HttpResult):
                 return outcome
@@ -289,7 +326,7 @@ class VendorHttp:
         auth: Authenticator | None,
         accept: Collection[int],
         renewal: _Renewal,
-    ) -> httpx.Response | _Transient:
+    ) -> _Reply | _Transient:
         """One exchange within the budget, with a bearer token; a 401 renews it once.
 
         The budget is taken before the token so that a paused source sends no token request
@@ -329,18 +366,43 @@ class VendorHttp:
         params: ParamsArg,
         data: Mapping[str, str] | None,
         token: str | None,
-    ) -> httpx.Response | _Transient:
-        """One HTTP exchange: its metric, the ``Date`` offset; transport errors are transient."""
+    ) -> _Reply | _Transient:
+        """One HTTP exchange: its metric, the ``Date`` offset; transport errors are transient.
+
+        The whole exchange, body included, runs under one deadline of ``timeout`` seconds.
+        """
         headers = {"Accept": "application/json"}
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         pairs = params() if callable(params) else params
         query = httpx.QueryParams(list(pairs)) if pairs else None
-        sent = self._clock.monotonic()
         try:
-            response = await self._client.request(
+            request = self._client.build_request(
                 method, url, params=query, data=data, headers=headers, timeout=self._timeout
             )
+        except UnicodeEncodeError:
+            # httpx encodes header values as ASCII; the token is the only value from outside.
+            raise BadResponse(
+                self.source,
+                f"{method} {endpoint}: the access token holds characters an HTTP header "
+                "cannot carry (non-ASCII)",
+            ) from None
+        sent = self._clock.monotonic()
+        try:
+            async with asyncio.timeout(self._timeout) as deadline:
+                response = await self._client.send(request, stream=True)
+                try:
+                    content = await self._read_body(response, method, endpoint)
+                finally:
+                    await response.aclose()
+        except BadResponse:  # the body was too large: counted under the status it came with
+            self._observe(endpoint, str(response.status_code), sent)
+            raise
+        except TimeoutError as err:
+            if not deadline.expired():
+                raise
+            self._observe(endpoint, "timeout", sent)
+            return _Transient("timeout", error=err)
         except httpx.TimeoutException as err:
             self._observe(endpoint, "timeout", sent)
             return _Transient("timeout", error=err)
@@ -349,23 +411,46 @@ class VendorHttp:
             return _Transient("network", error=err)
         self._observe(endpoint, str(response.status_code), sent)
         self._note_date(response)
-        return response
+        return _Reply(response.status_code, response.headers, response.url, content)
+
+    async def _read_body(self, response: httpx.Response, method: str, endpoint: str) -> bytearray:
+        """The (decoded) body, read in chunks and abandoned once past ``response_max_size``."""
+        limit = self._max_size
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise self._too_large(response, method, endpoint)
+        body = bytearray()
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) > limit:
+                raise self._too_large(response, method, endpoint)
+        return body
+
+    def _too_large(self, response: httpx.Response, method: str, endpoint: str) -> BadResponse:
+        return BadResponse(
+            self.source,
+            f"{method} {endpoint} answered HTTP {response.status_code} with a body larger than "
+            f"{self._max_size} bytes ([limits] response_max_size)",
+        )
 
     def _classify(
         self,
-        response: httpx.Response,
+        response: _Reply,
         method: str,
         endpoint: str,
         *,
         accept: Collection[int],
         stream: bool,
+        records: bool = True,
     ) -> HttpResult | _Transient:
         """The result of a response, or the error it means (a 5xx is worth another try)."""
         status = response.status_code
         if 200 <= status < 300 or status in accept:
             if 200 <= status < 300:
                 self._consecutive_429 = 0
-            body = self._json(response, method, endpoint, required=status < 300, stream=stream)
+            body = self._json(
+                response, method, endpoint, required=status < 300, stream=stream, records=records
+            )
             return HttpResult(status, body, str(response.url))
         if status == 401:
             raise AuthFailed(self.source, f"{method} {endpoint} answered HTTP 401")
@@ -426,28 +511,50 @@ class VendorHttp:
             return
         try:
             server = parsedate_to_datetime(header)
-        except (TypeError, ValueError, IndexError):
+        except (TypeError, ValueError, IndexError, OverflowError):
             return
         if server.tzinfo is None:
             server = server.replace(tzinfo=UTC)
         # The Date header has whole seconds (truncated), so the estimate lags by < 1 s: the
         # safe direction both for "last pinged" judgements and for JWT iat.
-        self._offset = server - self._clock.now()
+        offset = server - self._clock.now()
+        if abs(offset) > self._max_skew:
+            # A clock this far off is a broken or hostile header, not a skewed server: using
+            # it would judge every printer's heartbeat stale (printer.offline for the fleet).
+            self._offset = None
+            if not self._clock_untrusted:
+                self._clock_untrusted = True
+                self._log.warning(
+                    "source.clock_untrusted",
+                    offset_s=round(offset.total_seconds()),
+                    limit_s=round(self._max_skew.total_seconds()),
+                )
+            return
+        self._clock_untrusted = False
+        self._offset = offset
 
     def _json(
         self,
-        response: httpx.Response,
+        response: _Reply,
         method: str,
         endpoint: str,
         *,
         required: bool,
         stream: bool = False,
+        records: bool = True,
     ) -> Any:
+        depth = self._max_depth
         try:
-            if stream:
-                text = response.content.decode("utf-8-sig")  # JSON is UTF-8 (RFC 8259)
-                return RecordStream(text) if RecordStream.is_array(text) else json.loads(text)
-            return response.json()
+            text = response.content.decode("utf-8-sig")  # JSON is UTF-8 (RFC 8259)
+            if stream and RecordStream.is_array(text):
+                return RecordStream(text, max_depth=depth)
+            return loads(text, max_depth=depth, records=records)
+        except JsonTooDeep as err:
+            raise BadResponse(
+                self.source,
+                f"{method} {endpoint} answered JSON nested deeper than {depth} levels "
+                "([limits] json_max_depth)",
+            ) from err
         except ValueError as err:  # JSONDecodeError and UnicodeDecodeError
             if not required:
                 return None
@@ -456,7 +563,7 @@ class VendorHttp:
                 f"{method} {endpoint} answered HTTP {response.status_code} without JSON",
             ) from err
 
-    def _retry_after(self, response: httpx.Response) -> float | None:
+    def _retry_after(self, response: _Reply) -> float | None:
         """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP-date), clamped."""
         header = response.headers.get("retry-after")
         if not header:
@@ -477,7 +584,7 @@ class VendorHttp:
             return None
         return min(self._retry.max_retry_after_s, max(0.0, seconds))
 
-    def _rate_limited(self, response: httpx.Response, method: str, endpoint: str) -> RateLimited:
+    def _rate_limited(self, response: _Reply, method: str, endpoint: str) -> RateLimited:
         self._consecutive_429 += 1
         retry_after = self._retry_after(response)
         told = retry_after is not None
