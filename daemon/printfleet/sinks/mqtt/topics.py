@@ -4,7 +4,9 @@ Pure functions (no connection, no clock), shared by the sink's event path and it
 retained-state mirror, so the contract in DESIGN §6 is written down once.
 
 Topics (DESIGN §6, ``<prefix>`` = ``[mqtt] topic_prefix``; ``<source>``, ``<serial>`` and slot
-names have ``/``, ``+`` and ``#`` replaced by ``_`` so each stays one topic level):
+names are each one topic level, encoded by :func:`printfleet.core.identifiers.topic_level`:
+``%``, ``/``, ``+``, ``#``, ``~`` and control characters percent-encoded, over-long names
+shortened with a hash; the real serial stays in the payloads):
 
 =========================================  ========  ==========================================
 topic                                      retained  payload
@@ -25,6 +27,7 @@ from typing import Final
 
 from printfleet.core.delivery import Delivery
 from printfleet.core.events import EventType
+from printfleet.core.identifiers import topic_level
 from printfleet.core.model import Printer, iso
 from printfleet.errors import DeliveryFailed
 from printfleet.sinks import homeassistant
@@ -40,13 +43,6 @@ HA: Final = "ha:"
 def status_topic(prefix: str) -> str:
     """``<prefix>/status``: ``online``/``offline``, retained, and the Last Will."""
     return f"{prefix}/status"
-
-
-def topic_level(text: str) -> str:
-    """``text`` made safe as one topic level (no ``/``, ``+``, ``#``, NUL; never empty)."""
-    for bad in ("/", "+", "#", "\x00"):
-        text = text.replace(bad, "_")
-    return text or "_"
 
 
 def printer_topic(prefix: str, source: str, serial: str) -> str:
