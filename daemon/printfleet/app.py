@@ -167,7 +167,11 @@ class Daemon:
                 credentials_dir=credentials_dir,
             )
             self.mqtt = MqttSink(
-                settings.mqtt, password=password, clock=self.clock, observer=self.metrics
+                settings.mqtt,
+                password=password,
+                clock=self.clock,
+                observer=self.metrics,
+                state_dir=settings.daemon.state_dir,
             )
             await stack.enter_async_context(self.mqtt)
             sinks["mqtt"] = self.mqtt

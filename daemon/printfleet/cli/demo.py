@@ -144,7 +144,12 @@ def build_settings(
         {
             "daemon": {"state_dir": str(workdir / "state"), "log_level": "warning"},
             "source": sources,
-            "mqtt": {"enabled": mqtt, "url": "mqtt://127.0.0.1:1883"},
+            # Its own client id: never takes the session of a service running on this host.
+            "mqtt": {
+                "enabled": mqtt,
+                "url": "mqtt://127.0.0.1:1883",
+                "client_id": f"printfleet-demo-{os.getpid()}",
+            },
             "metrics": {"listen": f"127.0.0.1:{metrics_port}"},
             "rules": {"packs": packs},
         }

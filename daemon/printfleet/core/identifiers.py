@@ -167,6 +167,15 @@ def ha_id(text: str) -> str:
     return f"{head}_{digest}" if head else digest
 
 
+def utf8(text: str) -> bytes:
+    """``text`` as UTF-8 for the wire; JSON writers use :func:`json_bytes` instead. Lone
+    surrogates become U+FFFD (a scalar payload must be valid UTF-8 for its subscribers)."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return safe_text(text).encode("utf-8")
+
+
 def safe_text(text: str) -> str:
     """``text`` with lone surrogates replaced by U+FFFD, so it encodes as UTF-8 (metric label
     values, log lines). Lossy: use it for display only, never for a key."""

@@ -195,7 +195,11 @@ def removal_messages(topics: Iterable[str]) -> dict[str, bytes]:
 
 
 def _encode(config: Mapping[str, Any]) -> bytes:
-    return json.dumps(config, separators=(",", ":"), ensure_ascii=False).encode()
+    text = json.dumps(config, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate in a vendor's name: JSON's \ud800 escape
+        return json.dumps(config, separators=(",", ":")).encode()
 
 
 _SENSORS: Mapping[str, tuple[str, Mapping[str, Any]]] = {

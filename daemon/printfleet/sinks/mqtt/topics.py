@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Final
+from typing import Any, Final
 
 from printfleet.core.delivery import Delivery
 from printfleet.core.events import EventType
-from printfleet.core.identifiers import topic_level
+from printfleet.core.identifiers import topic_level, utf8
 from printfleet.core.model import Printer, iso
 from printfleet.errors import DeliveryFailed
 from printfleet.sinks import homeassistant
@@ -107,7 +107,19 @@ def state_payload(printer: Printer) -> bytes:
     """The normalized printer JSON of the ``state`` topic (``current_print`` included)."""
     data = printer.as_dict()
     data["current_print"] = printer.current_print.as_dict() if printer.current_print else None
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+    return json_bytes(data)
+
+
+def json_bytes(data: Any, *, check_circular: bool = True) -> bytes:
+    """Compact UTF-8 JSON; a lone surrogate in a vendor string is written as JSON's own
+    ``\\ud800`` escape (the exact string for a JSON reader) instead of failing to encode."""
+    text = json.dumps(
+        data, separators=(",", ":"), ensure_ascii=False, check_circular=check_circular
+    )
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(data, separators=(",", ":"), check_circular=check_circular).encode()
 
 
 def delivery_message(delivery: Delivery, *, prefix: str, qos: int) -> tuple[str, bytes, int, bool]:
@@ -127,15 +139,13 @@ def delivery_message(delivery: Delivery, *, prefix: str, qos: int) -> tuple[str,
         if isinstance(body, bytes):
             data = body
         elif isinstance(body, str):
-            data = body.encode()
+            data = utf8(body)
         else:
-            data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+            data = json_bytes(body)
     elif isinstance(event, Mapping):
         # Same bytes as encode_event(); check_circular=False only skips a cycle check that a
         # JSON-decoded dict cannot need (a few microseconds per event).
-        data = json.dumps(
-            event, separators=(",", ":"), ensure_ascii=False, check_circular=False
-        ).encode()
+        data = json_bytes(event, check_circular=False)
     else:
         raise DeliveryFailed("mqtt", "delivery has neither an event nor a body", retryable=False)
     topic = payload.get("topic")
