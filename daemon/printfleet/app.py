@@ -212,7 +212,11 @@ class Daemon:
                 max_size=secret_max,
             )
             self.mqtt = MqttSink(
-                settings.mqtt, password=password, clock=self.clock, observer=self.metrics
+                settings.mqtt,
+                password=password,
+                clock=self.clock,
+                observer=self.metrics,
+                state_dir=settings.daemon.state_dir,
             )
             await stack.enter_async_context(self.mqtt)
             sinks["mqtt"] = self.mqtt

@@ -29,6 +29,8 @@ from urllib.parse import quote
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from printfleet.core.identifiers import safe_text
+
 REDACTED = "***"
 
 #: Registered secrets shorter than this are ignored: redacting every "abc" would garble logs
@@ -155,6 +157,15 @@ def redact_processor(_logger: WrappedLogger, _method: str, event_dict: EventDict
     return event_dict
 
 
+def text_processor(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    """Replace lone surrogates (a vendor's undecodable serial) in string values by U+FFFD, so
+    every line encodes as UTF-8 on stdout in any format (no lost line, no logging error)."""
+    for name, value in event_dict.items():
+        if isinstance(value, str) and not value.isascii():
+            event_dict[name] = safe_text(value)
+    return event_dict
+
+
 def _level_number(level: str) -> int:
     number = logging.getLevelName(level.upper())
     if not isinstance(number, int):
@@ -208,6 +219,7 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
             # Tracebacks become text *before* redaction so secrets in them are caught.
             structlog.processors.format_exc_info,
             redact_processor,
+            text_processor,
             renderer,
         ],
     )

@@ -51,6 +51,7 @@ by table, the guarantee this module exists for would have no single place to be 
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -209,7 +210,8 @@ class Store:
         try:
             base = snapshot_from_json(json.loads(row[1]))
             printers = {
-                serial: printer_from_json(json.loads(body)) for serial, body in printer_rows
+                _serial(serial): printer_from_json(json.loads(body))
+                for serial, body in printer_rows
             }
         except (ValueError, TypeError, KeyError) as err:
             log.error("store.snapshot_unreadable", source=source, error=str(err))
@@ -226,7 +228,9 @@ class Store:
             StoreError: the database cannot be read.
         """
         with self._read("load state") as conn:
-            row = conn.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+            row = conn.execute(
+                "SELECT value FROM state WHERE key = ?", (_text_key(key),)
+            ).fetchone()
         return None if row is None else json.loads(row[0])
 
     def commit(
@@ -256,7 +260,7 @@ class Store:
                 d.id,
                 d.sink,
                 d.event_id,
-                d.key,
+                _text_key(d.key),
                 _us(d.created_at),
                 now,
                 _dumps(d.payload),
@@ -265,7 +269,8 @@ class Store:
             for d in deliveries
         ]
         state_rows = [
-            (key, None if value is None else _dumps(value)) for key, value in (state or {}).items()
+            (_text_key(key), None if value is None else _dumps(value))
+            for key, value in (state or {}).items()
         ]
         known: _Known | None = None
         with self._transaction("commit") as conn:
@@ -296,7 +301,7 @@ class Store:
         known = self._known.get(source)
         if known is None:  # first commit since open: the database may hold an older one
             stored = {
-                r[0]
+                _serial(r[0])
                 for r in conn.execute(
                     "SELECT serial FROM snapshot_printer WHERE source = ?", (source,)
                 )
@@ -318,12 +323,12 @@ class Store:
         if changed:
             conn.executemany(
                 "INSERT OR REPLACE INTO snapshot_printer (source, serial, body) VALUES (?, ?, ?)",
-                [(source, serial, _dumps(printer_to_json(p))) for serial, p in changed],
+                [(source, _serial_key(s), _dumps(printer_to_json(p))) for s, p in changed],
             )
         if removed:
             conn.executemany(
                 "DELETE FROM snapshot_printer WHERE source = ? AND serial = ?",
-                [(source, serial) for serial in removed],
+                [(source, _serial_key(serial)) for serial in removed],
             )
         taken_at = _us(snapshot.taken_at)
         if (
@@ -692,7 +697,40 @@ def _from_us(value: int) -> datetime:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=_json_default)
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=_json_default)
+    if not text.isascii() and _SURROGATE.search(text):
+        # A lone surrogate (a vendor's "\ud800X") cannot be stored as UTF-8 text; JSON's own
+        # \ud800 escape can, and json.loads gives back the exact string.
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=True, default=_json_default)
+    return text
+
+
+_SURROGATE: Final = re.compile(r"[\ud800-\udfff]")
+
+
+def _encodable(text: str) -> bool:
+    return text.isascii() or _SURROGATE.search(text) is None
+
+
+def _serial_key(serial: str) -> str | bytes:
+    """A serial as stored in ``snapshot_printer.serial``: the text itself, or, when it holds a
+    lone surrogate (not UTF-8 encodable), its ``surrogatepass`` bytes as a BLOB. SQLite never
+    compares a BLOB equal to TEXT, so every serial keeps a key of its own."""
+    return serial if _encodable(serial) else serial.encode("utf-8", "surrogatepass")
+
+
+def _serial(stored: str | bytes) -> str:
+    """The serial back from :func:`_serial_key`'s form."""
+    return stored if isinstance(stored, str) else stored.decode("utf-8", "surrogatepass")
+
+
+def _text_key(key: str) -> str:
+    """An outbox ordering key or state key that SQLite can store as text: unchanged unless it
+    holds a lone surrogate, whose bytes are then written escaped (``\\xed\\xa0\\x80``).
+    These keys only group rows, so the rare lossy case costs shared ordering, never a row."""
+    if _encodable(key):
+        return key
+    return key.encode("utf-8", "surrogatepass").decode("utf-8", "backslashreplace")
 
 
 def _json_default(value: Any) -> Any:

@@ -7,16 +7,20 @@ import contextlib
 import dataclasses
 import json
 import os
+import random
+import re
 import signal
 import sys
 import textwrap
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
 from pydantic import SecretStr
+from structlog.testing import capture_logs
 from tests.mosquitto import Mosquitto, Subscriber, free_port
 
 from printfleet.clock import SystemClock
@@ -34,8 +38,10 @@ from printfleet.core.model import (
     Vendor,
 )
 from printfleet.errors import ConfigError, DeliveryFailed
-from printfleet.sinks.mqtt.sink import MqttSink, parse_broker_url
+from printfleet.sinks.homeassistant import entity_key, node_id
+from printfleet.sinks.mqtt.sink import MqttSink, default_client_id, parse_broker_url
 from printfleet.sinks.mqtt.topics import field_values
+from printfleet.testing import FakeClock
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 BASE = "printfleet/lab/Form4-CapableBeaver"
@@ -506,21 +512,21 @@ async def test_discovery_configs_appear_and_are_removed_with_the_printer(
     async with Subscriber(mosquitto, "homeassistant/#") as sub:
         await sub.barrier()
         configs = sub.retained
-    node = "printfleet_lab_Form4-B"
+    node = node_id("lab", "Form4-B")
     status = json.loads(configs[f"homeassistant/sensor/{node}/status/config"])
     assert status["state_topic"] == "printfleet/lab/Form4-B/status"
     assert status["availability_topic"] == "printfleet/status"
     assert status["device"]["identifiers"] == [node]
     online = json.loads(configs[f"homeassistant/binary_sensor/{node}/online/config"])
     assert online["device_class"] == "connectivity"
-    assert f"homeassistant/sensor/{node}/material_remaining_FRONT/config" in configs
+    assert f"homeassistant/sensor/{node}/{entity_key('material_remaining/FRONT')}/config" in configs
 
     await publish_and_sync(sink, make_view(make_printer("Form4-A")))
     async with Subscriber(mosquitto, "homeassistant/#") as late:
         await late.barrier()
         remaining = set(late.retained)
     assert not [t for t in remaining if node in t]
-    assert [t for t in remaining if "printfleet_lab_Form4-A" in t]
+    assert [t for t in remaining if node_id("lab", "Form4-A") in t]
 
 
 async def test_discovery_is_not_republished_for_a_progress_change(
@@ -559,12 +565,12 @@ async def test_discovery_follows_a_renamed_printer_and_a_removed_material_slot(
     async with Subscriber(mosquitto, "#") as sub:
         await sub.barrier()
         retained = sub.retained
-    node = "printfleet_lab_Form4-CapableBeaver"
+    node = node_id("lab", "Form4-CapableBeaver")
     configs = {t: json.loads(p) for t, p in retained.items() if t.startswith("homeassistant/")}
     assert configs
     assert {c["device"]["name"] for c in configs.values()} == {"Front desk"}
     assert f"homeassistant/sensor/{node}/material_remaining/config" in configs
-    assert not [t for t in retained if "material_remaining_FRONT" in t or "BACK" in t]
+    assert not [t for t in retained if "material_remaining_front" in t or "BACK" in t]
     assert retained["printfleet/lab/Form4-CapableBeaver/material_remaining"] == b"64.0"
     assert set(retained) == {*sink.retained_topics(), "printfleet/status"}
 
@@ -674,3 +680,81 @@ async def test_password_never_appears_in_logs(
     assert {e["event"] for e in logs} >= {"mqtt.connected", "mqtt.disconnected"}
     assert secret not in repr(logs)
     assert secret not in repr(sink)
+
+
+# -- session safety and odd names -----------------------------------------------------------
+
+
+async def test_two_sinks_sharing_a_client_id_back_off_and_say_why(
+    mosquitto: Mosquitto, sinks: list[tuple[MqttSink, asyncio.Task[None]]]
+) -> None:
+    """Two daemons with one client id reconnect a few times a minute, not ~190 times a
+    second, and each takeover is logged as mqtt.session_taken_over naming the client id."""
+    clock = FakeClock(T0)
+    pair = [
+        MqttSink(
+            config_for(mosquitto),
+            password=None,
+            clock=clock,
+            client_id="printfleet-shared",
+            rng=random.Random(n),
+        )
+        for n in range(2)
+    ]
+    window = 60.0  # simulated seconds, driven by the fake clock (no real waiting)
+    with capture_logs() as logs:
+        for sink in pair:
+            task = asyncio.create_task(sink.run())
+            sinks.append((sink, task))
+            async with asyncio.timeout(WAIT):
+                await sink.wait_connected()
+
+        async def settled() -> None:
+            # One holds the session, the other waits out its backoff on the fake clock.
+            while not (clock.next_deadline is not None and pair[0].connected != pair[1].connected):
+                await asyncio.sleep(0.005)
+
+        while clock.monotonic() < window:
+            async with asyncio.timeout(WAIT):
+                await settled()
+            await clock.advance(0.25)
+    connects = [e for e in logs if e["event"] == "mqtt.connected"]
+    takeovers = [e for e in logs if e["event"] == "mqtt.session_taken_over"]
+    # Backoff 1, 2, 4, 8, 16, 32 s (half jitter) per sink: at most ~7 connects each in 60 s;
+    # the old reset-on-connect loop made ~100 in the same window.
+    assert 2 < len(connects) <= 16, len(connects)
+    assert takeovers, "the takeover was not logged"
+    assert takeovers[0]["client_id"] == "printfleet-shared"
+    assert "after connecting" in takeovers[0]["cause"] or "142" in takeovers[0]["cause"]
+    assert "client_id" in takeovers[0]["hint"]
+
+
+def test_default_client_ids_differ_per_state_directory(tmp_path: Path) -> None:
+    """Two state directories on one host give two client ids; one directory always the same."""
+    first = default_client_id(tmp_path / "a", host="box")
+    assert first == default_client_id(tmp_path / "a", host="box")
+    assert first != default_client_id(tmp_path / "b", host="box")
+    assert re.fullmatch(r"printfleet-box-[0-9a-f]{8}", first)
+
+
+ODD_SERIALS = ["a/b", "a_b", "+", "#", "ctl\x01", "\ud800X", "S" * 70_000, "x\ufffe"]
+
+
+async def test_odd_serials_get_topics_of_their_own_and_keep_the_connection(
+    mosquitto: Mosquitto, sinks: list[tuple[MqttSink, asyncio.Task[None]]]
+) -> None:
+    """Printers with `/ + #`, control characters, a lone surrogate or a 70,000-character
+    serial each get their own retained state (real serial in the payload), and the broker
+    never drops the connection."""
+    printers = [make_printer(serial) for serial in ODD_SERIALS]
+    with capture_logs() as logs:
+        sink = await run_sink(sinks, mosquitto)
+        await publish_and_sync(sink, make_view(*printers))
+    assert sink.connected
+    assert not [e for e in logs if e["event"] == "mqtt.disconnected"]
+    async with Subscriber(mosquitto, "printfleet/lab/+/state") as sub:
+        await sub.barrier()
+        states = {t: json.loads(p) for t, p in sub.retained.items() if p}
+    assert len(states) == len(ODD_SERIALS)
+    assert sorted(s["serial"] for s in states.values()) == sorted(ODD_SERIALS)
+    assert all(len(t.encode()) < 200 for t in states)

@@ -173,7 +173,12 @@ def build_settings(
         {
             "daemon": {"state_dir": str(workdir / "state"), "log_level": "warning"},
             "source": sources,
-            "mqtt": {"enabled": mqtt, "url": mqtt_url},
+            # Its own client id: never takes the session of a service running on this host.
+            "mqtt": {
+                "enabled": mqtt,
+                "url": mqtt_url,
+                "client_id": f"printfleet-demo-{os.getpid()}",
+            },
             "metrics": {"listen": f"127.0.0.1:{metrics_port}"},
             "rules": {"packs": packs},
         }

@@ -317,7 +317,11 @@ class MqttConfig(Section):
     password: SecretStr | None = Field(None, description="Broker password. Prefer password_file.")
     password_file: Path | None = Field(None, description="File holding the broker password.")
     ca_file: Path | None = Field(None, description="CA bundle for mqtts:// (default: system CAs).")
-    client_id: str | None = Field(None, description="MQTT client id (default printfleet-<host>).")
+    client_id: str | None = Field(
+        None,
+        description="MQTT client id. Default printfleet-<host>-<8 hex of the state_dir path>: "
+        "two daemons on one host never take each other's broker session.",
+    )
     homeassistant_discovery: bool = Field(
         True, description="Publish Home Assistant MQTT discovery configs (each printer a device)."
     )

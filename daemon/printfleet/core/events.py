@@ -7,6 +7,7 @@ envelope, so what a user sees in a payload is exactly what a rule can test.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import uuid
@@ -107,7 +108,11 @@ def event_id(source: str, subject: str, kind: str, *discriminators: object) -> s
     milestone, alert text and its raise/clear sequence...), never the time it was observed.
     """
     key = "\x1f".join([source, subject, kind, *(str(d) for d in discriminators)])
-    return str(uuid.uuid5(_NAMESPACE, key))
+    # uuid5() itself, except that a lone surrogate in a vendor's serial is hashed as its
+    # surrogatepass bytes instead of raising UnicodeEncodeError (same ids for all other keys).
+    data = _NAMESPACE.bytes + key.encode("utf-8", "surrogatepass")
+    digest = hashlib.sha1(data, usedforsecurity=False).digest()  # what uuid5 uses
+    return str(uuid.UUID(bytes=digest[:16], version=5))
 
 
 def to_cloudevent(event: ChangeEvent) -> dict[str, Any]:

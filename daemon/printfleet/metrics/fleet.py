@@ -36,6 +36,7 @@ from prometheus_client.registry import Collector
 
 from printfleet.core.events import EventType
 from printfleet.core.fleet import FleetView
+from printfleet.core.identifiers import safe_text
 from printfleet.core.model import Printer, PrinterStatus
 from printfleet.metrics.exposition import escape_help, escape_label, go_float, line, number
 from printfleet.sources.base import BudgetStatus
@@ -127,7 +128,8 @@ class PrintCounters(Collector):
     def _snapshot(self) -> list[tuple[str, str, tuple[int, ...]]]:
         """``(source, serial, counts)`` per printer, copied under the lock."""
         with self._lock:
-            return [(source, serial, tuple(row)) for (source, serial), row in self._rows.items()]
+            rows = [(key, tuple(row)) for key, row in self._rows.items()]
+        return [(safe_text(source), safe_text(serial), row) for (source, serial), row in rows]
 
     def describe(self) -> Iterator[Metric]:
         """What the ``Counter`` described (lets the registry reject duplicate names)."""
@@ -262,7 +264,9 @@ def printer_samples(source: str, printer: Printer) -> list[Sample]:
     Values the vendor did not report (no current print, unknown remaining time) have no
     sample rather than a made-up zero.
     """
-    serial = printer.serial
+    # Label values must encode as UTF-8 (the exposition is bytes): a vendor's lone surrogate
+    # becomes U+FFFD here; the exact serial stays in events and MQTT payloads.
+    source, serial = safe_text(source), safe_text(printer.serial)
     key = (source, serial)
     samples: list[Sample] = [
         (
@@ -270,11 +274,11 @@ def printer_samples(source: str, printer: Printer) -> list[Sample]:
             (
                 source,
                 serial,
-                printer.name,
-                printer.model,
+                safe_text(printer.name),
+                safe_text(printer.model),
                 printer.vendor.value,
-                printer.group or "",
-                printer.firmware or "",
+                safe_text(printer.group or ""),
+                safe_text(printer.firmware or ""),
             ),
             1.0,
         ),
@@ -296,7 +300,7 @@ def printer_samples(source: str, printer: Printer) -> list[Sample]:
     for material in printer.materials:
         ratio = material.remaining_ratio
         if ratio is not None:
-            samples.append((6, (source, serial, material.slot), ratio))
+            samples.append((6, (source, serial, safe_text(material.slot)), ratio))
     return samples
 
 
@@ -414,7 +418,8 @@ class FleetCollector(Collector):
 
 def _printer_text(source: str, printer: Printer) -> tuple[str, ...]:
     """One printer's lines, one string per family in PRINTER_FAMILIES order."""
-    key = f'source="{escape_label(source)}",serial="{escape_label(printer.serial)}"'
+    source, serial = safe_text(source), safe_text(printer.serial)
+    key = f'source="{escape_label(source)}",serial="{escape_label(serial)}"'
     lines: list[list[str]] = [[] for _ in PRINTER_FAMILIES]
     for index, labels, value in printer_samples(source, printer):
         family = PRINTER_FAMILIES[index]

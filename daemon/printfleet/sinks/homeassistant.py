@@ -5,7 +5,7 @@ messages for one printer, keyed by topic; the MQTT sink publishes them next to t
 topics they point at and clears them (empty retained payload) when the printer goes away,
 which is how Home Assistant removes discovered entities.
 
-Layout (``node`` = ``printfleet_<source>_<serial>``, reduced to ``[a-zA-Z0-9_-]``)::
+Layout (``node`` = :func:`node_id`, ``printfleet_<source>_<serial>_<hash>`` in ``[a-z0-9_]``)::
 
     <ha_prefix>/sensor/<node>/<key>/config          status, progress, remaining, print_name,
                                                      print_status, material_remaining[_<slot>],
@@ -17,16 +17,24 @@ daemon's ``<prefix>/status`` as availability, so all entities turn unavailable w
 goes offline (its Last Will). Per-field topics carry ``null`` when the value is unknown; the
 ``value_template`` turns that into Home Assistant's ``None`` (state *unknown*).
 
+Ids: the node id (also the device identifier) is :func:`~printfleet.core.identifiers.ha_id` of
+``printfleet_<source level>/<serial level>``, so two printers never share one, whatever their
+serials hold; each entity's ``unique_id`` is ``<node>_<key>`` and its ``default_entity_id``
+``<component>.<node>_<key>`` (capped by the same rule). ``default_entity_id`` replaced
+``object_id`` in Home Assistant 2025.10 (``object_id`` was removed in 2026.4), which is the
+oldest release these payloads are written for; tests validate every payload against Home
+Assistant's own discovery schemas (``tests/vendor/homeassistant_mqtt``).
+
 Reference: https://www.home-assistant.io/integrations/mqtt/#mqtt-discovery
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from printfleet.core.identifiers import from_topic_level, ha_id, topic_level
 from printfleet.core.model import Printer, PrinterStatus, PrintStatus, Vendor
 
 MANUFACTURER: Mapping[Vendor, str] = {Vendor.FORMLABS: "Formlabs", Vendor.CARBON: "Carbon"}
@@ -39,17 +47,27 @@ MATERIAL_FIELD = "material_remaining"
 # rendered "None" as unknown (PAYLOAD_NONE), which keeps a stale value from lingering.
 NULL_TEMPLATE = "{{ None if value == 'null' else value }}"
 
-_ID_UNSAFE = re.compile(r"[^a-zA-Z0-9_-]")
-
 
 def node_id(source: str, serial: str) -> str:
-    """Discovery node id and device identifier of a printer: ``printfleet_<source>_<serial>``."""
-    return safe_id(f"printfleet_{source}_{serial}")
+    """Discovery node id and device identifier of a printer (``printfleet_lab_form4_x_<hash>``).
+
+    The ``/`` between the (topic-level encoded, so ``/``-free) source and serial makes the
+    pair unambiguous, and always counts as a change, so the id always carries the hash of
+    the exact pair: ``lab``/``a_b`` and ``lab_a``/``b`` differ.
+    """
+    return ha_id(f"printfleet_{topic_level(source)}/{topic_level(serial)}")
 
 
-def safe_id(text: str) -> str:
-    """``text`` with every character Home Assistant rejects in ids replaced by ``_``."""
-    return _ID_UNSAFE.sub("_", text) or "_"
+def entity_key(key: str) -> str:
+    """The id part of one entity (``status``; ``material_remaining_front_<hash>``)."""
+    return ha_id(key)
+
+
+def _slot_name(level: str) -> str:
+    try:
+        return from_topic_level(level)
+    except ValueError:  # a shortened slot name: show what is left of it
+        return level
 
 
 def device(source: str, printer: Printer) -> dict[str, Any]:
@@ -128,11 +146,13 @@ def discovery_configs(
     configs: dict[str, bytes] = {}
 
     def add(component: str, key: str, name: str, topic: str, extra: Mapping[str, Any]) -> None:
-        key_id = safe_id(key)
+        key_id = entity_key(key)
+        unique_id = f"{node}_{key_id}"
         config = {
             "name": name,
-            "unique_id": f"{node}_{key_id}",
-            "object_id": f"{node}_{key_id}".lower(),
+            "unique_id": unique_id,
+            # The entity id Home Assistant gives the entity the first time it sees it.
+            "default_entity_id": f"{component}.{ha_id(unique_id)}",
             "state_topic": topic,
             **extra,
             **common,
@@ -149,10 +169,10 @@ def discovery_configs(
                 {"device_class": "connectivity", "payload_on": "true", "payload_off": "false"},
             )
         elif key == MATERIAL_FIELD or key.startswith(MATERIAL_FIELD + "/"):
-            slot = key.partition("/")[2]
+            slot = _slot_name(key.partition("/")[2])
             add(
                 "sensor",
-                key.replace("/", "_"),
+                key,
                 f"Material {slot}" if slot else "Material",
                 topic,
                 {
@@ -175,7 +195,11 @@ def removal_messages(topics: Iterable[str]) -> dict[str, bytes]:
 
 
 def _encode(config: Mapping[str, Any]) -> bytes:
-    return json.dumps(config, separators=(",", ":"), ensure_ascii=False).encode()
+    text = json.dumps(config, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate in a vendor's name: JSON's \ud800 escape
+        return json.dumps(config, separators=(",", ":")).encode()
 
 
 _SENSORS: Mapping[str, tuple[str, Mapping[str, Any]]] = {

@@ -28,6 +28,7 @@ import aiomqtt
 from printfleet import __version__
 from printfleet.config import MqttConfig
 from printfleet.core.fleet import FleetView
+from printfleet.core.identifiers import utf8
 from printfleet.core.model import Printer
 from printfleet.sinks import homeassistant
 from printfleet.sinks.mqtt.topics import (
@@ -207,7 +208,7 @@ class RetainedMirror:
         """Message key -> payload of one printer (discovery configs when ``discovery``)."""
         messages = {"state": state_payload(printer)}
         for name, value in field_values(printer).items():
-            messages[sys.intern(name)] = value.encode()
+            messages[sys.intern(name)] = utf8(value)
         if not discovery or not self._config.homeassistant_discovery:
             return messages
         base = printer_topic(self._prefix, source, printer.serial)

@@ -25,13 +25,15 @@ unacknowledged publishes, leaving the outbox as the only thing that retries.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 import random
 import socket
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import aiomqtt
@@ -52,6 +54,40 @@ from printfleet.sinks.mqtt.topics import OFFLINE, ONLINE, delivery_message, stat
 
 #: MQTT v5 CONNACK "Unsupported protocol version" (paho also maps a 3.1.1 broker's rc 1 to it).
 _UNSUPPORTED_PROTOCOL = 0x84
+#: MQTT v5 DISCONNECT "Session taken over": another client connected with our client id.
+SESSION_TAKEN_OVER: Final = 0x8E
+#: A connection must stay up this long before the reconnect backoff starts again from 1 s,
+#: so a session taken over every few milliseconds cannot reconnect more than a few times a
+#: second (two daemons sharing a client id used to swap the session ~190 times a second).
+STABLE_AFTER: Final = 30.0
+#: A drop this soon after connecting, without a reason code, is reported as a probable
+#: takeover (3.1.1 has no reason codes; mosquitto 2.0 usually closes before 142 is sent).
+QUICK_DROP: Final = 1.0
+TAKEOVER_HINT: Final = "set [mqtt] client_id or use a different state_dir"
+
+
+def default_client_id(state_dir: Path | None = None, host: str | None = None) -> str:
+    """``printfleet-<host>-<8 hex of SHA-256 of the resolved state_dir>``: two daemons on one
+    host (each with its own state directory, e.g. the service and a test instance) never
+    share a client id, and one daemon keeps its id (and broker session) across restarts."""
+    host = host or socket.gethostname()
+    if state_dir is None:
+        return f"printfleet-{host}"
+    digest = hashlib.sha256(str(Path(state_dir).resolve()).encode("utf-8", "surrogatepass"))
+    return f"printfleet-{host}-{digest.hexdigest()[:8]}"
+
+
+def _reason_code(err: BaseException) -> int | None:
+    """The MQTT reason code behind ``err`` (aiomqtt chains the disconnect's MqttCodeError)."""
+    seen: BaseException | None = err
+    while seen is not None:
+        rc = getattr(seen, "rc", None)
+        if rc is not None:
+            value = getattr(rc, "value", rc)
+            return value if isinstance(value, int) else None
+        seen = seen.__cause__ or seen.__context__
+    return None
+
 
 _SCHEMES: Mapping[str, tuple[bool, int]] = {
     "mqtt": (False, 1883),
@@ -115,6 +151,7 @@ class MqttSink:
         clock: Clock,
         observer: Observer = NULL_OBSERVER,
         client_id: str | None = None,
+        state_dir: Path | None = None,
         backoff: Callable[[int], float] | None = None,
         rng: random.Random | None = None,
         heartbeat: float = 60.0,
@@ -128,7 +165,9 @@ class MqttSink:
         clock: waits between reconnect attempts.
         observer: reserved for sink-level observations; delivery outcomes are counted by
             the outbox, which knows whether a failure is retried or dead-lettered.
-        client_id: MQTT client id (default ``config.client_id``, else ``printfleet-<host>``).
+        client_id: MQTT client id (default ``config.client_id``, else
+            :func:`default_client_id` of ``state_dir``).
+        state_dir: the daemon's state directory, which the default client id is derived from.
         backoff: seconds to wait before reconnect attempt ``n`` (1-based); by default
             1 s doubling to 60 s, with half jitter (:func:`printfleet.core.backoff.backoff`).
         rng: the random source of the default backoff's jitter (default: a new
@@ -154,7 +193,7 @@ class MqttSink:
         self._password = password
         self._clock = clock
         self._observer = observer
-        self._client_id = client_id or config.client_id or f"printfleet-{socket.gethostname()}"
+        self._client_id = client_id or config.client_id or default_client_id(state_dir)
         self._rng = rng if rng is not None else random.Random()
         self._backoff = backoff if backoff is not None else self._default_backoff
         self._publish_timeout = publish_timeout
@@ -257,9 +296,10 @@ class MqttSink:
         try:
             while not self._stop.is_set():
                 client = self._new_client()
+                connected_at: float | None = None
                 try:
                     async with client:
-                        attempt = 0
+                        connected_at = self._clock.monotonic()
                         await self._serve(client)
                     return
                 except MqttConnectError as err:
@@ -268,6 +308,11 @@ class MqttSink:
                     self._note_disconnected(err)
                 except aiomqtt.MqttError as err:
                     self._note_disconnected(err)
+                    if connected_at is not None:
+                        up_for = self._clock.monotonic() - connected_at
+                        self._note_takeover(err, up_for)
+                        if up_for >= STABLE_AFTER:
+                            attempt = 0  # a stable connection: start the backoff over
                 attempt += 1
                 await self._wait_or_stop(self._backoff(attempt))
         finally:
@@ -380,6 +425,22 @@ class MqttSink:
                 port=self._broker.port,
                 error=str(err) or type(err).__name__,
             )
+
+    def _note_takeover(self, err: BaseException, up_for: float) -> None:
+        """Log ``mqtt.session_taken_over`` when the broker (probably) gave our session to
+        another client with the same id: reason code 142 (MQTT 5), or a drop without a reason
+        within :data:`QUICK_DROP` seconds of connecting."""
+        if _reason_code(err) == SESSION_TAKEN_OVER:
+            cause = "broker reason code 142 (Session taken over)"
+        elif up_for < QUICK_DROP:
+            # mosquitto 2.0 closes the old connection right after queueing DISCONNECT 142, so
+            # the reason code rarely arrives; 3.1.1 has none at all.
+            cause = f"dropped {up_for:.2f}s after connecting, without a reason code"
+        else:
+            return
+        self._log.warning(
+            "mqtt.session_taken_over", client_id=self._client_id, cause=cause, hint=TAKEOVER_HINT
+        )
 
     async def _wait_or_stop(self, seconds: float) -> None:
         stop = asyncio.create_task(self._stop.wait())

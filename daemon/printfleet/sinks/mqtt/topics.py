@@ -4,7 +4,9 @@ Pure functions (no connection, no clock), shared by the sink's event path and it
 retained-state mirror, so the contract in DESIGN §6 is written down once.
 
 Topics (DESIGN §6, ``<prefix>`` = ``[mqtt] topic_prefix``; ``<source>``, ``<serial>`` and slot
-names have ``/``, ``+`` and ``#`` replaced by ``_`` so each stays one topic level):
+names are each one topic level, encoded by :func:`printfleet.core.identifiers.topic_level`:
+``%``, ``/``, ``+``, ``#``, ``~`` and control characters percent-encoded, over-long names
+shortened with a hash; the real serial stays in the payloads):
 
 =========================================  ========  ==========================================
 topic                                      retained  payload
@@ -21,10 +23,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Final
+from typing import Any, Final
 
 from printfleet.core.delivery import Delivery
 from printfleet.core.events import EventType
+from printfleet.core.identifiers import topic_level, utf8
 from printfleet.core.model import Printer, iso
 from printfleet.errors import DeliveryFailed
 from printfleet.sinks import homeassistant
@@ -40,13 +43,6 @@ HA: Final = "ha:"
 def status_topic(prefix: str) -> str:
     """``<prefix>/status``: ``online``/``offline``, retained, and the Last Will."""
     return f"{prefix}/status"
-
-
-def topic_level(text: str) -> str:
-    """``text`` made safe as one topic level (no ``/``, ``+``, ``#``, NUL; never empty)."""
-    for bad in ("/", "+", "#", "\x00"):
-        text = text.replace(bad, "_")
-    return text or "_"
 
 
 def printer_topic(prefix: str, source: str, serial: str) -> str:
@@ -111,7 +107,19 @@ def state_payload(printer: Printer) -> bytes:
     """The normalized printer JSON of the ``state`` topic (``current_print`` included)."""
     data = printer.as_dict()
     data["current_print"] = printer.current_print.as_dict() if printer.current_print else None
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+    return json_bytes(data)
+
+
+def json_bytes(data: Any, *, check_circular: bool = True) -> bytes:
+    """Compact UTF-8 JSON; a lone surrogate in a vendor string is written as JSON's own
+    ``\\ud800`` escape (the exact string for a JSON reader) instead of failing to encode."""
+    text = json.dumps(
+        data, separators=(",", ":"), ensure_ascii=False, check_circular=check_circular
+    )
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(data, separators=(",", ":"), check_circular=check_circular).encode()
 
 
 def delivery_message(delivery: Delivery, *, prefix: str, qos: int) -> tuple[str, bytes, int, bool]:
@@ -131,15 +139,13 @@ def delivery_message(delivery: Delivery, *, prefix: str, qos: int) -> tuple[str,
         if isinstance(body, bytes):
             data = body
         elif isinstance(body, str):
-            data = body.encode()
+            data = utf8(body)
         else:
-            data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+            data = json_bytes(body)
     elif isinstance(event, Mapping):
         # Same bytes as encode_event(); check_circular=False only skips a cycle check that a
         # JSON-decoded dict cannot need (a few microseconds per event).
-        data = json.dumps(
-            event, separators=(",", ":"), ensure_ascii=False, check_circular=False
-        ).encode()
+        data = json_bytes(event, check_circular=False)
     else:
         raise DeliveryFailed("mqtt", "delivery has neither an event nor a body", retryable=False)
     topic = payload.get("topic")
