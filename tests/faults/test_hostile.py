@@ -442,7 +442,13 @@ async def test_hostile_token_response_is_a_source_failure(make_rig: RigFactory, 
     mark = rig.mark()
     rig.sim.faults.formlabs.token_body = TOKEN_CASES[case]
     rig.sim.expire_tokens()
-    down = await rig.wait_log("source.down", source="lab", since=mark, timeout=20)
+    await rig.until(
+        lambda: daemon.named("source.down", source="lab") or not daemon.running,
+        timeout=20,
+        what="source.down for lab",
+    )
+    assert daemon.running, f"the daemon exited with {daemon.returncode}{daemon.tail()}"
+    down = daemon.named("source.down", source="lab")
     if case == "deep-token":
         assert down[0]["error"] == "bad_response", down[0]
     await keeps_producing(rig, "factory", since=mark)
