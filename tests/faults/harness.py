@@ -53,6 +53,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 PREFIX = "printfleet"
 HOOK = "hook"
+SLACK = "ops-slack"
 HOOK_SECRET = "fault-suite-signing-key"
 FORMLABS_SECRET_FILE = "formlabs.secret"  # a file name, relative to the config
 #: Event types the rule pack sends to the webhook receiver (everything else: MQTT only).
@@ -242,6 +243,13 @@ class DaemonProcess:
         err = "\n".join(self.stderr[-lines:])
         return f"\n--- daemon run {self.run} stdout (tail) ---\n{out}\n--- stderr ---\n{err}"
 
+    def peak_rss(self) -> int:
+        """The process' peak resident set size in bytes (``VmHWM`` of ``/proc/<pid>/status``)."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError(f"no VmHWM in /proc/{self.pid}/status")
+
     # -- signals and exit --------------------------------------------------------------------
 
     def send(self, sig: signal.Signals) -> None:
@@ -412,8 +420,8 @@ class FlakyReceiver(Receiver):
         reply = _REPLY.get()
         status = 200 if reply is None else reply.status  # no script: the receiver answers 200
         _REPLY.set(None)
-        if request.dropped:
-            status = 0
+        if request.dropped or (reply is not None and reply.trickle_s > 0):
+            status = 0  # a slow-loris answer never completes: nothing was delivered
         elif request.signature_ok is False:
             status = 401
         async with self._arrived:  # both lists in one step: they stay aligned
@@ -421,6 +429,10 @@ class FlakyReceiver(Receiver):
             self.statuses.append(status)
             self._arrived.notify_all()
         self._changes.notify()
+
+    def answer(self, reply: Reply) -> None:
+        """Answer every request with ``reply`` (e.g. a hostile one) until :meth:`recover`."""
+        self._script.standing = reply
 
     def fail(self, status: int = 503, retry_after: int | None = None) -> None:
         """Answer every request with ``status`` until :meth:`recover`."""
@@ -572,6 +584,15 @@ class RigOptions:
     shutdown_grace: str = "3s"
     mqtt: bool = True
     persistent_session: bool = False
+    #: The daemon's MQTT client id; ``None`` leaves it to the daemon's default.
+    mqtt_client_id: str | None = field(
+        default_factory=lambda: f"printfleet-fault-{uuid.uuid4().hex[:8]}"
+    )
+    homeassistant_discovery: bool = False
+    #: Also configure a Slack receiver ``SLACK`` (at :attr:`Rig.slack`) for rules to notify.
+    slack: bool = False
+    #: Extra tables: ``{"daemon": {...}, "lab": {...}, "factory": {...}, "poll": {...}}`` add
+    #: keys to those tables; any other name (e.g. ``"limits"``) is written as its own table.
     extra: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -600,6 +621,7 @@ class Rig:
             )
         )
         self.receiver = FlakyReceiver(self.changes, secret=HOOK_SECRET.encode())
+        self.slack = FlakyReceiver(self.changes)  # answers 200; only in the config if asked
         self.mqtt: MqttRecorder | None = None
         self.daemons: list[DaemonProcess] = []
         self.state_dir = workdir / "state"
@@ -620,6 +642,8 @@ class Rig:
         self._wall_ref, self._sim_ref = time.time(), self.sim.now()
         self.offline_at_start = _offline_at_start(self.sim)
         await self.receiver.__aenter__()
+        if self.options.slack:
+            await self.slack.__aenter__()
         if self.broker is not None and self.options.mqtt:
             self.mqtt = await MqttRecorder(
                 self.broker, self.changes, persistent=self.options.persistent_session
@@ -636,6 +660,9 @@ class Rig:
             await self.mqtt.stop()
         with contextlib.suppress(Exception):
             await self.receiver.__aexit__(None, None, None)
+        if self.options.slack:
+            with contextlib.suppress(Exception):
+                await self.slack.__aexit__(None, None, None)
         self.sim.faults.clear()
         self.sim.stop()
         if self.disk is not None:
@@ -647,17 +674,25 @@ class Rig:
         (self.workdir / FORMLABS_SECRET_FILE).write_text(self.sim.formlabs_client_secret + "\n")
         self.sim.write_carbon_secrets(self.workdir / "carbon-secrets.json")
         (self.workdir / "hook.secret").write_text(HOOK_SECRET + "\n")
-        for name in (FORMLABS_SECRET_FILE, "hook.secret"):
+        (self.workdir / "slack.url").write_text(self.slack.url + "/services/T0/B0/x\n")
+        for name in (FORMLABS_SECRET_FILE, "hook.secret", "slack.url", "carbon-secrets.json"):
             (self.workdir / name).chmod(0o600)
 
     def write_pack(self, text: str) -> None:
         self.pack_path.parent.mkdir(parents=True, exist_ok=True)
         self.pack_path.write_text(text)
 
-    def config_text(self, *, secret_file: str | None = None, state_dir: Path | None = None) -> str:
+    def config_text(
+        self,
+        *,
+        secret_file: str | None = None,
+        state_dir: Path | None = None,
+        metrics_port: int | None = None,
+    ) -> str:
         """The config file: both sources, poll intervals, MQTT, metrics, the receiver, the pack.
 
-        ``secret_file`` is the Formlabs client secret file (a wrong one for the auth case).
+        ``secret_file`` is the Formlabs client secret file (a wrong one for the auth case);
+        ``state_dir`` and ``metrics_port`` let a second daemon run next to the first.
         """
         o = self.options
         parts = [
@@ -726,12 +761,13 @@ class Rig:
                     "url": self.broker.url if self.broker is not None else "mqtt://127.0.0.1:1",
                     "topic_prefix": PREFIX,
                     "qos": 1,
-                    "client_id": f"printfleet-fault-{uuid.uuid4().hex[:8]}",
-                    "homeassistant_discovery": False,
+                    "client_id": o.mqtt_client_id,
+                    "homeassistant_discovery": o.homeassistant_discovery,
                 },
             )
         )
-        parts.append(toml_table("[metrics]", {"listen": f"127.0.0.1:{self.metrics_port}"}))
+        port = metrics_port or self.metrics_port
+        parts.append(toml_table("[metrics]", {"listen": f"127.0.0.1:{port}"}))
         parts.append(
             toml_table(
                 "[[receiver]]",
@@ -744,7 +780,23 @@ class Rig:
                 },
             )
         )
+        if o.slack:
+            parts.append(
+                toml_table(
+                    "[[receiver]]",
+                    {
+                        "name": SLACK,
+                        "kind": "slack",
+                        "url_file": "slack.url",
+                        "timeout": o.receiver_timeout,
+                    },
+                )
+            )
         parts.append(toml_table("[rules]", {"packs": [str(self.pack_path)]}))
+        own = {"daemon", "lab", "factory", "poll"}
+        for table, values in o.extra.items():
+            if table not in own:
+                parts.append(toml_table(f"[{table}]", values))
         return "\n".join(parts)
 
     def write_config(self, text: str | None = None, path: Path | None = None) -> Path:

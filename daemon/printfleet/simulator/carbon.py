@@ -33,7 +33,7 @@ from printfleet.simulator import carbon_render as render
 from printfleet.simulator.carbon_render import carbon_status, print_order_number
 from printfleet.simulator.config import SimulatorConfig
 from printfleet.simulator.engine import Engine
-from printfleet.simulator.faults import Faults, VendorFaults, mix_in
+from printfleet.simulator.faults import Faults, VendorFaults, mix_in, oversized_body, spliced
 from printfleet.simulator.fleet import Account, Printer, Run
 from printfleet.simulator.ratelimit import SlidingWindow
 from printfleet.simulator.wire import (
@@ -198,11 +198,17 @@ class CarbonApi:
         offset = _int_param(request, "offset", 0, 0, None)
         if not account.printers:
             return _error(404, "not_found", "no printer found")
+        oversized = oversized_body(self._faults)
+        if oversized is not None:
+            chunks, length = oversized
+            return Response(200, stream=chunks, stream_length=length)
+        extra = spliced(self._faults.extra_printers, iso_millis(moment.sim_s) or "")
         rows = mix_in(
             account.printers_by_name(),
             self._faults.malformed_records,
             lambda i: dumps(render.malformed_printer(i)),
         )
+        rows = [*rows, *extra]
         parts = [
             row if isinstance(row, bytes) else self._printer_bytes(row, moment)
             for row in rows[offset : offset + limit]

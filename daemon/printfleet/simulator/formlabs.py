@@ -31,7 +31,7 @@ from printfleet.simulator import catalog
 from printfleet.simulator import formlabs_render as render
 from printfleet.simulator.config import SimulatorConfig
 from printfleet.simulator.engine import Engine
-from printfleet.simulator.faults import Faults, VendorFaults, mix_in
+from printfleet.simulator.faults import Faults, VendorFaults, mix_in, oversized_body, spliced
 from printfleet.simulator.fleet import Account, Printer, Run, VendorEvent
 from printfleet.simulator.ratelimit import SlidingWindow
 from printfleet.simulator.wire import (
@@ -40,6 +40,7 @@ from printfleet.simulator.wire import (
     Response,
     dumps,
     html_response,
+    iso_seconds,
     json_response,
     parse_instant,
 )
@@ -161,6 +162,8 @@ class FormlabsApi:
         if not secrets.compare_digest(form.get("client_secret", ""), account.secret):
             body = {"error": "invalid_grant", "error_description": "Invalid credentials given."}
             return json_response(400, body)
+        if self._faults.token_body is not None:
+            return Response(200, self._faults.token_body.encode("utf-8", "surrogatepass"))
         token = secrets.token_urlsafe(24)
         expires_in = self._config.token_expires_in
         self._grants[token] = _Grant(account, moment.protocol + expires_in)
@@ -250,12 +253,17 @@ class FormlabsApi:
         )
 
     def _printers(self, account: Account, now: int) -> Response:
+        oversized = oversized_body(self._faults)
+        if oversized is not None:
+            chunks, length = oversized
+            return Response(200, stream=chunks, stream_length=length)
         parts = mix_in(
             [self._printer_bytes(p, now) for p in account.printers.values()],
             self._faults.malformed_records,
             lambda i: dumps(render.malformed_printer(i)),
         )
-        return Response(200, b"[" + b",".join(parts) + b"]")
+        extra = spliced(self._faults.extra_printers, iso_seconds(now) or "")
+        return Response(200, b"[" + b",".join([*parts, *extra]) + b"]")
 
     def _sample_time(self, run: Run, now: int) -> int:
         """An active run reads as its printer last reported it, the same as in /printers/."""

@@ -90,8 +90,10 @@ class Gateway:
             )
         # Like any real server, say what time it is: on the fleet's clock, the clock its
         # timestamps (last_pinged_at, updated_at) were written with.
-        response.headers.append(("Date", format_datetime(now.astimezone(UTC), usegmt=True)))
+        date = faults.date_header or format_datetime(now.astimezone(UTC), usegmt=True)
+        response.headers.append(("Date", date))
         response.delay_s = max(0.0, faults.latency_s) + max(0.0, faults.hang_s)
+        response.trickle_s = max(0.0, faults.trickle_s)
         return response
 
     def _respond(self, request: Request, now: datetime, moment: Moment) -> Response:

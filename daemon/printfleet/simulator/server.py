@@ -90,16 +90,46 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if response.reset:
             self._reset()
             return
+        slow = response.stream is not None or response.trickle_s > 0
+        body_length: int | None = len(response.body)
+        if response.stream is not None:
+            body_length = response.stream_length
+        if slow:
+            # A body the client may abandon (or that ends only with the connection) leaves
+            # the connection unusable for another request.
+            self.close_connection = True
         self.send_response_only(response.status)
         if response.content_type:
             self.send_header("Content-Type", response.content_type)
-        self.send_header("Content-Length", str(len(response.body)))
+        if body_length is not None:
+            self.send_header("Content-Length", str(body_length))
         for name, value in response.headers:
             self.send_header(name, value)
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
-        self.wfile.write(response.body)
+        if not slow:
+            self.wfile.write(response.body)
+            return
+        self._write_slowly(response)
+
+    def _write_slowly(self, response: Response) -> None:
+        """A streamed or trickled body (fault knobs); ends early when the client hangs up."""
+        chunks = response.stream if response.stream is not None else (response.body,)
+        try:
+            for chunk in chunks:
+                if self.server.stopping.is_set():
+                    return
+                if response.trickle_s <= 0:
+                    self.wfile.write(chunk)
+                    continue
+                for i in range(len(chunk)):
+                    self.wfile.write(chunk[i : i + 1])
+                    self.wfile.flush()
+                    if self.server.stopping.wait(response.trickle_s):
+                        return
+        except OSError:
+            return  # the client gave up on the body: what a limit is for
 
     def _reset(self) -> None:
         """Drop the connection with a TCP RST instead of answering."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -36,7 +36,12 @@ class Request:
 
 @dataclass(slots=True)
 class Response:
-    """What to send back. ``reset`` drops the connection instead; ``delay_s`` is real time."""
+    """What to send back. ``reset`` drops the connection instead; ``delay_s`` is real time.
+
+    ``stream`` (fault knobs only) replaces ``body`` with chunks produced while they are sent,
+    ``stream_length`` bytes long (``None``: no Content-Length, the body ends when the
+    connection closes); ``trickle_s`` sends the body one byte every that many real seconds.
+    """
 
     status: int
     body: bytes = b""
@@ -44,6 +49,9 @@ class Response:
     headers: list[tuple[str, str]] = field(default_factory=list)
     reset: bool = False
     delay_s: float = 0.0
+    stream: Iterable[bytes] | None = None
+    stream_length: int | None = None
+    trickle_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
