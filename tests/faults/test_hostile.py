@@ -341,10 +341,12 @@ async def test_ancient_print_vanishing_is_contained(make_rig: RigFactory) -> Non
     await polled(rig, "formlabs", times=3, since=since, timeout=30)
     # The daemon did look the vanished print up (the window the OverflowError came from).
     await rig.until(
-        lambda: daemon.named("poll.crashed")
-        or any(
-            "/prints/" in r.path and f"printer={serial}" in r.path
-            for r in rig.requests_since("formlabs", since)
+        lambda: (
+            daemon.named("poll.crashed")
+            or any(
+                "/prints/" in r.path and f"printer={serial}" in r.path
+                for r in rig.requests_since("formlabs", since)
+            )
         ),
         timeout=20,
         what=f"the history lookup of {serial}'s vanished print",
