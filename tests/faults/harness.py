@@ -72,6 +72,10 @@ PRINT_OUTCOMES = frozenset(
 )
 
 
+#: Longest daemon log line read whole (see :meth:`DaemonProcess.start`).
+LOG_LINE_LIMIT = 16 * 2**20
+
+
 def rule_pack(name: str = "fault-suite") -> str:
     """A rule pack routing print and printer events to the receiver ``hook``."""
     on = ", ".join(json.dumps(t) for t in HOOK_TYPES)
@@ -190,6 +194,10 @@ class DaemonProcess:
             stderr=subprocess.PIPE,
             env=env,
             preexec_fn=self._preexec_fn,
+            # A hostile name makes long log lines (a 70,000-character serial is logged in
+            # full): asyncio's 64 KiB default would kill the reader and, once the pipe is
+            # full, stall the daemon on its own stdout.
+            limit=LOG_LINE_LIMIT,
         )
         assert self.proc.stdout is not None
         assert self.proc.stderr is not None
