@@ -36,7 +36,15 @@ import pytest
 
 from printfleet.simulator.faults import NOW_MARK
 from tests.faults.conftest import RigFactory
-from tests.faults.harness import PREFIX, SLACK, DaemonProcess, Rig, free_port, rule_pack
+from tests.faults.harness import (
+    PREFIX,
+    SLACK,
+    DaemonProcess,
+    Rig,
+    free_port,
+    is_event_line,
+    rule_pack,
+)
 from tests.receiver import Reply
 
 pytestmark = pytest.mark.fault
@@ -186,7 +194,7 @@ async def keeps_producing(
 
         def changed(source: str = source) -> bool:
             return any(
-                r.get("event") == "event"
+                is_event_line(r)
                 and r["source"] == source
                 and r["subject"] not in ignore
                 and not r["type"].startswith("source.")
