@@ -44,6 +44,7 @@ from tests.faults.harness import (
     Rig,
     free_port,
     is_event_line,
+    metric_value,
     rule_pack,
 )
 from tests.receiver import Reply
@@ -57,6 +58,10 @@ RSS_CAP = 300 * 2**20
 DEEP = 100_000  # nesting levels: far past Python's recursion limit (1,000)
 NINE_NINE_NINE_NINE = "Fri, 31 Dec 9999 23:59:59 GMT"
 FORMLABS_API = "/developer/v1"
+POLL_FAILURES = "printfleet_poll_failures_total"
+API_REQUESTS = "printfleet_api_requests_total"
+#: Tries of one vendor request before the poll fails (the client's retry policy).
+TOKEN_ATTEMPTS = 4
 
 
 # ------------------------------------------------------------------------------- oracles
@@ -494,8 +499,8 @@ async def test_hostile_token_response_is_a_source_failure(make_rig: RigFactory, 
     )
     assert daemon.running, f"the daemon exited with {daemon.returncode}{daemon.tail()}"
     down = daemon.named("source.down", source="lab")
-    if case == "deep-token":
-        assert down[0]["error"] == "bad_response", down[0]
+    # Either way a response we cannot use (a contained crash counts as bad_response too).
+    assert down[0]["error"] == "bad_response", down[0]
     await keeps_producing(rig, "factory", since=mark)
     still_alive(daemon, rig)
     assert not daemon.named("task.crashed"), f"a task died of the token{daemon.tail()}"
@@ -527,11 +532,19 @@ async def test_huge_and_endless_bodies_are_cut_off(make_rig: RigFactory) -> None
     still_alive(daemon, rig)
 
     faults.huge_body_size = 0
+    failed = metric_value(rig.metrics_text(), POLL_FAILURES, source="lab", error="bad_response")
     faults.endless_body = True
     since = rig.sim.now()
     await polled(rig, "formlabs", times=2, since=since, timeout=30)
     await keeps_producing(rig, "factory", since=mark)
     still_alive(daemon, rig)
+    # The endless body (no Content-Length) was streamed and cut at the size cap: the poll
+    # failed as bad_response, and no request had to wait for the total deadline.
+    metrics = rig.metrics_text()
+    assert metric_value(metrics, POLL_FAILURES, source="lab", error="bad_response") > failed
+    assert metric_value(metrics, API_REQUESTS, source="lab", code="timeout") == 0, (
+        "the endless body ran into the deadline instead of the size cap"
+    )
 
     faults.endless_body = False
     mark = rig.mark()
@@ -552,11 +565,17 @@ async def test_trickling_vendor_hits_the_total_deadline_and_ready_does_not_wait(
     rig.sim.faults.formlabs.trickle_s = 0.5
     daemon = await rig.start_daemon(timeout=20)
     ready = daemon.named("daemon.ready")[0]["_seen"]
-    await rig.wait_log("source.down", source="lab", timeout=15)
+    await rig.wait_log("source.down", source="lab", timeout=20)
     down = daemon.named("source.down", source="lab")[0]["_seen"]
-    # Start-up and the first request's deadline (2 s) + retry slack, not the ~25 minutes a
-    # token response would take at two bytes a second.
-    assert down - ready < 12, f"source.down {down - ready:.1f}s after ready{daemon.tail()}"
+    # READY came before the first poll ended: it did not wait for it.
+    assert ready < down, f"daemon.ready only after the first poll failed{daemon.tail()}"
+    # The token request's attempts, each ended at the 2 s total deadline, with the backoff
+    # between them (ceilings 0.5, 1, 2 s) + 2 s of slack: not the ~25 minutes a token
+    # response would take at two bytes a second.
+    bound = TOKEN_ATTEMPTS * 2.0 + sum(0.5 * 2**n for n in range(TOKEN_ATTEMPTS - 1)) + 2.0
+    assert down - ready < bound, f"source.down {down - ready:.1f}s after ready{daemon.tail()}"
+    timeouts = metric_value(rig.metrics_text(), API_REQUESTS, source="lab", code="timeout")
+    assert timeouts >= 1, "the attempts did not end at the deadline"
     await keeps_producing(rig, "factory", since=0)
     still_alive(daemon, rig)
     rig.sim.faults.formlabs.trickle_s = 0.0
@@ -576,7 +595,10 @@ async def test_forged_date_header_is_not_trusted(make_rig: RigFactory) -> None:
     for vendor in ("formlabs", "carbon"):
         rig.sim.faults.for_vendor(vendor).date_header = NINE_NINE_NINE_NINE
     for source in ("lab", "factory"):
-        await rig.wait_log("source.clock_untrusted", source=source, since=mark, timeout=20)
+        untrusted = await rig.wait_log(
+            "source.clock_untrusted", source=source, since=mark, timeout=20
+        )
+        assert untrusted[0]["limit_s"] == 86_400, untrusted[0]  # vendor_clock_skew = "1d"
     await keeps_producing(rig, "lab", "factory", since=mark)
     since = rig.sim.now()
     await polled(rig, "formlabs", times=3, since=since, timeout=20)

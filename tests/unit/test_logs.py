@@ -222,3 +222,12 @@ def test_bad_level_or_format_is_rejected(level: str, fmt: str) -> None:
     """An unknown level or format raises ValueError naming the accepted values."""
     with pytest.raises(ValueError, match="use"):
         configure_logging(level, fmt, stream=io.StringIO())
+
+
+def test_a_huge_vendor_value_is_cut_so_the_line_stays_one_journald_line(
+    json_lines: Callable[[], list[dict[str, Any]]],
+) -> None:
+    """A 70,000-character serial is logged as its first 2,000 characters and its length."""
+    structlog.get_logger("t").info("printer.seen", serial="S" * 70_000)
+    (line,) = json_lines()
+    assert line["serial"] == "S" * 2000 + "… (70000 characters)"
