@@ -153,14 +153,17 @@ def encode_event(event: ChangeEvent) -> bytes:
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def json_bytes(value: Any) -> bytes:
+def json_bytes(value: Any, *, check_circular: bool = True) -> bytes:
     """Compact UTF-8 JSON of ``value`` (non-ASCII kept as UTF-8), for any str content.
 
     The same bytes as ``json.dumps(value, separators=(",", ":"), ensure_ascii=False)`` encoded
     as UTF-8 whenever that works; lone surrogates, which UTF-8 cannot encode, are written as
-    ``\\udXXX`` escapes instead of raising ``UnicodeEncodeError``.
+    ``\\udXXX`` escapes instead of raising ``UnicodeEncodeError``. ``check_circular=False``
+    saves time on values known to be trees (the MQTT sink's hot path).
     """
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    text = json.dumps(
+        value, separators=(",", ":"), ensure_ascii=False, check_circular=check_circular
+    )
     try:
         return text.encode()
     except UnicodeEncodeError:

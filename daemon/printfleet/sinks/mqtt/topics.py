@@ -21,12 +21,11 @@ topic                                      retained  payload
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Final
 
 from printfleet.core.delivery import Delivery
-from printfleet.core.events import EventType
+from printfleet.core.events import EventType, json_bytes
 from printfleet.core.identifiers import topic_level, utf8
 from printfleet.core.model import Printer, iso
 from printfleet.errors import DeliveryFailed
@@ -108,18 +107,6 @@ def state_payload(printer: Printer) -> bytes:
     data = printer.as_dict()
     data["current_print"] = printer.current_print.as_dict() if printer.current_print else None
     return json_bytes(data)
-
-
-def json_bytes(data: Any, *, check_circular: bool = True) -> bytes:
-    """Compact UTF-8 JSON; a lone surrogate in a vendor string is written as JSON's own
-    ``\\ud800`` escape (the exact string for a JSON reader) instead of failing to encode."""
-    text = json.dumps(
-        data, separators=(",", ":"), ensure_ascii=False, check_circular=check_circular
-    )
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:
-        return json.dumps(data, separators=(",", ":"), check_circular=check_circular).encode()
 
 
 def delivery_message(delivery: Delivery, *, prefix: str, qos: int) -> tuple[str, bytes, int, bool]:
