@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import subprocess
@@ -14,24 +13,8 @@ import pytest
 
 from printfleet import cli
 from printfleet.cli.check import describe_listen
-from printfleet.logs import forget_secrets
 
 WriteConfig = Callable[[str], Path]
-
-
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No PRINTFLEET_* from the outside; logging and secrets restored."""
-    for name in list(os.environ):
-        if name.startswith("PRINTFLEET_") or name == "CREDENTIALS_DIRECTORY":
-            monkeypatch.delenv(name)
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    forget_secrets()
-    yield
-    forget_secrets()
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 @pytest.fixture

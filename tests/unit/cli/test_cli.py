@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import subprocess
 import sys
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,26 +25,10 @@ from printfleet.errors import (
     RuleError,
     SourceUnavailable,
 )
-from printfleet.logs import forget_secrets
 
 FORMLABS_SECRET = "fl-client-secret-0a9b8c7d"
 SLACK_URL = "https://hooks.slack.com/services/T01/B02/slackpathsecret"
 MQTT_PASSWORD = "broker-pw-55aa66bb"
-
-
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No PRINTFLEET_* or systemd credentials from the outside; logging and secrets restored."""
-    for name in list(os.environ):
-        if name.startswith("PRINTFLEET_") or name == "CREDENTIALS_DIRECTORY":
-            monkeypatch.delenv(name)
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    forget_secrets()
-    yield
-    forget_secrets()
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 @pytest.fixture
