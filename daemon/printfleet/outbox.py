@@ -31,7 +31,7 @@ from typing import Final
 import structlog
 
 from printfleet.clock import Clock
-from printfleet.core.backoff import backoff
+from printfleet.core.backoff import backoff, clamp_wait
 from printfleet.errors import DeliveryFailed, StoreError
 from printfleet.observe import NULL_OBSERVER, Observer
 from printfleet.sinks.base import Sink
@@ -378,7 +378,8 @@ class OutboxWorker:
             )
             return "expired", None
         if err.retry_after is not None:
-            delay = max(0.0, err.retry_after)
+            # Clamped again here: a sink of any kind may report any float.
+            delay = clamp_wait(err.retry_after) or 0.0
         else:
             delay = backoff(entry.attempt + 1, base=self._base, cap=self._cap, rng=self._rng)
         self._store.reschedule(delivery.id, due_at=now + timedelta(seconds=delay), error=message)
@@ -391,7 +392,7 @@ class OutboxWorker:
             retry_in_s=round(delay, 1),
             error=message,
         )
-        return "retry", err.retry_after
+        return "retry", delay if err.retry_after is not None else None
 
 
 def _error_text(err: DeliveryFailed) -> str:

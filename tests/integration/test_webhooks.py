@@ -18,12 +18,13 @@ from pydantic import SecretStr
 from structlog.testing import capture_logs
 from tests.receiver import Receiver, Reply, verify_signature
 
+from printfleet.core.backoff import parse_retry_after
 from printfleet.core.delivery import Delivery
 from printfleet.core.events import ChangeEvent, EventType, Severity, encode_event, to_cloudevent
 from printfleet.core.model import Printer, PrinterStatus, Vendor
 from printfleet.errors import DeliveryFailed
 from printfleet.outbox import OutboxWorker
-from printfleet.sinks.webhook import WebhookSink, parse_retry_after
+from printfleet.sinks.webhook import WebhookSink
 from printfleet.store import Store
 from printfleet.testing import FakeClock
 

@@ -34,8 +34,6 @@ import hashlib
 import hmac
 import json
 from collections.abc import Mapping
-from datetime import datetime
-from email.utils import parsedate_to_datetime
 from types import MappingProxyType, TracebackType
 from typing import Final, Self
 
@@ -43,6 +41,7 @@ import httpx
 from pydantic import SecretStr
 
 from printfleet.clock import Clock
+from printfleet.core.backoff import MAX_RETRY_AFTER_S, clamp_wait, parse_retry_after
 from printfleet.core.delivery import Delivery
 from printfleet.errors import DeliveryFailed
 from printfleet.lifecycle import Lifecycle
@@ -64,24 +63,6 @@ def sign(secret: bytes, timestamp: int, body: bytes) -> str:
     """
     mac = hmac.new(secret, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
     return f"t={timestamp},v1={mac}"
-
-
-def parse_retry_after(value: str | None, now: datetime) -> float | None:
-    """Seconds to wait per a ``Retry-After`` header (delta-seconds or HTTP-date), or ``None``."""
-    if value is None:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:  # RFC 9110 dates are GMT
-        return None
-    return max(0.0, (when - now).total_seconds())
 
 
 class WebhookSink:
@@ -294,6 +275,6 @@ def _json_retry_after(reply: bytes) -> float | None:
     if not isinstance(value, int | float) or isinstance(value, bool):
         return None
     try:
-        return max(0.0, float(value))
+        return clamp_wait(float(value))
     except OverflowError:  # an int too large for a float
-        return None
+        return MAX_RETRY_AFTER_S

@@ -541,3 +541,19 @@ def test_cli_without_a_database_creates_nothing(tmp_path: Path) -> None:
     assert code == 0
     assert "no state database" in text
     assert not (tmp_path / "missing").exists()
+
+
+@pytest.mark.parametrize("wait", [float("inf"), 1e300, float("nan")])
+async def test_an_absurd_retry_after_neither_crashes_nor_parks_the_sink(
+    store: Store, clock: FakeClock, observer: RecordingObserver, wait: float
+) -> None:
+    """A receiver asking to wait forever (or NaN) is retried within the hour, not never."""
+    sink = RecordingSink("hook", script=[retry(retry_after=wait, status=429)], clock=clock)
+    worker = make_worker(store, sink, clock, observer)
+    async with running(worker, sink):
+        await commit(store, worker, delivery(1))
+        await clock.advance(3600.0)
+        await settled(worker)
+    assert [a.outcome for a in sink.attempts] == ["failed", "ok"]
+    assert sink.attempts[1].monotonic is not None
+    assert sink.attempts[1].monotonic <= 3600.0

@@ -54,7 +54,7 @@ import httpx
 import structlog
 
 from printfleet.clock import Clock
-from printfleet.core.backoff import backoff
+from printfleet.core.backoff import backoff, parse_retry_after
 from printfleet.errors import AuthFailed, BadResponse, RateLimited, SourceUnavailable
 from printfleet.lifecycle import Lifecycle
 from printfleet.observe import NULL_OBSERVER, Observer
@@ -568,21 +568,7 @@ class VendorHttp:
         header = response.headers.get("retry-after")
         if not header:
             return None
-        header = header.strip()
-        seconds: float | None
-        try:
-            seconds = float(header)
-        except ValueError:
-            try:
-                when = parsedate_to_datetime(header)
-            except (TypeError, ValueError, IndexError):
-                return None
-            if when.tzinfo is None:
-                when = when.replace(tzinfo=UTC)
-            seconds = (when - self.server_now()).total_seconds()
-        if seconds != seconds:  # NaN
-            return None
-        return min(self._retry.max_retry_after_s, max(0.0, seconds))
+        return parse_retry_after(header, self.server_now(), cap=self._retry.max_retry_after_s)
 
     def _rate_limited(self, response: _Reply, method: str, endpoint: str) -> RateLimited:
         self._consecutive_429 += 1
