@@ -158,19 +158,22 @@ def redact_processor(_logger: WrappedLogger, _method: str, event_dict: EventDict
 
 
 #: Longest string value a log line carries. A vendor can send a 70,000-character serial; journald
-#: splits lines over 48 KiB, which would break the one-JSON-object-per-line log.
+#: splits lines over 48 KiB, which would break the one-JSON-object-per-line log. A traceback may
+#: be longer (it quotes code and the error), but is bounded too.
 MAX_VALUE_CHARS = 2000
+MAX_TRACEBACK_CHARS = 16_000
 
 
 def text_processor(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
     """Replace lone surrogates (a vendor's undecodable serial) in string values by U+FFFD, so
     every line encodes as UTF-8 on stdout in any format (no lost line, no logging error), and
-    cut values longer than :data:`MAX_VALUE_CHARS` (tracebacks excepted) with a note."""
+    cut values longer than :data:`MAX_VALUE_CHARS` (tracebacks: :data:`MAX_TRACEBACK_CHARS`)."""
     for name, value in event_dict.items():
         if not isinstance(value, str):
             continue
-        if len(value) > MAX_VALUE_CHARS and name != "exception":
-            value = f"{value[:MAX_VALUE_CHARS]}… ({len(value)} characters)"
+        cap = MAX_TRACEBACK_CHARS if name == "exception" else MAX_VALUE_CHARS
+        if len(value) > cap:
+            value = f"{value[:cap]}… ({len(value)} characters)"
             event_dict[name] = value
         if not value.isascii():
             event_dict[name] = safe_text(value)

@@ -23,6 +23,8 @@ from printfleet.simulator import Simulator, SimulatorConfig
 from printfleet.sources.factory import make_source
 from printfleet.testing import FakeClock
 
+FIXTURES = Path(__file__).parents[1] / "fixtures"
+
 
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
@@ -175,3 +177,19 @@ async def test_snapshot_waits_out_a_short_retry_after(
         assert "asks to wait 120 s, longer than snapshot waits (30 s in all)" in err.getvalue()
         assert "waiting" not in err.getvalue()
         assert json.loads(out.getvalue()) == {}
+
+
+def test_a_serial_with_a_lone_surrogate_is_printed_as_a_json_escape(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A vendor serial no UTF-8 terminal can write comes out as ``\\ud800``, not a crash."""
+    samples = json.loads((FIXTURES / "formlabs-samples.json").read_text())
+    record = dict(samples["get_printer"]["body"], serial="\ud800X")
+    with simulator(carbon_printers=0) as sim:
+        sim.faults.formlabs.extra_printers = [json.dumps(record)]
+        config = write_config(tmp_path, sim)
+        assert cli.main(["snapshot", "-c", str(config), "--source", "lab"]) == 0
+    out = capsys.readouterr().out
+    assert "\\ud800X" in out
+    serials = {p["serial"] for p in json.loads(out)["lab"]["printers"]}
+    assert "\ud800X" in serials

@@ -16,7 +16,7 @@ import os
 import sys
 from datetime import timedelta
 from pathlib import Path
-from typing import Protocol, TextIO
+from typing import Any, Protocol, TextIO
 
 import httpx
 
@@ -130,14 +130,25 @@ async def fetch_snapshots(
             )
             data = snapshot.as_dict(with_raw=raw)
             if jsonl:
-                print(json.dumps(data, ensure_ascii=False, separators=(",", ":")), file=out)
+                print(_json_text(data, separators=(",", ":")), file=out)
             else:
                 document[config.name] = data
     if not jsonl:
-        print(json.dumps(document, indent=2, ensure_ascii=False), file=out)
+        print(_json_text(document, indent=2), file=out)
     if any(isinstance(error, AuthFailed) for error in failures):
         return EXIT_AUTH
     return EXIT_ERROR if failures else EXIT_OK
+
+
+def _json_text(data: object, **options: Any) -> str:
+    """JSON with non-ASCII kept readable, unless a vendor string holds a lone surrogate that no
+    terminal encoding can write: then that document is written with ASCII escapes."""
+    text = json.dumps(data, ensure_ascii=False, **options)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(data, ensure_ascii=True, **options)
+    return text
 
 
 async def _fetch(source: Source, name: str, clock: Clock, err: TextIO, max_wait: float) -> Snapshot:

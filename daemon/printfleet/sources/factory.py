@@ -19,7 +19,12 @@ from pydantic import SecretStr
 from printfleet.clock import Clock
 from printfleet.config import LimitsConfig, SourceConfig
 from printfleet.config import secrets as config_secrets
-from printfleet.config.secrets import CARBON_FIX, read_secret_file, resolve_secret_file
+from printfleet.config.secrets import (
+    CARBON_FIX,
+    SECRET_FILE_MAX_SIZE,
+    read_secret_file,
+    resolve_secret_file,
+)
 from printfleet.errors import ConfigError, Problem
 from printfleet.observe import NULL_OBSERVER, Observer
 from printfleet.sources.base import Source
@@ -70,7 +75,9 @@ def make_source(
         return FormlabsSource(
             name=config.name,
             client_id=config.client_id or "",
-            client_secret=_formlabs_secret(config, credentials_dir),
+            client_secret=_formlabs_secret(
+                config, credentials_dir, max_size=limits.secret_file_max_size
+            ),
             offline_after=config.offline_after or offline_after,
             base_url=config.api_url,
             budget=RequestBudget.formlabs(
@@ -85,7 +92,9 @@ def make_source(
             Problem("<config>", f"source.{config.name}.secrets_file", "is missing", CARBON_FIX)
         )
     path = resolve_secret_file(config.secrets_file, credentials_dir)
-    client_id, key = load_carbon_secrets(path, key=f"source.{config.name}.secrets_file")
+    client_id, key = load_carbon_secrets(
+        path, key=f"source.{config.name}.secrets_file", max_size=limits.secret_file_max_size
+    )
     return CarbonSource(
         name=config.name,
         client_id=client_id,
@@ -97,13 +106,15 @@ def make_source(
     )
 
 
-def load_carbon_secrets(path: Path, *, key: str = "secrets_file") -> tuple[str, RSAPrivateKey]:
+def load_carbon_secrets(
+    path: Path, *, key: str = "secrets_file", max_size: int = SECRET_FILE_MAX_SIZE
+) -> tuple[str, RSAPrivateKey]:
     """``client_id`` and the RSA private key from a Carbon ``secrets.json``.
 
     Raises:
         ConfigError: naming the file and the offending key (``client_id``/``client_secret``).
     """
-    secrets = config_secrets.load_carbon_secrets(path, key=key)
+    secrets = config_secrets.load_carbon_secrets(path, key=key, max_size=max_size)
     try:
         private_key = load_pem_private_key(
             secrets.client_secret.get_secret_value().encode(), password=None
@@ -122,11 +133,13 @@ def load_carbon_secrets(path: Path, *, key: str = "secrets_file") -> tuple[str, 
     return secrets.client_id, private_key
 
 
-def _formlabs_secret(config: SourceConfig, credentials_dir: Path | None) -> SecretStr:
+def _formlabs_secret(
+    config: SourceConfig, credentials_dir: Path | None, *, max_size: int
+) -> SecretStr:
     if config.client_secret_file is not None:
         path = resolve_secret_file(config.client_secret_file, credentials_dir)
         key = f"source.{config.name}.client_secret_file"
-        return SecretStr(read_secret_file(path, key=key))
+        return SecretStr(read_secret_file(path, key=key, max_size=max_size))
     if config.client_secret is not None and config.client_secret.get_secret_value().strip():
         return SecretStr(config.client_secret.get_secret_value().strip())
     raise ConfigError(
