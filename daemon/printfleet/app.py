@@ -277,6 +277,8 @@ class Daemon:
                 *(f"poll:{s.name}" for s in self.sources),
                 *(f"outbox:{name}" for name in self.workers),
                 *(["mqtt"] if self.mqtt is not None else []),
+                "timers",
+                "silences",
             ],
         )
         report_secret_file_permissions()
@@ -341,7 +343,11 @@ class Daemon:
                 stop_wait.cancel()
                 if self._reload_requested.is_set() and not self.stop_event.is_set():
                     self._reload_requested.clear()
-                    await self._reload()
+                    try:
+                        await self._reload()
+                    except Exception as err:  # after the swap: never let a reload end the daemon
+                        log.error("reload.crashed", error_type=type(err).__name__, exc_info=err)
+                        systemd.notify("READY=1")
             systemd.notify("STOPPING=1")
             log.info("daemon.stopping")
             await _cancel(producers)
@@ -439,14 +445,23 @@ class Daemon:
                 opened[name] = await self._open_receiver(receiver, (url, secret))
                 if running is not None:
                     changed.append(name)
-        except ConfigError as err:
+        except Exception as err:
             for unused in opened.values():
                 await unused.stack.aclose()
-            log.error(
-                "reload.rejected",
-                problems=[str(p) for p in err.problems],
-                hint="the running rules, receivers and config stay in force",
-            )
+            if isinstance(err, ConfigError):
+                log.error(
+                    "reload.rejected",
+                    problems=[str(p) for p in err.problems],
+                    hint="the running rules, receivers and config stay in force",
+                )
+            else:  # a bug or an odd file: the reload fails, the daemon does not
+                log.error(
+                    "reload.crashed",
+                    error_type=type(err).__name__,
+                    message=str(err)[:200],
+                    hint="the running rules, receivers and config stay in force",
+                    exc_info=err,
+                )
             systemd.notify("READY=1")
             return
         removed = sorted(set(self._receivers) - set(wanted))
@@ -456,6 +471,7 @@ class Daemon:
         for name, built in opened.items():
             self._receivers[name] = built
             self.workers[name] = self._worker(built.sink, built.config)
+            self.metrics.track_tasks([], [f"outbox:{name}"])
             self._start_deliverer(name)
         assert self.engine is not None
         self.engine.replace_rules(rule_set)

@@ -118,6 +118,10 @@ class OutboxWorker:
         """Deliver until cancelled (or, after :meth:`drain` began, until nothing is due)."""
         if self._run_task is not None:
             raise RuntimeError(f"the outbox worker of {self._name!r} is already running")
+        if self._draining:
+            # A supervisor restarting us during shutdown: drain() runs its own loop, and two
+            # loops would deliver the same entries twice and out of order.
+            return
         self._run_task = asyncio.current_task()
         try:
             await self._loop()

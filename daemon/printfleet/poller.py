@@ -138,7 +138,7 @@ class SourcePoller:
         except SourceError as err:
             self._observer.poll_done(self.name, time.perf_counter() - started, ok=False)
             self._observer.poll_failed(self.name, _error_kind(err))
-            await self._handle(self._failure_cycle(err, now))
+            await self._handle_failure(self._failure_cycle(err, now), kept)
             if isinstance(err, AuthFailed):
                 return AUTH_RETRY_S
             return self._policy.interval.total_seconds()
@@ -154,7 +154,7 @@ class SourcePoller:
                 "poll.crashed", error_type=type(err).__name__, message=message, exc_info=err
             )
             crash = BadResponse(self.name, f"unexpected {type(err).__name__}: {message}")
-            await self._handle(self._failure_cycle(crash, now))
+            await self._handle_failure(self._failure_cycle(crash, now), kept)
             return self._policy.interval.total_seconds()
         self._observer.poll_done(self.name, time.perf_counter() - started, ok=True)
         assert cycle.snapshot is not None
@@ -187,6 +187,15 @@ class SourcePoller:
             budget_left=int(status.remaining),
         )
         return decision.delay_s
+
+    async def _handle_failure(self, cycle: Cycle, kept: tuple[Any, ...]) -> None:
+        """Hand a failure cycle on; if that fails too, forget the outage it opened, so the
+        next failure announces it again (its ``source.unreachable`` is not lost)."""
+        try:
+            await self._handle(cycle)
+        except BaseException:
+            (self._outage, self._watermark, self._last_history_at, self._health) = kept
+            raise
 
     async def _fetch_cycle(self, now: datetime) -> Cycle:
         current = _keep_unreadable(self._previous, await self._source.fetch_printers())

@@ -309,3 +309,52 @@ async def test_a_crashing_sink_fails_the_delivery_and_retries_it(
     assert crashed[0]["error_type"] == "KeyError"
     assert crashed[0]["message"] == "'printer'"
     assert store.pending_count("hook")["hook"] == 1
+
+
+async def test_an_outage_whose_announcement_could_not_be_stored_is_announced_again() -> None:
+    """If handing on a failed poll fails too, the next failure still emits source.unreachable."""
+    clock = FakeClock(T0)
+    handed: list[Cycle] = []
+    fail_next = [True]
+
+    async def handle(cycle: Cycle) -> None:
+        if cycle.snapshot is None and fail_next[0]:
+            fail_next[0] = False
+            raise OSError("disk full")
+        handed.append(cycle)
+
+    from printfleet.errors import SourceUnavailable
+
+    down = SourceUnavailable("lab", "503")
+    source = ScriptedSource(clock, [snapshot(clock, "A"), down, down])
+    poller = SourcePoller(
+        source,
+        handle=handle,
+        clock=clock,
+        policy=PollPolicy(interval=timedelta(seconds=15)),
+        diff_settings=DiffSettings(),
+    )
+    await poller.poll_once()
+    with pytest.raises(OSError, match="disk full"):
+        await poller.poll_once()
+    await poller.poll_once()
+    announced = [e.type for c in handed for e in c.events]
+    assert announced.count(EventType.SOURCE_UNREACHABLE) == 1
+
+
+async def test_an_outbox_worker_restarted_during_shutdown_leaves_delivering_to_the_drain(
+    tmp_path: Any,
+) -> None:
+    """run() after drain() began returns at once: one delivery loop per sink, never two."""
+    from printfleet.testing import RecordingSink
+
+    clock = FakeClock(T0)
+    with Store.open(tmp_path / "state.sqlite3", clock=clock) as store:
+        sink = RecordingSink("hook")
+        async with sink:
+            worker = OutboxWorker(store, sink, clock=clock)
+            drain = asyncio.create_task(worker.drain(5.0))
+            await asyncio.sleep(0)
+            await asyncio.wait_for(worker.run(), 1.0)
+            await clock.advance(5.0)
+            await asyncio.wait_for(drain, 1.0)

@@ -76,7 +76,8 @@ class Metrics:
         )
         self.task_restarts = Counter(
             "printfleet_task_restarts",
-            "Supervised tasks (poll:<source>, outbox:<sink>, mqtt) restarted after they crashed.",
+            "Supervised tasks (poll:<source>, outbox:<sink>, mqtt, timers, silences) "
+            "restarted after they crashed.",
             ["task"],
             registry=registry,
         )

@@ -382,6 +382,14 @@ class MqttSink:
             self._detach()
             await self._announce_offline(client)
             raise
+        except Exception as err:
+            # A bug (not a lost connection) ends this connection while it is still up: the
+            # clean DISCONNECT that follows suppresses the Last Will, so say `offline` now or
+            # subscribers would read `online` while the supervisor waits to restart us.
+            if not isinstance(err, aiomqtt.MqttError):
+                self._detach()
+                await self._announce_offline(client)
+            raise
         finally:
             for task in tasks:
                 task.cancel()
