@@ -1,8 +1,10 @@
 """The composition root: the only module that names concrete sources, sinks and stores.
 
-Start order: HTTP client → store → metrics server → sinks → rule engine → pipeline →
-first poll of every source (auth rejected here is exit code 3) → pollers, outbox workers,
-MQTT supervisor and rule timers in one task group. Shutdown runs in reverse, each step
+Start order: state-directory lock → HTTP client → store → metrics server → sinks → rule engine
+→ pipeline → one task group in which every poller, outbox worker, the MQTT supervisor, the rule
+timers and the silence watcher run supervised (a crash restarts that task, never the daemon);
+READY is sent then. Each poller's first poll checks the credentials (rejected: exit code 3).
+Shutdown runs in reverse, each step
 bounded: stop polling → drain outbox workers for ``shutdown_grace`` (the rest stays in the
 outbox) → publish MQTT ``offline`` and disconnect → stop metrics → close the client.
 """
@@ -16,7 +18,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -226,15 +228,10 @@ class Daemon:
             running = await self._open_receiver(receiver, self._read_receiver_secrets(receiver))
             self._receivers[receiver.name] = running
             sinks[receiver.name] = running.sink
+        configs = {r.name: r for r in settings.receiver}
         for name, sink in sinks.items():
-            max_age = next(
-                (r.max_age for r in settings.receiver if r.name == name),
-                settings.receiver[0].max_age if settings.receiver else None,
-            )
-            kwargs: dict[str, Any] = {"clock": self.clock, "observer": self.metrics}
-            if max_age is not None:
-                kwargs["max_age"] = max_age
-            self.workers[name] = OutboxWorker(self.store, sink, **kwargs)
+            # MQTT has no [[receiver]] entry: its messages expire after the default 24 h.
+            self.workers[name] = self._worker(sink, configs.get(name))
 
         store = self.store
         self.pipeline = Pipeline(
@@ -666,7 +663,3 @@ def run_daemon(settings: Settings, *, config_file: Path) -> int:
         return asyncio.run(Daemon(settings, config_file=config_file).run())
     except _AuthRejectedAtStartup:
         return EXIT_AUTH
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)

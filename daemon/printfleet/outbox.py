@@ -102,10 +102,6 @@ class OutboxWorker:
         self.delivered_total = 0
 
     @property
-    def sink_name(self) -> str:
-        return self._name
-
-    @property
     def failing(self) -> bool:
         """Whether the last batch failed entirely (the sink is being probed)."""
         return self._failing

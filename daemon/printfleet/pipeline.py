@@ -109,11 +109,6 @@ class Pipeline:
     def view(self) -> FleetView:
         return self._view
 
-    def set_rules(self, rules: Rules) -> None:
-        """Swap the rule engine (SIGHUP reload); timers carried over by the caller."""
-        self._rules = rules
-        self._matches_seen = dict(rules.matches)
-
     def seed(self, source: str, snapshot: Snapshot | None) -> None:
         """Make a restored snapshot visible (metrics, MQTT state) before the first poll."""
         if snapshot is not None:

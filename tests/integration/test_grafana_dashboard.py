@@ -140,12 +140,12 @@ def referenced_metrics(expr: str) -> set[str]:
     return {match.group(1) for match in _SELECTOR.finditer(expr)}
 
 
-# -- what printfleet exports, read from metrics.py -------------------------------------------
+# -- what printfleet exports, read from the metrics package ------------------------------------
 
 
 @dataclass(frozen=True)
 class Exported:
-    """One metric family declared in metrics.py."""
+    """One metric family declared in the metrics package."""
 
     name: str  # as written in the source (a counter without its _total)
     kind: str  # Counter, Gauge, Histogram or Family (a scrape-time gauge)
@@ -161,7 +161,7 @@ class Exported:
 
 
 def exported_metrics() -> dict[str, Exported]:
-    """Every metric family metrics.py declares, by each of its sample names."""
+    """Every metric family the metrics package declares, by each of its sample names."""
     tree = ast.parse("".join(p.read_text(encoding="utf-8") for p in METRICS_SOURCE.glob("*.py")))
     found: dict[str, Exported] = {}
     for node in ast.walk(tree):
@@ -247,7 +247,7 @@ def test_panels_do_not_overlap_on_the_grid() -> None:
 
 
 def test_every_query_selects_only_metrics_printfleet_exports() -> None:
-    """Each metric name in a panel query is one that metrics.py declares."""
+    """Each metric name in a panel query is one that the metrics package declares."""
     exported = exported_metrics()
     unknown = [
         f"{query}: {sorted(referenced_metrics(query.expr) - exported.keys())}"

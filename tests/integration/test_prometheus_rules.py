@@ -54,7 +54,7 @@ def alert_names() -> list[str]:
 
 
 def exported_sample_names() -> set[str]:
-    """Every sample name printfleet exposes, derived from the declarations in metrics.py."""
+    """Every sample name printfleet exposes, from the declarations in the metrics package."""
     names: set[str] = set()
     source = "".join(p.read_text(encoding="utf-8") for p in METRICS_SOURCE.glob("*.py"))
     for node in ast.walk(ast.parse(source)):
@@ -106,7 +106,7 @@ def test_every_alert_has_a_firing_and_a_quiet_case() -> None:
 
 
 def test_alert_rules_select_only_metrics_printfleet_exports() -> None:
-    """Each printfleet metric an alert expression uses is declared in metrics.py."""
+    """Each printfleet metric an alert expression uses is declared in the metrics package."""
     used = set(re.findall(r"\bprintfleet_[A-Za-z0-9_]+", ALERTS.read_text(encoding="utf-8")))
     assert used, "no printfleet metrics found in the alert rules"
     unknown = used - exported_sample_names()

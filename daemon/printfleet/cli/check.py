@@ -80,6 +80,8 @@ def print_summary(
     path: Path, settings: Settings, rule_set: RuleSet, out: TextIO, *, warnings: int = 0
 ) -> None:
     """What ``check`` found, for a person: never a secret (receiver URLs are secrets too)."""
+    loose = loose_secret_files()
+    warnings += len(loose)
     status = f"OK ({_plural(warnings, 'warning')} below)" if warnings else "OK"
     lines = [f"{path}: {status}", f"  state_dir  {settings.daemon.state_dir}"]
     lines.append(f"  sources    {len(settings.source)}")
@@ -104,7 +106,7 @@ def print_summary(
         else "  metrics    disabled"
     )
     # Secret files others may read: valid, but worth fixing (ssh refuses such keys).
-    lines.extend(permission_warning(file, mode) for file, mode in loose_secret_files())
+    lines.extend(permission_warning(file, mode) for file, mode in loose)
     print("\n".join(lines), file=out)
 
 

@@ -1,8 +1,8 @@
 """``printfleet silence add|list|remove``: ad-hoc maintenance silences, kept in the state database.
 
 Ad-hoc silences live in the state database under the key ``"silences"`` (a JSON list of
-:meth:`printfleet.core.rules.Silence.as_dict`); the daemon picks them up with
-:func:`printfleet.rulepacks.silences_from_state`. Safe to run beside the daemon (SQLite WAL).
+:meth:`printfleet.core.rules.windows.Silence.as_dict`); the daemon picks them up with
+:func:`printfleet.rulepacks.loader.silences_from_state`. Safe to run beside the daemon (SQLite WAL).
 """
 
 from __future__ import annotations
