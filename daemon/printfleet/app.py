@@ -370,9 +370,9 @@ class Daemon:
         async def start() -> None:
             nonlocal first
             if first:
-                first = False
                 delay = await poller.poll_once()
-                if poller.health.last_error == "auth":
+                first = False  # only now: a first poll that crashed is tried again as first
+                if poller.last_outcome == "auth":
                     # Rejected credentials at start-up stop the daemon with exit code 3
                     # instead of leaving a running, useless one.
                     log.error(

@@ -89,6 +89,7 @@ class SourcePoller:
         self._last_change_at: datetime | None = None
         self._last_history_at: datetime | None = None
         self._first_poll_at: float | None = None
+        self._last_outcome: str | None = None
         # The open outage ({"since", "kind", "changes"}), persisted with every cycle that
         # changes it: a restart mid-outage still announces the recovery, and the event ids
         # (derived from "since") never repeat those of an earlier outage.
@@ -110,6 +111,13 @@ class SourcePoller:
     @property
     def health(self) -> AccountHealth:
         return self._health
+
+    @property
+    def last_outcome(self) -> str | None:
+        """How this process' latest poll ended: ``"ok"``, an error kind (``auth``,
+        ``unavailable``, ``bad_response``), ``rate_limited`` or ``crashed``; ``None`` before
+        the first. Unlike :attr:`health` it never comes from a stored outage."""
+        return self._last_outcome
 
     async def run(self) -> None:
         """Poll until cancelled."""
@@ -133,11 +141,13 @@ class SourcePoller:
             # Not an outage: the vendor asked us to slow down. Keep health as it is.
             self._observer.poll_done(self.name, time.perf_counter() - started, ok=False)
             self._observer.poll_failed(self.name, "rate_limited")
+            self._last_outcome = "rate_limited"
             self._log.warning("poll.rate_limited", retry_after=err.retry_after)
             return max(err.retry_after, self._policy.active_interval.total_seconds())
         except SourceError as err:
             self._observer.poll_done(self.name, time.perf_counter() - started, ok=False)
             self._observer.poll_failed(self.name, _error_kind(err))
+            self._last_outcome = _error_kind(err)
             await self._handle_failure(self._failure_cycle(err, now), kept)
             if isinstance(err, AuthFailed):
                 return AUTH_RETRY_S
@@ -149,6 +159,7 @@ class SourcePoller:
             (self._outage, self._watermark, self._last_history_at, self._health) = kept
             self._observer.poll_done(self.name, time.perf_counter() - started, ok=False)
             self._observer.poll_failed(self.name, "crashed")
+            self._last_outcome = "crashed"
             message = error_text(err)
             self._log.error(
                 "poll.crashed", error_type=type(err).__name__, message=message, exc_info=err
@@ -157,6 +168,7 @@ class SourcePoller:
             await self._handle_failure(self._failure_cycle(crash, now), kept)
             return self._policy.interval.total_seconds()
         self._observer.poll_done(self.name, time.perf_counter() - started, ok=True)
+        self._last_outcome = "ok"
         assert cycle.snapshot is not None
         self._previous = cycle.snapshot
         if any(not e.type.value.startswith("source.") for e in cycle.events):
