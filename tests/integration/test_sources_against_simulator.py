@@ -404,9 +404,8 @@ async def test_formlabs_phases_read_as_their_print_without_spurious_status_chang
         if e.type is EventType.PRINTER_STATUS_CHANGED
     ]
     assert changes, "the fleet printed for four hours; some status must have changed"
-    spurious = [
-        c for c in changes if PrinterStatus.UNKNOWN in (c[1], c[2]) or c[1] is c[2]
-    ]
+    spurious = [c for c in changes if PrinterStatus.UNKNOWN in (c[1], c[2]) or c[1] is c[2]]
     assert spurious == []
     started = Counter(e.print.id for e in events if e.type is EventType.PRINT_STARTED and e.print)
-    assert started and max(started.values()) == 1
+    assert started
+    assert max(started.values()) == 1

@@ -601,6 +601,7 @@ def test_the_last_known_status_survives_the_state_store() -> None:
 def test_formlabs_phase_sequence_emits_one_start_and_no_status_flapping() -> None:
     """A print through QUEUED, PREPRINT/FILLING, PREHEAT, PRECOAT, PRINTING, PAUSING, PAUSED,
     POSTCOAT to FINISHED emits one print.started and only real status changes."""
+
     def fetched(word: str, run_word: str | None) -> Printer:
         run_record = (
             None
