@@ -691,6 +691,8 @@ def test_fault_forced_429_truncation_and_hang(sim: Simulator, http: httpx.Client
 def test_fault_unknown_statuses(clock: Clock, http: httpx.Client) -> None:
     """The unknown-status flag makes a third of the idle printers report undocumented states."""
     documented = {"IDLE", "PRINTING", "PAUSED", "ERROR", "WAITING_FOR_RESOLUTION", "OFFLINE"}
+    # The printer words real Formlabs printers report for a run's phase (issue 13).
+    documented |= {"FILLING", "PREHEAT", "PRECOAT", "POSTCOAT", "PAUSING", "ABORTING"}
 
     def states(sim: Simulator) -> set[str]:
         printers = http.get(sim.formlabs_url + PRINTERS, headers=formlabs_auth(http, sim))

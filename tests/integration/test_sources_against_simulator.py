@@ -8,6 +8,7 @@ moves: nothing here sleeps.
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,6 +20,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import SecretStr
 
+from printfleet.core.diff import carry_forward, diff
+from printfleet.core.events import ChangeEvent, EventType
+from printfleet.core.model import PrinterStatus, Snapshot
+from printfleet.core.thresholds import DiffSettings
 from printfleet.errors import AuthFailed, RateLimited, SourceUnavailable
 from printfleet.logs import forget_secrets
 from printfleet.simulator import Simulator, SimulatorConfig
@@ -360,3 +365,47 @@ def test_pem_written_by_the_simulator_loads(sim: Simulator, tmp_path: Path) -> N
     assert key.key_size >= 2048
     assert serialization.Encoding.PEM  # the key object never exposes the PEM in repr
     assert "PRIVATE" not in repr(key)
+
+
+# --- Formlabs phases ------------------------------------------------------------------------------
+
+
+async def test_formlabs_phases_read_as_their_print_without_spurious_status_changes(
+    clock: FakeClock, client: httpx.AsyncClient
+) -> None:
+    """Over real HTTP, printers saying FILLING/PREHEAT/PRECOAT/POSTCOAT/… read as PRINTING or
+    PAUSED with the word kept as ``phase``, and no ``printer.status_changed`` involves UNKNOWN
+    or repeats a status; each print starts once."""
+    settings = DiffSettings()
+    phases: set[str] = set()
+    words: set[str] = set()
+    events: list[ChangeEvent] = []
+    with simulator(clock, formlabs_printers=24, carbon_printers=0, seed=5) as sim:
+        source = formlabs(sim, client, clock)
+        previous: Snapshot | None = None
+        for _ in range(4 * 60):  # four simulated hours, one poll a minute
+            current = await source.fetch_printers()
+            now = clock.now()
+            current = carry_forward(previous, current, now, settings)
+            events += diff(previous, current, now, settings)
+            for p in current.printers.values():
+                words.add(p.status_raw)
+                if p.phase is not None:
+                    phases.add(p.phase)
+                    assert p.status in (PrinterStatus.PRINTING, PrinterStatus.PAUSED), p
+            previous = current
+            await clock.advance(60)
+    # The simulator speaks the phases as printer words, and the adapter keeps them as phases.
+    assert {"FILLING", "PREHEAT", "PRECOAT", "POSTCOAT"} <= words
+    assert {"FILLING", "PREHEAT", "PRECOAT", "POSTCOAT"} <= phases
+    changes = [
+        (e.subject, e.changes["status"].before, e.changes["status"].after)
+        for e in events
+        if e.type is EventType.PRINTER_STATUS_CHANGED
+    ]
+    assert changes, "the fleet printed for four hours; some status must have changed"
+    spurious = [c for c in changes if PrinterStatus.UNKNOWN in (c[1], c[2]) or c[1] is c[2]]
+    assert spurious == []
+    started = Counter(e.print.id for e in events if e.type is EventType.PRINT_STARTED and e.print)
+    assert started
+    assert max(started.values()) == 1

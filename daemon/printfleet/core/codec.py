@@ -79,6 +79,8 @@ def printer_to_json(printer: Printer, *, with_raw: bool = False) -> dict[str, An
         "model_code": printer.model_code,
         "status": printer.status.value,
         "status_raw": printer.status_raw,
+        "phase": printer.phase,
+        "known_status": printer.known_status.value if printer.known_status else None,
         "online": printer.online,
         "last_seen_at": iso(printer.last_seen_at),
         "group": printer.group,
@@ -219,6 +221,10 @@ def printer_from_json(data: Mapping[str, Any]) -> Printer:
         tank=tank_from_json(tank) if tank is not None else None,
         alerts=tuple(str(a) for a in data.get("alerts") or ()),
         queue_length=data.get("queue_length"),
+        phase=data.get("phase"),
+        known_status=(
+            _enum(PrinterStatus, data["known_status"]) if data.get("known_status") else None
+        ),
         raw=frozen_mapping(data.get("raw")),
     )
 

@@ -29,6 +29,12 @@ Decisions worth knowing (each has a test):
   rides along in the offline/online event's ``changes`` instead of a second
   ``printer.status_changed`` — one real change, one notification. Any other status change
   still gets its own ``printer.status_changed``.
+* No status flapping: a printer that reads UNKNOWN (a vendor word we do not know) emits no
+  ``printer.status_changed``; leaving UNKNOWN is judged against the status last known before
+  it (``Printer.known_status``, kept by ``carry_forward``), so ``IDLE -> UNKNOWN -> IDLE``
+  emits nothing, ``IDLE -> UNKNOWN -> PRINTING`` one ``IDLE -> PRINTING``, and a change among
+  unknown words none. Phase changes within one status (``PREHEAT`` -> ``PRINTING``) are not
+  status changes; the phase is in the printer's state.
 * A print's facts are merged from the printer's ``current_print`` (live) and ``runs``
   (history). An outcome in history wins over a live non-terminal view (the printer lags);
   otherwise the live view wins (history records go stale). Non-terminal history records never
@@ -159,11 +165,13 @@ def carry_forward(
       can still be matched to it. A print with no vendor times at all cannot be aged and is
       not carried.
 
-    Carried prints get ``printer_serial`` filled in. ``now`` only matters when
+    Carried prints get ``printer_serial`` filled in. A printer that reads UNKNOWN also gets
+    the status it was last known in (:attr:`Printer.known_status`). ``now`` only matters when
     ``current.taken_at`` is ahead of it (the earlier of the two is used).
     """
     if previous is None:
         return current
+    current = _carry_known_status(previous, current)
     cutoff = shifted(min(now, current.taken_at), -settings.run_retention)
     cur_index = PrintIndex(current)
     runs: dict[str, Print] | None = None
@@ -187,6 +195,26 @@ def carry_forward(
     if runs is None:
         return current
     return dataclasses.replace(current, runs=frozen_mapping(runs))
+
+
+def _carry_known_status(previous: Snapshot, current: Snapshot) -> Snapshot:
+    """``current`` with each UNKNOWN printer remembering its last known status from
+    ``previous`` (:attr:`Printer.known_status`), so the differ can tell a flap from a change."""
+    changed: dict[str, Printer] | None = None
+    prev_printers = previous.printers
+    for serial, cp in current.printers.items():
+        if cp.status is not PrinterStatus.UNKNOWN:
+            continue
+        pp = prev_printers.get(serial)
+        known = pp.settled_status if pp is not None else None
+        if known is None or known is cp.known_status:
+            continue
+        if changed is None:
+            changed = dict(current.printers)
+        changed[serial] = dataclasses.replace(cp, known_status=known)
+    if changed is None:
+        return current
+    return dataclasses.replace(current, printers=frozen_mapping(changed))
 
 
 def unresolved_prints(previous: Snapshot | None, current: Snapshot) -> list[Print]:
@@ -335,13 +363,16 @@ class _Differ:
             self._tank(pp, cp)
 
     def _status(self, pp: Printer, cp: Printer) -> None:
-        status_changed = pp.status is not cp.status or (
-            cp.status is PrinterStatus.UNKNOWN
-            and pp.status_raw.casefold() != cp.status_raw.casefold()
-        )
+        # No flapping on words we do not know: UNKNOWN is never announced (its raw word is in
+        # the printer's state, and the source logs and counts it), and leaving it is compared
+        # with the status last known before it, so IDLE -> UNKNOWN -> IDLE says nothing and
+        # IDLE -> UNKNOWN -> PRINTING says IDLE -> PRINTING once. A phase change within one
+        # status (PREHEAT -> PRINTING, both PRINTING) is not a status change either.
+        before = pp.settled_status
+        status_changed = cp.status is not PrinterStatus.UNKNOWN and cp.status is not before
         status: dict[str, Change] = {}
         if status_changed:
-            status["status"] = Change(pp.status, cp.status)
+            status["status"] = Change(before or pp.status, cp.status)
             if pp.status_raw != cp.status_raw:
                 status["status_raw"] = Change(pp.status_raw, cp.status_raw)
         t = self.cur.taken_at
@@ -367,7 +398,7 @@ class _Differ:
             cp,
             cp.serial,
             self.cur.taken_at,
-            pp.status.value,
+            changes["status"].before.value,
             cp.status.value,
             pp.status_raw,
             cp.status_raw,

@@ -256,7 +256,21 @@ class Printer:
     # Open vendor alerts (Carbon status.alerts, Formlabs attention states), sorted, deduplicated.
     alerts: tuple[str, ...] = ()
     queue_length: int | None = None
+    # The vendor's finer word for what the printer is doing when ``status`` is coarser: an
+    # undocumented printer word (``FILLING``), or the running print's phase (``PREHEAT``,
+    # ``POSTCOAT``, ``PAUSING``, ``ABORTING``, ``WAITING_FOR_RESOLUTION``). None when the
+    # normalized status says it all.
+    phase: str | None = None
+    # The last status other than UNKNOWN this printer was seen in, kept while it reads UNKNOWN
+    # (``carry_forward`` fills it) so a word we do not know never produces a status change
+    # back to where it was. None while ``status`` is known, or before any known status.
+    known_status: PrinterStatus | None = None
     raw: Mapping[str, Any] = field(default_factory=empty_mapping, compare=False, repr=False)
+
+    @property
+    def settled_status(self) -> PrinterStatus | None:
+        """``status``, or while it is UNKNOWN the last known one (None if there was none)."""
+        return self.status if self.status is not PrinterStatus.UNKNOWN else self.known_status
 
     def as_dict(self, *, with_raw: bool = False) -> dict[str, Any]:
         """The normalized printer JSON used in events and the MQTT state topic."""
@@ -268,6 +282,7 @@ class Printer:
             "model_code": self.model_code,
             "status": self.status.value,
             "status_raw": self.status_raw,
+            "phase": self.phase,
             "online": self.online,
             "last_seen_at": iso(self.last_seen_at),
             "group": self.group,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 QUEUED = "QUEUED"
 PREPRINT = "PREPRINT"
 PREHEAT = "PREHEAT"
+PRECOAT = "PRECOAT"
 PRINTING = "PRINTING"
 PAUSING = "PAUSING"
 PAUSED = "PAUSED"
@@ -37,9 +38,15 @@ RUN_STATUSES = frozenset(
         ABORTED,
         ERROR,
         FINISHED,
-        "PRECOAT",
+        PRECOAT,
     }
 )
+
+# Formlabs ``printer_status.status`` is a free string (formlabs.md §6.2). Besides the coarse
+# words (IDLE, PRINTING, PAUSED, ERROR, WAITING_FOR_RESOLUTION) some printers echo the run's
+# phase; ``FILLING`` (resin filling the tank before a print) is a printer word, not a StatusEnum.
+FILLING = "FILLING"
+PRINTER_PHASE_WORDS = frozenset({FILLING, PREHEAT, PRECOAT, POSTCOAT, PAUSING, ABORTING})
 
 # --- Formlabs event types and their labels, formlabs.md §6.10 ------------------------------------
 EVENT_LABELS: dict[str, str] = {

@@ -122,7 +122,7 @@ class Run:
             return 0
         seg = self.segment_at(t)
         status = seg.status if seg else self.status
-        if status in (catalog.QUEUED, catalog.PREPRINT, catalog.PREHEAT):
+        if status in (catalog.QUEUED, catalog.PREPRINT, catalog.PREHEAT, catalog.PRECOAT):
             pre_end = (self.started_at or t) + self.preprint_s
             pre_left = max(0, pre_end - t) if self.started_at is not None else self.preprint_s
             return pre_left + self.print_s + self.postcoat_s

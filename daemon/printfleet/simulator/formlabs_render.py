@@ -23,6 +23,7 @@ _PRINTING_STATES = frozenset(
     {
         catalog.PREPRINT,
         catalog.PREHEAT,
+        catalog.PRECOAT,
         catalog.PRINTING,
         catalog.POSTCOAT,
         catalog.ABORTING,
@@ -172,16 +173,28 @@ def _previous(run: Run | None) -> JsonObject:
     }
 
 
+def _speaks_phases(key: int) -> bool:
+    """Half of the fleet (by its fixed ordinal, so seeded) reports the run's phase as its own
+    printer word (``FILLING``, ``PREHEAT``, ``PRECOAT``, ``POSTCOAT``, ``PAUSING``,
+    ``ABORTING``), as real printers do; the rest only the coarse IDLE/PRINTING/PAUSED."""
+    return key % 2 == 1
+
+
 def _printer_status_string(p: Printer, unknown: bool) -> str:
     run = p.run
     if run is None or run.status in (catalog.QUEUED, catalog.FINISHED, catalog.ABORTED):
         if unknown and _unknown_subset(p.key):
             return catalog.UNKNOWN_IDLE_STATUS
         return "IDLE"
-    if run.status in (catalog.PAUSING, catalog.PAUSED):
-        return "PAUSED"
     if run.status in (catalog.WAITING_FOR_RESOLUTION, catalog.ERROR):
         return run.status
+    if _speaks_phases(p.key):
+        if run.status == catalog.PREPRINT:
+            return catalog.FILLING
+        if run.status in catalog.PRINTER_PHASE_WORDS:
+            return run.status
+    if run.status in (catalog.PAUSING, catalog.PAUSED):
+        return "PAUSED"
     return "PRINTING"
 
 

@@ -77,7 +77,7 @@ def print_duration(rng: Rng) -> int:
 def plan_run(run: Run, start: int, rng: Rng, profile: Profile, odds: Odds) -> list[Segment]:
     """The run's timeline from ``start`` to its terminal status, as consecutive segments.
 
-    QUEUED (Formlabs) -> PREPRINT (-> PREHEAT) -> PRINTING, with optional detours
+    QUEUED (Formlabs) -> PREPRINT (-> PREHEAT -> PRECOAT) -> PRINTING, with optional detours
     (PAUSING -> PAUSED -> PRINTING; WAITING_FOR_RESOLUTION -> PRINTING or ERROR), ending in
     FINISHED (via POSTCOAT on Form 4), ERROR at a random point, or ABORTING -> ABORTED.
     """
@@ -95,8 +95,13 @@ def plan_run(run: Run, start: int, rng: Rng, profile: Profile, odds: Odds) -> li
     add(catalog.PREPRINT, 0)
     t += preprint
     if preheat:
+        # The rest of the pre-print time split between heating the resin and coating the
+        # tank, without drawing from ``rng`` (the seeded timelines stay what they were).
         add(catalog.PREHEAT, 0)
-        t += run.preprint_s - preprint
+        heat = (run.preprint_s - preprint) // 2
+        t += heat
+        add(catalog.PRECOAT, 0)
+        t += run.preprint_s - preprint - heat
 
     roll = rng.random()
     fate = "finish"

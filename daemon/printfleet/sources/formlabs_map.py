@@ -38,6 +38,7 @@ from printfleet.sources.mapping import (
     clamp01,
     formlabs_is_resin_printer,
     formlabs_print_status,
+    formlabs_printer_phase,
     formlabs_printer_status,
     model_name,
     parse_time,
@@ -299,14 +300,19 @@ def _printer(
         alerts.add(ALERT_WAITING_FOR_RESOLUTION)
     if tank is None and formlabs_is_resin_printer(code):
         alerts.add(ALERT_TANK_MISSING)
+    # Only a run we track (it has a guid) may set the printer's status: one we cannot name
+    # would make a printer PRINTING with no print to show for it.
+    run_status = run.get("status") if run is not None and current is not None else None
+    printer_status = formlabs_printer_status(status_value, run_status)
     return Printer(
         serial=serial,
         name=as_str(record.get("alias")) or serial,
         vendor=Vendor.FORMLABS,
         model=model_name(code),
         model_code=code,
-        status=formlabs_printer_status(status_value),
+        status=printer_status,
         status_raw=raw_text(status_value),
+        phase=formlabs_printer_phase(status_value, run_status, printer_status),
         online=last_seen is not None and now - last_seen <= offline_after,
         last_seen_at=last_seen,
         group=_group_name(record.get("group")),

@@ -631,15 +631,56 @@ _CARBON_PRINT_STATUS: Final[Mapping[str, PrintStatus]] = {
 }
 
 
-def formlabs_printer_status(raw: Any) -> PrinterStatus:
-    """Formlabs ``printer_status.status`` by exact known string; anything else is UNKNOWN.
+#: Printer words that state a fact about the printer itself, so they win over the current run.
+_FORMLABS_PRINTER_FACTS: Final = frozenset(
+    {PrinterStatus.ERROR, PrinterStatus.OFFLINE, PrinterStatus.MAINTENANCE}
+)
 
-    The vendor never enumerates these strings (formlabs.md §6.2), so no guessing by case or
-    by the current run: rules can still match ``status_raw`` or the print status.
+
+def formlabs_printer_status(raw: Any, run_status: Any = None) -> PrinterStatus:
+    """Formlabs printer status from ``printer_status.status`` and ``current_print_run.status``.
+
+    The printer word is a free string the vendor never enumerates (formlabs.md §6.2, which
+    says to derive "is printing" from the run), while the run status is the documented
+    ``StatusEnum`` (§6.10). So, in this order:
+
+    * printer word ``ERROR``, ``OFFLINE`` or ``MAINTENANCE``: that (a fact about the machine);
+    * a run in progress (pre-print, printing, waiting, aborting, paused — the §6.10 groups
+      short of terminal): PAUSED for ``PAUSING``/``PAUSED``, else PRINTING, whatever the
+      printer word (``PREHEAT``, ``FILLING``, ``WAITING_FOR_RESOLUTION``, …);
+    * otherwise the printer word by exact known string (``IDLE``, ``PRINTING``, ``PAUSED``);
+      anything else is UNKNOWN, never guessed by case or resemblance.
     """
-    if isinstance(raw, str):
-        return _FORMLABS_PRINTER_STATUS.get(raw, PrinterStatus.UNKNOWN)
-    return PrinterStatus.UNKNOWN
+    said = (
+        _FORMLABS_PRINTER_STATUS.get(raw, PrinterStatus.UNKNOWN)
+        if isinstance(raw, str)
+        else PrinterStatus.UNKNOWN
+    )
+    if said in _FORMLABS_PRINTER_FACTS:
+        return said
+    run = formlabs_print_status(run_status)
+    if run is PrintStatus.PAUSED:
+        return PrinterStatus.PAUSED
+    if run.is_active:
+        return PrinterStatus.PRINTING
+    return said
+
+
+def formlabs_printer_phase(raw: Any, run_status: Any, status: PrinterStatus) -> str | None:
+    """The vendor's word for what the printer is doing, where ``status`` is coarser.
+
+    The printer word itself when it is not one of the normalized words (``FILLING``,
+    ``PREHEAT``, a word new to us); else, when ``status`` came from a run in progress, the
+    run's status when it differs from ``status`` (``PREHEAT`` under PRINTING, ``PAUSING``
+    under PAUSED); else None.
+    """
+    if isinstance(raw, str) and raw.strip() and raw not in _FORMLABS_PRINTER_STATUS:
+        return raw_text(raw)
+    if status not in (PrinterStatus.PRINTING, PrinterStatus.PAUSED):
+        return None
+    if not isinstance(run_status, str) or not formlabs_print_status(run_status).is_active:
+        return None
+    return None if run_status == status.value else raw_text(run_status)
 
 
 def formlabs_print_status(raw: Any) -> PrintStatus:

@@ -110,6 +110,8 @@ printers = st.builds(
     tank=st.none() | tanks,
     alerts=st.lists(texts, max_size=3).map(lambda a: tuple(sorted(set(a)))),
     queue_length=opt_ints,
+    phase=opt_texts,
+    known_status=st.none() | st.sampled_from(PrinterStatus),
     raw=raws,
 )
 

@@ -36,6 +36,7 @@ from printfleet.core.model import (
     without_raw,
 )
 from printfleet.core.thresholds import DiffSettings
+from printfleet.sources.formlabs_map import map_printers
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 STEP = timedelta(seconds=15)
@@ -173,8 +174,26 @@ CASES: list[Any] = [
     pytest.param(
         snap(printer("A", PrinterStatus.UNKNOWN, raw_status="CALIBRATING")),
         snap(printer("A", PrinterStatus.UNKNOWN, raw_status="DEFROSTING"), at=T1),
+        [],
+        id="unknown status strings differ (no flapping)",
+    ),
+    pytest.param(
+        snap(printer("A", IDLE)),
+        snap(printer("A", PrinterStatus.UNKNOWN, raw_status="CALIBRATING"), at=T1),
+        [],
+        id="known status to an unknown word (no flapping)",
+    ),
+    pytest.param(
+        snap(printer("A", PrinterStatus.UNKNOWN, raw_status="CALIBRATING")),
+        snap(printer("A", IDLE), at=T1),
         [("printer.status_changed", "A")],
-        id="unknown status strings differ",
+        id="first known status after an unknown word",
+    ),
+    pytest.param(
+        snap(printer("A", PRINTING, raw_status="PRINTING", phase="PREHEAT")),
+        snap(printer("A", PRINTING, raw_status="PRINTING"), at=T1),
+        [],
+        id="phase changes within one status",
     ),
     pytest.param(
         snap(printer("A", PrinterStatus.UNKNOWN, raw_status="calibrating")),
@@ -512,15 +531,129 @@ def test_first_snapshot_is_a_silent_baseline() -> None:
 def test_status_change_reports_from_and_to() -> None:
     """printer.status_changed carries the normalized and raw status from→to."""
     [event] = diff(
-        snap(printer("A", PrinterStatus.UNKNOWN, raw_status="CALIBRATING")),
-        snap(printer("A", PrinterStatus.UNKNOWN, raw_status="DEFROSTING"), at=T1),
+        snap(printer("A", IDLE)),
+        snap(printer("A", PrinterStatus.MAINTENANCE, raw_status="MAINTENANCE"), at=T1),
         T1,
         SETTINGS,
     )
-    assert event.changes["status_raw"].before == "CALIBRATING"
-    assert event.changes["status_raw"].after == "DEFROSTING"
-    assert event.changes["status"].after is PrinterStatus.UNKNOWN
+    assert event.changes["status_raw"].before == "IDLE"
+    assert event.changes["status_raw"].after == "MAINTENANCE"
+    assert event.changes["status"].after is PrinterStatus.MAINTENANCE
     assert event.time == T1
+
+
+def _sequence(*printers: Printer) -> list[ChangeEvent]:
+    """The events of polling ``printers`` one after another, as the poller does."""
+    prev: Snapshot | None = None
+    events: list[ChangeEvent] = []
+    for step, p in enumerate(printers):
+        cur = snap(p, at=T0 + timedelta(seconds=15 * step))
+        cur = carry_forward(prev, cur, cur.taken_at, SETTINGS)
+        events += diff(prev, cur, cur.taken_at, SETTINGS)
+        prev = cur
+    return events
+
+
+def test_unknown_word_and_back_to_the_same_status_says_nothing() -> None:
+    """IDLE -> unknown words -> IDLE emits no printer.status_changed (no flapping)."""
+    events = _sequence(
+        printer("A", IDLE),
+        printer("A", PrinterStatus.UNKNOWN, raw_status="CALIBRATING"),
+        printer("A", PrinterStatus.UNKNOWN, raw_status="DEFROSTING"),
+        printer("A", IDLE),
+        printer("A", PrinterStatus.UNKNOWN, raw_status="CALIBRATING"),
+        printer("A", IDLE),
+    )
+    assert kinds(events) == []
+
+
+def test_leaving_an_unknown_word_reports_the_change_from_the_last_known_status() -> None:
+    """IDLE -> unknown -> MAINTENANCE emits one IDLE -> MAINTENANCE, raw words verbatim."""
+    [event] = _sequence(
+        printer("A", IDLE),
+        printer("A", PrinterStatus.UNKNOWN, raw_status="CALIBRATING"),
+        printer("A", PrinterStatus.MAINTENANCE),
+    )
+    assert event.type is E.PRINTER_STATUS_CHANGED
+    assert (event.changes["status"].before, event.changes["status"].after) == (
+        IDLE,
+        PrinterStatus.MAINTENANCE,
+    )
+    assert (event.changes["status_raw"].before, event.changes["status_raw"].after) == (
+        "CALIBRATING",
+        "MAINTENANCE",
+    )
+
+
+def test_the_last_known_status_survives_the_state_store() -> None:
+    """A restart while a printer reads UNKNOWN still remembers the status before it."""
+    prev = snap(printer("A", IDLE))
+    unknown = carry_forward(
+        prev, snap(printer("A", PrinterStatus.UNKNOWN, raw_status="X"), at=T1), T1, SETTINGS
+    )
+    stored = snapshot_from_json(snapshot_to_json(unknown))
+    assert stored.printers["A"].known_status is IDLE
+    later = T1 + timedelta(seconds=15)
+    back = carry_forward(stored, snap(printer("A", IDLE), at=later), later, SETTINGS)
+    assert diff(stored, back, later, SETTINGS) == []
+
+
+def test_formlabs_phase_sequence_emits_one_start_and_no_status_flapping() -> None:
+    """A print through QUEUED, PREPRINT/FILLING, PREHEAT, PRECOAT, PRINTING, PAUSING, PAUSED,
+    POSTCOAT to FINISHED emits one print.started and only real status changes."""
+
+    def fetched(word: str, run_word: str | None) -> Printer:
+        run_record = (
+            None
+            if run_word is None
+            else {"guid": "g1", "name": "job", "status": run_word, "print_started_at": None}
+        )
+        record = {
+            "serial": "A",
+            "machine_type_id": "FORM-4-0",
+            "printer_status": {
+                "status": word,
+                "last_pinged_at": T0.isoformat(),
+                "current_print_run": run_record,
+            },
+            "tank_status": {"tank": {"serial": "T1"}},
+        }
+        printers, _, _ = map_printers(
+            [record], source="lab", now=T0, offline_after=timedelta(days=365)
+        )
+        return printers["A"]
+
+    steps = [
+        ("IDLE", None),
+        ("IDLE", "QUEUED"),
+        ("FILLING", "PREPRINT"),
+        ("PREHEAT", "PREHEAT"),
+        ("PRINTING", "PRECOAT"),
+        ("PRINTING", "PRINTING"),
+        ("PAUSING", "PAUSING"),
+        ("PAUSED", "PAUSED"),
+        ("PRINTING", "PRINTING"),
+        ("WAITING_FOR_RESOLUTION", "WAITING_FOR_RESOLUTION"),
+        ("PRINTING", "PRINTING"),
+        ("POSTCOAT", "POSTCOAT"),
+        ("IDLE", "FINISHED"),
+        ("IDLE", None),
+    ]
+    events = _sequence(*(fetched(w, r) for w, r in steps))
+    status_changes = [
+        (e.changes["status"].before, e.changes["status"].after)
+        for e in events
+        if e.type is E.PRINTER_STATUS_CHANGED
+    ]
+    assert status_changes == [
+        (IDLE, PRINTING),
+        (PRINTING, PrinterStatus.PAUSED),
+        (PrinterStatus.PAUSED, PRINTING),
+        (PRINTING, IDLE),
+    ]
+    assert [e.type for e in events].count(E.PRINT_STARTED) == 1
+    assert [e.type for e in events].count(E.PRINT_FINISHED) == 1
+    assert not [e for e in events if e.type in (E.PRINT_FAILED, E.PRINT_ABORTED)]
 
 
 def test_offline_event_carries_the_status_change_it_covers() -> None:

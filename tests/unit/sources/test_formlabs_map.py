@@ -236,11 +236,84 @@ def test_sample_inventory_maps_tanks_cartridges_and_locations() -> None:
     ],
 )
 def test_printer_status_by_exact_known_string(raw: str, expected: PrinterStatus) -> None:
-    """Known printer strings map exactly; anything else is UNKNOWN with the raw string kept."""
+    """Without a run, known printer strings map exactly; anything else is UNKNOWN, raw kept."""
     record = printer_record()
     record["printer_status"]["status"] = raw
+    record["printer_status"]["current_print_run"] = None
     printer = map_one(record)
     assert (printer.status, printer.status_raw) == (expected, raw)
+
+
+_RUN_PHASES = [
+    # (printer word, current_print_run.status) -> (normalized printer status, phase)
+    ("IDLE", None, PrinterStatus.IDLE, None),
+    ("IDLE", "QUEUED", PrinterStatus.IDLE, None),
+    ("PRINTING", "PREPRINT", PrinterStatus.PRINTING, "PREPRINT"),
+    ("FILLING", "PREPRINT", PrinterStatus.PRINTING, "FILLING"),
+    ("PREHEAT", "PREHEAT", PrinterStatus.PRINTING, "PREHEAT"),
+    ("PRINTING", "PREHEAT", PrinterStatus.PRINTING, "PREHEAT"),
+    ("PRECOAT", "PRECOAT", PrinterStatus.PRINTING, "PRECOAT"),
+    ("PRINTING", "PRINTING", PrinterStatus.PRINTING, None),
+    ("IDLE", "PRINTING", PrinterStatus.PRINTING, None),
+    ("POSTCOAT", "POSTCOAT", PrinterStatus.PRINTING, "POSTCOAT"),
+    ("PAUSING", "PAUSING", PrinterStatus.PAUSED, "PAUSING"),
+    ("PRINTING", "PAUSING", PrinterStatus.PAUSED, "PAUSING"),
+    ("PAUSED", "PAUSED", PrinterStatus.PAUSED, None),
+    ("PAUSED", "PRINTING", PrinterStatus.PRINTING, None),
+    ("ABORTING", "ABORTING", PrinterStatus.PRINTING, "ABORTING"),
+    (
+        "WAITING_FOR_RESOLUTION",
+        "WAITING_FOR_RESOLUTION",
+        PrinterStatus.PRINTING,
+        "WAITING_FOR_RESOLUTION",
+    ),
+    ("PRINTING", "WAITING_FOR_RESOLUTION", PrinterStatus.PRINTING, "WAITING_FOR_RESOLUTION"),
+    ("CALIBRATING", "PRINTING", PrinterStatus.PRINTING, "CALIBRATING"),
+    # A fact about the machine wins over the run.
+    ("ERROR", "PRINTING", PrinterStatus.ERROR, None),
+    ("OFFLINE", "PRINTING", PrinterStatus.OFFLINE, None),
+    ("MAINTENANCE", "PREPRINT", PrinterStatus.MAINTENANCE, None),
+    # A run that is over (or a word we do not know) does not make the printer busy.
+    ("IDLE", "FINISHED", PrinterStatus.IDLE, None),
+    ("ERROR", "ERROR", PrinterStatus.ERROR, None),
+    ("IDLE", "ABORTED", PrinterStatus.IDLE, None),
+    ("POSTCOAT", "FINISHED", PrinterStatus.UNKNOWN, "POSTCOAT"),
+    ("FILLING", None, PrinterStatus.UNKNOWN, "FILLING"),
+    ("WAITING_FOR_RESOLUTION", None, PrinterStatus.UNKNOWN, "WAITING_FOR_RESOLUTION"),
+    ("IDLE", "DEFROSTING", PrinterStatus.IDLE, None),
+    ("STANDBY", "DEFROSTING", PrinterStatus.UNKNOWN, "STANDBY"),
+]
+
+
+@pytest.mark.parametrize(("word", "run_status", "expected", "phase"), _RUN_PHASES)
+def test_printer_status_from_printer_word_and_run_status(
+    word: str, run_status: str | None, expected: PrinterStatus, phase: str | None
+) -> None:
+    """The printer's status is derived from its word and its current run's status together;
+    the vendor word stays in ``status_raw`` and the finer phase in ``phase``."""
+    record = printer_record()
+    status = record["printer_status"]
+    status["status"] = word
+    if run_status is None:
+        status["current_print_run"] = None
+    else:
+        status["current_print_run"] = {**status["current_print_run"], "status": run_status}
+    printer = map_one(record)
+    assert (printer.status, printer.status_raw, printer.phase) == (expected, word, phase)
+
+
+def test_a_run_without_guid_does_not_make_the_printer_busy() -> None:
+    """A current run we cannot track (no guid) leaves the status to the printer's word."""
+    record = printer_record()
+    status = record["printer_status"]
+    status["status"] = "IDLE"
+    status["current_print_run"] = {"status": "PRINTING"}
+    printer = map_one(record)
+    assert (printer.status, printer.phase, printer.current_print) == (
+        PrinterStatus.IDLE,
+        None,
+        None,
+    )
 
 
 @pytest.mark.parametrize(
@@ -248,19 +321,25 @@ def test_printer_status_by_exact_known_string(raw: str, expected: PrinterStatus)
     [(None, ""), (7, "7"), (["IDLE"], '["IDLE"]'), ({"s": 1}, '{"s":1}')],
 )
 def test_printer_status_of_wrong_type_is_unknown(raw: Any, status_raw: str) -> None:
-    """A printer status that is not a string is UNKNOWN and kept as compact text."""
+    """Without a run, a printer status that is not a string is UNKNOWN, kept as compact text."""
     record = printer_record()
     record["printer_status"]["status"] = raw
+    record["printer_status"]["current_print_run"] = None
     printer = map_one(record)
     assert (printer.status, printer.status_raw) == (PrinterStatus.UNKNOWN, status_raw)
 
 
-def test_unknown_printer_status_stays_unknown_while_a_run_is_active() -> None:
-    """An unknown printer string stays UNKNOWN even when its run is printing."""
+def test_unknown_printer_word_during_a_run_reads_as_the_run() -> None:
+    """An unknown printer word while its run is printing reads PRINTING (formlabs.md §6.2:
+    "is printing" comes from the run), the word kept in ``status_raw`` and ``phase``."""
     record = printer_record()
     record["printer_status"]["status"] = "BUSY_SOMEHOW"
     printer = map_one(record)
-    assert printer.status is PrinterStatus.UNKNOWN
+    assert (printer.status, printer.status_raw, printer.phase) == (
+        PrinterStatus.PRINTING,
+        "BUSY_SOMEHOW",
+        "BUSY_SOMEHOW",
+    )
     assert printer.current_print is not None
     assert printer.current_print.status is PrintStatus.PRINTING
 
