@@ -55,6 +55,7 @@ CONTRACT: dict[str, set[str]] = {
     "printfleet_outbox_pending": {"sink"},
     "printfleet_outbox_dead": {"sink"},
     "printfleet_records_skipped_total": {"source", "kind"},
+    "printfleet_unknown_status_total": {"source", "field", "value"},
     "printfleet_poll_failures_total": {"source", "error"},
     "printfleet_task_restarts_total": {"task"},
     "printfleet_build_info": {"version"},
