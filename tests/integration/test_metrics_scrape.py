@@ -127,6 +127,7 @@ class World:
         m = self.metrics
         m.api_request("lab", "/printers/", "200", 0.2)
         m.record_skipped("lab", "printer")
+        m.unknown_status("lab", "print.status", "complete")
         m.poll_done("lab", 1.0, ok=True)
         m.track_tasks(["lab"], ["poll:lab", "outbox:mqtt", "mqtt"])
         m.poll_failed("lab", "crashed")

@@ -364,8 +364,21 @@ def test_carbon_prints_never_crash_or_drop(records: list[Any]) -> None:
 #: (formlabs.md §6.10) and Carbon's ``finished`` plus the third-party ``queued``/``printing``
 #: (carbon.md §8.2). Any other word must read as UNKNOWN and never yield an outcome event.
 FORMLABS_PRINT_WORDS = frozenset(
-    "QUEUED PREPRINT PRINTING PAUSED PAUSING FINISHED ABORTING ABORTED ERROR "
-    "WAITING_FOR_RESOLUTION PREHEAT PRECOAT POSTCOAT".split()
+    [
+        "QUEUED",
+        "PREPRINT",
+        "PRINTING",
+        "PAUSED",
+        "PAUSING",
+        "FINISHED",
+        "ABORTING",
+        "ABORTED",
+        "ERROR",
+        "WAITING_FOR_RESOLUTION",
+        "PREHEAT",
+        "PRECOAT",
+        "POSTCOAT",
+    ]
 )
 CARBON_PRINT_WORDS = frozenset({"queued", "printing", "finished"})
 OUTCOMES = frozenset({EventType.PRINT_FINISHED, EventType.PRINT_FAILED, EventType.PRINT_ABORTED})
