@@ -21,6 +21,12 @@ class Observer(Protocol):
         """A malformed vendor record of ``kind`` (printer, print, ...) was skipped."""
         ...
 
+    def unknown_status(self, source: str, field: str, value: str) -> None:
+        """A record's status word was not one the mapper knows: ``field`` is
+        ``printer.status`` or ``print.status``, ``value`` the raw word (at most 40 chars).
+        Reported once per record per poll; the status was kept raw and read as UNKNOWN."""
+        ...
+
     def poll_done(self, source: str, seconds: float, ok: bool) -> None:
         """One poll cycle of a source finished."""
         ...
@@ -55,6 +61,9 @@ class NullObserver:
         pass
 
     def record_skipped(self, source: str, kind: str) -> None:
+        pass
+
+    def unknown_status(self, source: str, field: str, value: str) -> None:
         pass
 
     def poll_done(self, source: str, seconds: float, ok: bool) -> None:

@@ -21,7 +21,13 @@ from printfleet.clock import Clock
 from printfleet.core.diff import carry_forward, diff, source_event, unresolved_prints
 from printfleet.core.events import ChangeEvent, EventType
 from printfleet.core.fleet import AccountHealth
-from printfleet.core.model import Snapshot, frozen_mapping, without_raw
+from printfleet.core.model import (
+    PrinterStatus,
+    PrintStatus,
+    Snapshot,
+    frozen_mapping,
+    without_raw,
+)
 from printfleet.core.polling import Budget, PollPolicy, is_due, next_poll
 from printfleet.core.thresholds import DiffSettings
 from printfleet.errors import AuthFailed, BadResponse, RateLimited, SourceError
@@ -50,6 +56,13 @@ CycleHandler = Callable[[Cycle], Awaitable[None]]
 # How long to wait before retrying after the vendor rejected our credentials: they will not
 # fix themselves quickly, and hammering the token endpoint helps nobody.
 AUTH_RETRY_S = 300.0
+#: An unknown status word is cut to this many characters in logs and metric labels (bounded).
+UNKNOWN_VALUE_CHARS = 40
+#: How many distinct unknown words one poller logs (each once); a vendor sending endless new
+#: words is still counted, but no longer fills the log.
+UNKNOWN_LOG_LIMIT = 100
+FIELD_PRINTER_STATUS = "printer.status"
+FIELD_PRINT_STATUS = "print.status"
 
 
 class SourcePoller:
@@ -99,6 +112,7 @@ class SourcePoller:
                 self._health, up=False, last_error=self._outage.get("kind"), consecutive_failures=1
             )
         self._log = structlog.get_logger("printfleet.poller").bind(source=source.name)
+        self._unknown_logged: set[tuple[str, str]] = set()
 
     @property
     def name(self) -> str:
@@ -238,6 +252,7 @@ class SourcePoller:
             if batch.runs or batch.skipped:
                 runs = {**batch.runs, **current.runs}
                 current = replace(current, runs=runs, skipped=current.skipped + batch.skipped)
+        self._report_unknown(current)
         current = carry_forward(self._previous, current, now, self._diff)
         events: list[ChangeEvent] = []
         state: dict[str, object] = {}
@@ -282,6 +297,19 @@ class SourcePoller:
             state=state,
         )
 
+    def _report_unknown(self, fetched: Snapshot) -> None:
+        """Count every status word the mappers did not know, and log each word once.
+
+        Run on what the vendor sent this cycle (before prints are carried forward), so each
+        record is counted once per poll it appears in.
+        """
+        for field, value in unknown_statuses(fetched):
+            self._observer.unknown_status(self.name, field, value)
+            key = (field, value)
+            if key not in self._unknown_logged and len(self._unknown_logged) < UNKNOWN_LOG_LIMIT:
+                self._unknown_logged.add(key)
+                self._log.warning("source.unknown_status", field=field, value=value)
+
     def _failure_cycle(self, err: SourceError, now: datetime) -> Cycle:
         kind = _error_kind(err)
         events: Sequence[ChangeEvent] = ()
@@ -318,6 +346,23 @@ class SourcePoller:
         return Cycle(
             source=self.name, snapshot=None, events=tuple(events), health=self._health, state=state
         )
+
+
+def unknown_statuses(snapshot: Snapshot) -> list[tuple[str, str]]:
+    """``(field, raw word)`` for each printer and print in ``snapshot`` whose status word the
+    mapper did not know (status UNKNOWN with a raw word), the word cut to
+    :data:`UNKNOWN_VALUE_CHARS`. A status the vendor left out (raw ``""``) is not a word."""
+    found: list[tuple[str, str]] = []
+    for printer in snapshot.printers.values():
+        if printer.status is PrinterStatus.UNKNOWN and printer.status_raw:
+            found.append((FIELD_PRINTER_STATUS, printer.status_raw[:UNKNOWN_VALUE_CHARS]))
+        run = printer.current_print
+        if run is not None and run.status is PrintStatus.UNKNOWN and run.status_raw:
+            found.append((FIELD_PRINT_STATUS, run.status_raw[:UNKNOWN_VALUE_CHARS]))
+    for run in snapshot.runs.values():
+        if run.status is PrintStatus.UNKNOWN and run.status_raw:
+            found.append((FIELD_PRINT_STATUS, run.status_raw[:UNKNOWN_VALUE_CHARS]))
+    return found
 
 
 def _keep_unreadable(previous: Snapshot | None, current: Snapshot) -> Snapshot:

@@ -55,6 +55,7 @@ CONTRACT: dict[str, set[str]] = {
     "printfleet_outbox_pending": {"sink"},
     "printfleet_outbox_dead": {"sink"},
     "printfleet_records_skipped_total": {"source", "kind"},
+    "printfleet_unknown_status_total": {"source", "field", "value"},
     "printfleet_poll_failures_total": {"source", "error"},
     "printfleet_task_restarts_total": {"task"},
     "printfleet_build_info": {"version"},
@@ -126,6 +127,7 @@ class World:
         m = self.metrics
         m.api_request("lab", "/printers/", "200", 0.2)
         m.record_skipped("lab", "printer")
+        m.unknown_status("lab", "print.status", "complete")
         m.poll_done("lab", 1.0, ok=True)
         m.track_tasks(["lab"], ["poll:lab", "outbox:mqtt", "mqtt"])
         m.poll_failed("lab", "crashed")

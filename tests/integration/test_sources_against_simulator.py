@@ -13,20 +13,27 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
+from structlog.testing import capture_logs
 
 from printfleet.core.diff import carry_forward, diff
 from printfleet.core.events import ChangeEvent, EventType
-from printfleet.core.model import PrinterStatus, Snapshot
+from printfleet.core.model import PrinterStatus, PrintStatus, Snapshot
+from printfleet.core.polling import PollPolicy
 from printfleet.core.thresholds import DiffSettings
 from printfleet.errors import AuthFailed, RateLimited, SourceUnavailable
 from printfleet.logs import forget_secrets
+from printfleet.metrics.observer import Metrics
+from printfleet.poller import Cycle, SourcePoller
 from printfleet.simulator import Simulator, SimulatorConfig
+from printfleet.sources.base import PrintLookup
 from printfleet.sources.carbon import CarbonSource
 from printfleet.sources.factory import load_carbon_secrets
 from printfleet.sources.formlabs import FormlabsSource
@@ -225,6 +232,62 @@ async def test_carbon_offset_and_cursor_pagination(
         assert cursors
         assert batch.watermark is not None
         assert batch.watermark > since
+
+
+async def test_carbon_history_asks_only_statuses_the_vendor_documents(
+    sim: Simulator, client: httpx.AsyncClient, clock: FakeClock, tmp_path: Path
+) -> None:
+    """History walks and print lookups send only printing/finished, which the simulator (like
+    the vendor, as far as it is documented) accepts: no request is refused with a 400."""
+    source = carbon(sim, client, clock, tmp_path)
+    await clock.advance(6 * 3600)
+    batch = await source.fetch_runs(since=clock.now() - timedelta(hours=6))
+    assert batch.runs
+    ids = [run.id for run in batch.runs.values()][:5]
+    await source.fetch_runs(lookups=[PrintLookup("", ident) for ident in ids])
+    prints = [r for r in sim.requests if r.vendor == "carbon" and "/v1/prints" in r.path]
+    assert len(prints) >= 2
+    assert {r.status for r in prints} == {200}
+    sent = {v for r in prints for k, v in parse_qsl(urlsplit(r.path).query) if k == "status"}
+    assert sent == {"printing", "finished"}
+    assert {run.status for run in batch.runs.values()} <= {
+        PrintStatus.PRINTING,
+        PrintStatus.FINISHED,
+    }
+
+
+async def test_unknown_status_words_are_counted_and_logged_once(
+    sim: Simulator, client: httpx.AsyncClient, clock: FakeClock, tmp_path: Path
+) -> None:
+    """A printer state printfleet does not know (the simulator's STANDBY) is UNKNOWN with the
+    word kept, counted in printfleet_unknown_status_total on every poll, logged once."""
+    sim.faults.carbon.unknown_statuses = True
+    registry = CollectorRegistry()
+    cycles: list[Cycle] = []
+
+    async def handle(cycle: Cycle) -> None:
+        cycles.append(cycle)
+
+    poller = SourcePoller(
+        carbon(sim, client, clock, tmp_path),
+        handle=handle,
+        clock=clock,
+        policy=PollPolicy(),
+        diff_settings=DiffSettings(),
+        observer=Metrics(registry),
+    )
+    with capture_logs() as logs:
+        await poller.poll_once()
+        await poller.poll_once()
+    assert cycles[-1].snapshot is not None
+    standby = [p for p in cycles[-1].snapshot.printers.values() if p.status_raw == "STANDBY"]
+    assert standby
+    assert {p.status for p in standby} == {PrinterStatus.UNKNOWN}
+    labels = {"source": "factory", "field": "printer.status", "value": "STANDBY"}
+    assert registry.get_sample_value("printfleet_unknown_status_total", labels) == 2 * len(standby)
+    logged = [e for e in logs if e["event"] == "source.unknown_status"]
+    assert [(e["field"], e["value"]) for e in logged] == [("printer.status", "STANDBY")]
+    assert not any(e.type.value.startswith("print.") for c in cycles for e in c.events)
 
 
 # --- rate limits and outages --------------------------------------------------------------------

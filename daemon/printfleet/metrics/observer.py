@@ -4,6 +4,7 @@
 things happen; it keeps counters and histograms (``api_requests_total``,
 ``api_request_duration_seconds``, ``poll_duration_seconds``, ``events_total``,
 ``prints_total``, ``rule_matches_total``, ``deliveries_total``, ``records_skipped_total``,
+``unknown_status_total``,
 ``poll_failures_total``, ``task_restarts_total``)
 plus ``build_info``, all on a :class:`~prometheus_client.CollectorRegistry` the application
 owns (never the global default registry). ``prints_total`` is kept by a
@@ -30,6 +31,10 @@ POLL_BUCKETS: Final = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 #: The ``error`` label values of ``printfleet_poll_failures_total``; ``crashed`` is a bug or an
 #: input we did not foresee (also reported as ``bad_response`` in ``source.down``), the others
 #: are vendor trouble.
+#: Distinct ``value`` labels of ``printfleet_unknown_status_total`` per source and field;
+#: further words are counted under :data:`UNKNOWN_OTHER`.
+UNKNOWN_VALUE_SERIES: Final = 50
+UNKNOWN_OTHER: Final = "(other)"
 POLL_FAILURE_KINDS: Final = ("auth", "unavailable", "bad_response", "rate_limited", "crashed")
 
 
@@ -60,6 +65,15 @@ class Metrics:
             ["source", "kind"],
             registry=registry,
         )
+        self.unknown_statuses = Counter(
+            "printfleet_unknown_status",
+            "Records whose status word the mapper did not know (read as UNKNOWN, never an "
+            "outcome), by field and raw word (cut to 40 characters), once per record per poll.",
+            ["source", "field", "value"],
+            registry=registry,
+        )
+        # Distinct words per (source, field) with their own series; past the cap, "other".
+        self._unknown_values: dict[tuple[str, str], set[str]] = {}
         self.poll_duration = Histogram(
             "printfleet_poll_duration_seconds",
             "Duration of one poll cycle of a source (successful or not).",
@@ -115,6 +129,16 @@ class Metrics:
 
     def record_skipped(self, source: str, kind: str) -> None:
         self.records_skipped.labels(source, kind).inc()
+
+    def unknown_status(self, source: str, field: str, value: str) -> None:
+        # Bounded labels: a vendor inventing words without end gets UNKNOWN_VALUE_SERIES series.
+        seen = self._unknown_values.setdefault((source, field), set())
+        if value not in seen:
+            if len(seen) >= UNKNOWN_VALUE_SERIES:
+                value = UNKNOWN_OTHER
+            else:
+                seen.add(value)
+        self.unknown_statuses.labels(source, field, value[:40]).inc()
 
     def poll_done(self, source: str, seconds: float, ok: bool) -> None:
         # Failed polls show in source_up and in api_requests_total's codes; one histogram.

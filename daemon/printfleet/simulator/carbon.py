@@ -10,7 +10,9 @@ Behaviour where the vendor is silent (simulator choices, all small JSON bodies
 - ``GET /printers``: ``offset`` counts items to skip; ``limit`` 1-1000 (default 100); an account
   with no printers gets 404 ``no printer found``; an offset past the end gets an empty page.
 - ``GET /prints``: default order newest first (by when the print was queued); ``status`` defaults
-  to ``["finished"]`` and takes 1-5 values; cursors are base64 text naming an offset, a digest of
+  to ``["finished"]`` and takes 1-5 values, each one of ``queued``, ``printing``, ``finished``
+  (anything else is a 400: no other value is documented, so a client must not rely on it);
+  cursors are base64 text naming an offset, a digest of
   the account, filters and sort, and the issue time. A cursor expires ``cursor_ttl_s`` (60 s)
   after issue and is rejected (400) when used with different filters or sort. Sorting puts nulls
   last ascending and first descending (PostgreSQL's defaults). ``total_count`` is capped at 10,000.
@@ -30,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from printfleet.simulator import carbon_render as render
+from printfleet.simulator import catalog
 from printfleet.simulator.carbon_render import carbon_status, print_order_number
 from printfleet.simulator.config import SimulatorConfig
 from printfleet.simulator.engine import Engine
@@ -246,6 +249,9 @@ class CarbonApi:
         statuses = request.query.get("status") or ["finished"]
         if len(statuses) > 5:
             raise _BadRequest("status takes 1 to 5 values")
+        undocumented = sorted(set(statuses) - catalog.CARBON_FILTER_STATUSES)
+        if undocumented:
+            raise _BadRequest(f"status: unsupported value {undocumented[0]!r}")
         sorts = [_sort_spec(value) for value in request.query.get("sort", [])]
         predicates = self._predicates(request, set(statuses))
         digest = _digest(account.client_id, request)

@@ -70,6 +70,16 @@ CARBON_FINISHED = "finished"
 CARBON_FAILED = "failed"
 CARBON_CANCELED = "canceled"
 
+#: The ``status`` filter values ``/prints`` accepts: the documented default ``finished`` and the
+#: words third-party code filters on (carbon.md §6, §8.2). The simulator refuses every other
+#: value with a 400, so a client sending an invented word (``failed``?) is caught in tests.
+#: The failed and canceled prints it renders keep the samples' assumed words, which no
+#: accepted filter selects: like the real API as far as anyone knows, their outcome cannot be
+#: asked for.
+CARBON_FILTER_STATUSES: frozenset[str] = frozenset(
+    {CARBON_QUEUED, CARBON_PRINTING, CARBON_FINISHED}
+)
+
 CARBON_STATUS_OF_RUN: dict[str, str] = {
     QUEUED: CARBON_QUEUED,
     FINISHED: CARBON_FINISHED,

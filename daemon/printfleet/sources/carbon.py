@@ -31,8 +31,12 @@ from printfleet.sources.http.client import HttpOptions, Params
 
 DEFAULT_BASE_URL = CARBON_BASE_URL  # the config default; written once, in config.schema
 PAGE_LIMIT = 100
-#: ``/prints`` defaults to ``status=finished`` only, and takes at most five values (§4, §5).
-PRINT_STATUSES: tuple[str, ...] = ("printing", "finished", "failed", "aborted", "canceled")
+#: The ``status`` values asked of ``/prints`` (its default is ``finished`` only, §5). Only
+#: ``finished`` is documented and ``printing`` is used by third-party code (§6, §8.2); no
+#: failure or abort spelling is known, and an invented one may be refused with a 400. ``queued``
+#: (also third-party) is left out on purpose: a queued print has neither ``finished_at`` nor a
+#: ``print_id``, so it can match neither our ``finished_after`` window nor a lookup.
+PRINT_STATUSES: tuple[str, ...] = ("printing", "finished")
 #: Array filters take at most 100 values per request.
 MAX_FILTER_VALUES = 100
 TOKEN_LIFETIME_S = 600
@@ -142,6 +146,9 @@ class CarbonSource(HttpSource):
         # Whether this base URL has answered as Carbon's API: until then a 404 on /printers
         # may be a wrong base_url rather than "no printer found" (see _confirm_carbon).
         self._answers_as_carbon = False
+        # The status filters sent to /prints, one request walk each: all of PRINT_STATUSES at
+        # once until the vendor refuses the list with a 400, then one status per walk.
+        self._status_groups: list[tuple[str, ...]] = [PRINT_STATUSES]
         self._auth = CarbonToken(
             client_id=client_id,
             private_key=private_key,
@@ -295,7 +302,57 @@ class CarbonSource(HttpSource):
     async def _walk_prints(
         self, filters: Params, *, after: datetime | None
     ) -> tuple[dict[str, Print], list[SkippedRecord], datetime | None]:
-        """Walk ``/prints`` by cursor; returns runs by id, skipped records, newest finished_at.
+        """Walk ``/prints`` once per status group; returns runs by id, skipped, newest finished_at.
+
+        A 400 to the first page of a multi-status filter means the vendor refused one of the
+        values: ``source.status_filter_rejected`` is logged (once) and from then on every
+        status is asked on its own. A single status refused with a 400 by a history walk is
+        dropped the same way; ``finished``, the documented default, is never dropped, nor is a
+        status refused in a lookup (the ids may be what was refused): those are BadResponse.
+        """
+        runs: dict[str, Print] = {}
+        skipped: list[SkippedRecord] = []
+        newest: datetime | None = None
+        index = 0
+        while index < len(self._status_groups):
+            group = self._status_groups[index]
+            walked = await self._walk_status(filters, group, after=after)
+            if walked is None:
+                self._reject(group, lookup=bool(filters))
+                continue  # the groups were replaced: index now names the next one to walk
+            found, bad, latest = walked
+            runs.update(found)
+            skipped.extend(bad)
+            if latest is not None and (newest is None or latest > newest):
+                newest = latest
+            index += 1
+        return runs, skipped, newest
+
+    def _reject(self, group: tuple[str, ...], *, lookup: bool) -> None:
+        """Stop sending a status filter ``group`` that ``/prints`` refused with a 400.
+
+        Raises:
+            BadResponse: a single status was refused where that cannot be the reason.
+        """
+        position = self._status_groups.index(group)
+        if len(group) > 1:
+            replacement = [(status,) for status in group]
+            reason = "the list was refused; asking one status per request"
+        elif group == ("finished",) or lookup:
+            raise BadResponse(self._name, f"GET /prints answered HTTP 400 to status={group[0]}")
+        else:
+            replacement = []
+            reason = "the status was refused; no longer asked"
+        self._status_groups[position : position + 1] = replacement
+        self._log.warning(
+            "source.status_filter_rejected", endpoint="/prints", status=list(group), why=reason
+        )
+
+    async def _walk_status(
+        self, filters: Params, statuses: tuple[str, ...], *, after: datetime | None
+    ) -> tuple[dict[str, Print], list[SkippedRecord], datetime | None] | None:
+        """Walk ``/prints`` by cursor for one status filter; ``None`` when its first page is
+        refused with a 400 (the filter, since nothing else in the query is ours to doubt).
 
         A cursor older than :data:`CURSOR_MAX_AGE_S` (by the clock, checked right before each
         try, after any budget wait or backoff) is never sent: the walk restarts without it,
@@ -309,6 +366,7 @@ class CarbonSource(HttpSource):
         newest: datetime | None = None
         cursor: str | None = None
         issued_at = 0.0
+        pages = 0
         window_start = after
 
         def params() -> Params:
@@ -321,7 +379,7 @@ class CarbonSource(HttpSource):
                 self._log.debug("source.cursor_expired", endpoint="/prints")
             query = [
                 *filters,
-                *(("status", status) for status in PRINT_STATUSES),
+                *(("status", status) for status in statuses),
                 ("sort", "finished_at"),
                 ("limit", str(PAGE_LIMIT)),
             ]
@@ -333,8 +391,16 @@ class CarbonSource(HttpSource):
 
         while True:
             result = await self._http.request(
-                "GET", url, endpoint="/prints", params=params, auth=self._auth
+                "GET",
+                url,
+                endpoint="/prints",
+                params=params,
+                auth=self._auth,
+                accept=(400,) if pages == 0 else (),
             )
+            if result.status == 400:
+                return None
+            pages += 1
             body = result.body
             if not isinstance(body, dict):
                 raise BadResponse(self._name, "GET /prints answered no object")

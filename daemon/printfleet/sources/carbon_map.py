@@ -55,7 +55,10 @@ SOURCE: Final = "carbon"  # names the vendor in BadResponse where no account nam
 REASON_MISSING_SERIAL: Final = "missing serial"
 REASON_MISSING_PRINT_ID: Final = "missing print id"
 
-_UNSUCCESSFUL: Final = frozenset({PrintStatus.FAILED, PrintStatus.ABORTED})
+# Statuses whose operator feedback is kept as the print's message: a print of unknown status
+# may have failed (the sample's failed print carries "Stopped at 31%: ..."), and the note is
+# what tells a person so.
+_UNSUCCESSFUL: Final = frozenset({PrintStatus.FAILED, PrintStatus.ABORTED, PrintStatus.UNKNOWN})
 
 
 def print_key(
@@ -102,10 +105,10 @@ def map_printers(
 def map_print(raw: Any) -> Print:
     """One ``/prints`` record (``ModelPrint``).
 
-    Status (case-insensitive): queued, printing, finished as such; failed/error -> FAILED;
-    aborted/canceled/cancelled -> ABORTED; any other word -> FAILED with the raw kept
-    (carbon.md §8.2: terminal, not successful). ``message`` is the operator's
-    ``feedback_message`` on an unsuccessful print.
+    Status (case-insensitive): queued, printing, finished as such; any other word is
+    UNKNOWN with the raw kept in ``status_raw`` (no failure spelling is known, carbon.md
+    §8.2, and an unknown word must never become an outcome). ``message`` is the operator's
+    ``feedback_message`` on a print that is not known to be successful (UNKNOWN included).
 
     Raises:
         MappingError: ``raw`` is not an object or has no usable id (see :func:`print_key`).

@@ -619,15 +619,13 @@ _CARBON_PRINTER_STATUS: Final = _FORMLABS_PRINTER_STATUS  # same six words, comp
 #: Carbon ``printer_state`` values (upper-cased) that mean the printer is not connected.
 CARBON_OFFLINE_STATES: Final = frozenset({"OFFLINE", "DISCONNECTED"})
 
+#: Carbon ``ModelPrint.status`` words we know (carbon.md §6, §8.2): ``finished`` is documented
+#: (the filter default); ``queued`` and ``printing`` come from third-party code. No failure or
+#: abort spelling is known, so none is listed: an unknown word is UNKNOWN, never an outcome.
 _CARBON_PRINT_STATUS: Final[Mapping[str, PrintStatus]] = {
     "queued": PrintStatus.QUEUED,
     "printing": PrintStatus.PRINTING,
     "finished": PrintStatus.FINISHED,
-    "failed": PrintStatus.FAILED,
-    "error": PrintStatus.FAILED,
-    "aborted": PrintStatus.ABORTED,
-    "canceled": PrintStatus.ABORTED,
-    "cancelled": PrintStatus.ABORTED,
 }
 
 
@@ -703,16 +701,14 @@ def carbon_is_offline_state(raw: Any) -> bool:
 
 
 def carbon_print_status(raw: Any) -> PrintStatus:
-    """Carbon ``ModelPrint.status``, case-insensitively.
+    """Carbon ``ModelPrint.status``, case-insensitively; any other value is UNKNOWN.
 
-    Only ``finished`` is documented; ``queued``/``printing`` come from third-party code.
-    carbon.md §8.2: every other value is terminal and not successful, so an unrecognised
-    string is FAILED (its raw text is kept). A missing, blank or non-string status is type
-    drift rather than a vocabulary word, says nothing about the outcome, and is UNKNOWN.
+    Only ``finished`` is documented; ``queued``/``printing`` come from third-party code. The
+    vendor's failure and abort spellings are unknown (carbon.md §8.2), and guessing one turns
+    a word such as ``complete`` or ``paused`` into a false ``print.failed``: an unrecognised
+    word is UNKNOWN (not an outcome) with its raw text kept, and the poller logs and counts it
+    (``printfleet_unknown_status_total``).
     """
     if not isinstance(raw, str):
         return PrintStatus.UNKNOWN
-    text = raw.strip().lower()
-    if not text:
-        return PrintStatus.UNKNOWN
-    return _CARBON_PRINT_STATUS.get(text, PrintStatus.FAILED)
+    return _CARBON_PRINT_STATUS.get(raw.strip().lower(), PrintStatus.UNKNOWN)

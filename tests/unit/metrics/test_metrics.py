@@ -285,6 +285,31 @@ def test_api_requests_feed_the_counter_and_the_histogram() -> None:
     assert count == 2
 
 
+def test_unknown_status_values_are_bounded() -> None:
+    """Each source and field keeps at most 50 word series; further words count as (other)."""
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    for n in range(60):
+        metrics.unknown_status("lab", "print.status", f"word-{n}")
+    metrics.unknown_status("lab", "print.status", "word-0")
+    metrics.unknown_status("lab", "printer.status", "STANDBY")
+    families = text_string_to_metric_families(generate_latest(registry).decode())
+    samples = [s for f in families if f.name == "printfleet_unknown_status" for s in f.samples]
+    values = {s.labels["value"] for s in samples if s.labels["field"] == "print.status"}
+    assert len(values) == 51
+    get = registry.get_sample_value
+    labels = {"source": "lab", "field": "print.status"}
+    assert get("printfleet_unknown_status_total", {**labels, "value": "word-0"}) == 2
+    assert get("printfleet_unknown_status_total", {**labels, "value": "(other)"}) == 10
+    assert (
+        get(
+            "printfleet_unknown_status_total",
+            {"source": "lab", "field": "printer.status", "value": "STANDBY"},
+        )
+        == 1
+    )
+
+
 def test_other_observer_hooks() -> None:
     """Skipped records, polls, rule matches and deliveries each land in their series."""
     registry = CollectorRegistry()

@@ -17,6 +17,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+from structlog.testing import capture_logs
 
 from printfleet.core.model import PrintStatus
 from printfleet.errors import AuthFailed, BadResponse
@@ -361,7 +362,7 @@ def cursor_pages(pages: list[list[dict[str, Any]]]) -> Route:
 async def test_history_walks_cursors_with_explicit_statuses(
     fake: FakeCarbon, clock: FakeClock, key: RSAPrivateKey
 ) -> None:
-    """fetch_runs sends five statuses, finished_after, sort and limit, and follows cursors."""
+    """fetch_runs sends the known statuses, finished_after, sort and limit, follows cursors."""
     fake.routes["/v1/prints"] = cursor_pages(
         [
             [model_print("A1", "2025-06-17T10:00:00.000Z")],
@@ -372,15 +373,54 @@ async def test_history_walks_cursors_with_explicit_statuses(
     since = datetime(2025, 6, 17, 9, 0, tzinfo=UTC)
     batch = await make_source(fake, clock, key).fetch_runs(since=since)
     first = fake.to("/prints")[0].url.params
-    assert first.get_list("status") == list(PRINT_STATUSES)
-    assert len(first.get_list("status")) <= 5
+    assert first.get_list("status") == ["printing", "finished"] == list(PRINT_STATUSES)
     assert first["finished_after"] == "2025-06-17T09:00:00Z"
     assert (first["sort"], first["limit"]) == ("finished_at", "100")
     assert "cursor" not in first
     assert [r.url.params.get("cursor") for r in fake.to("/prints")] == [None, "c1", "c2"]
     assert sorted(batch.runs) == ["A1", "A2"]
-    assert batch.runs["A2"].status is PrintStatus.FAILED
+    assert batch.runs["A2"].status is PrintStatus.UNKNOWN  # "failed" is not a known word
     assert batch.watermark == datetime(2025, 6, 17, 11, 0, tzinfo=UTC)
+
+
+def refusing(*refused: str) -> Route:
+    """/prints answering 400 when any of ``refused`` is among the status values."""
+
+    def route(request: httpx.Request) -> httpx.Response:
+        statuses = request.url.params.get_list("status")
+        if set(statuses) & set(refused):
+            return httpx.Response(400, json={"error": "bad_request", "message": "status"})
+        prints = [model_print(f"P-{s}", "2025-06-17T10:00:00.000Z", s) for s in statuses]
+        return httpx.Response(200, json={"prints": prints, "next_cursor": None})
+
+    return route
+
+
+async def test_a_refused_status_list_falls_back_to_one_status_per_request(
+    fake: FakeCarbon, clock: FakeClock, key: RSAPrivateKey
+) -> None:
+    """A 400 to the status list is logged once; then each status is asked alone, and a
+    refused one is dropped, so the finished prints still arrive on every later poll."""
+    fake.routes["/v1/prints"] = refusing("printing")
+    source = make_source(fake, clock, key)
+    since = datetime(2025, 6, 17, 9, 0, tzinfo=UTC)
+    with capture_logs() as logs:
+        first = await source.fetch_runs(since=since)
+        second = await source.fetch_runs(since=since)
+    asked = [r.url.params.get_list("status") for r in fake.to("/prints")]
+    assert asked == [["printing", "finished"], ["printing"], ["finished"], ["finished"]]
+    assert sorted(first.runs) == sorted(second.runs) == ["P-finished"]
+    rejected = [e for e in logs if e["event"] == "source.status_filter_rejected"]
+    assert [e["status"] for e in rejected] == [["printing", "finished"], ["printing"]]
+
+
+async def test_a_refused_finished_filter_is_a_bad_response(
+    fake: FakeCarbon, clock: FakeClock, key: RSAPrivateKey
+) -> None:
+    """When even the documented default ``finished`` is refused, the poll fails loudly."""
+    fake.routes["/v1/prints"] = refusing("finished")
+    with pytest.raises(BadResponse, match="status=finished"):
+        await make_source(fake, clock, key).fetch_runs(since=clock.now())
 
 
 async def test_repeated_cursor_is_bad_response(

@@ -20,10 +20,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from printfleet.core.model import Print, Printer, SkippedRecord
+from printfleet.core.diff import carry_forward, diff
+from printfleet.core.events import ChangeEvent, EventType
+from printfleet.core.model import (
+    Print,
+    Printer,
+    PrintStatus,
+    SkippedRecord,
+    Snapshot,
+    Vendor,
+    frozen_mapping,
+)
+from printfleet.core.thresholds import DiffSettings
 from printfleet.errors import BadResponse
 from printfleet.sources import carbon_map, formlabs_map
 from printfleet.sources.mapping import (
@@ -345,6 +356,107 @@ def test_carbon_prints_never_crash_or_drop(records: list[Any]) -> None:
     for key, run in prints.items():
         assert run.id == key
         check_print(run)
+
+
+# --- unknown status words never become outcomes -------------------------------------------------
+
+#: The words each vendor's mapper may know: Formlabs' documented print ``StatusEnum``
+#: (formlabs.md §6.10) and Carbon's ``finished`` plus the third-party ``queued``/``printing``
+#: (carbon.md §8.2). Any other word must read as UNKNOWN and never yield an outcome event.
+FORMLABS_PRINT_WORDS = frozenset(
+    [
+        "QUEUED",
+        "PREPRINT",
+        "PRINTING",
+        "PAUSED",
+        "PAUSING",
+        "FINISHED",
+        "ABORTING",
+        "ABORTED",
+        "ERROR",
+        "WAITING_FOR_RESOLUTION",
+        "PREHEAT",
+        "PRECOAT",
+        "POSTCOAT",
+    ]
+)
+CARBON_PRINT_WORDS = frozenset({"queued", "printing", "finished"})
+OUTCOMES = frozenset({EventType.PRINT_FINISHED, EventType.PRINT_FAILED, EventType.PRINT_ABORTED})
+#: Words a real API might plausibly send (the issue's examples), plus arbitrary text.
+PLAUSIBLE_WORDS = st.sampled_from(
+    ["paused", "pending", "complete", "completed", "in_progress", "failed", "error", "aborted",
+     "canceled", "cancelled", "success", "SUCCESS", "COMPLETE", "probably_finished", "FAILED",
+     "Finished ", "finished\u200b", "STANDBY", "x" * 300]
+)  # fmt: skip
+UNKNOWN_WORDS = PLAUSIBLE_WORDS | st.text(min_size=1, max_size=50)
+T0 = datetime(2025, 6, 18, 14, 0, tzinfo=UTC)
+
+
+def known_word(vendor: Vendor, word: str) -> bool:
+    if vendor is Vendor.CARBON:
+        return word.strip().lower() in CARBON_PRINT_WORDS
+    return word in FORMLABS_PRINT_WORDS
+
+
+def snapshot(vendor: Vendor, minutes: int, printers: Any, runs: Mapping[str, Print]) -> Snapshot:
+    return Snapshot(
+        source="s",
+        vendor=vendor,
+        taken_at=T0 + timedelta(minutes=minutes),
+        printers=frozen_mapping(dict(printers)),
+        runs=frozen_mapping(dict(runs)),
+    )
+
+
+def diff_chain(snapshots: list[Snapshot]) -> list[ChangeEvent]:
+    """Every event of polling ``snapshots`` in turn, through carry_forward and diff."""
+    settings = DiffSettings()
+    events: list[ChangeEvent] = []
+    previous: Snapshot | None = None
+    for current in snapshots:
+        current = carry_forward(previous, current, current.taken_at, settings)
+        events.extend(diff(previous, current, current.taken_at, settings))
+        previous = current
+    return events
+
+
+@SETTINGS
+@given(
+    vendor=st.sampled_from([Vendor.FORMLABS, Vendor.CARBON]),
+    first=UNKNOWN_WORDS,
+    second=UNKNOWN_WORDS,
+)
+def test_unknown_print_status_words_never_become_outcomes(
+    vendor: Vendor, first: str, second: str
+) -> None:
+    """A running print whose history record then says an unknown word (twice, changing
+    word or not) is UNKNOWN with the word kept, and no poll yields an outcome event."""
+    assume(not known_word(vendor, first) and not known_word(vendor, second))
+    if vendor is Vendor.CARBON:
+        record = dict(CARBON_PRINTS[1])  # printing, also on printer 4M02KD as prints.current
+        printers, _, _ = carbon_map.map_printers(
+            CARBON_PRINTERS[:1], source="s", now=T0, offline_after=None
+        )
+        idle = dict(CARBON_PRINTERS[0], prints=None)
+        left, _, _ = carbon_map.map_printers([idle], source="s", now=T0, offline_after=None)
+        mapper = carbon_map.map_print
+    else:
+        record = dict(FORMLABS_PRINTS[0])
+        printers, left = {}, {}
+        mapper = formlabs_map.map_print
+    running = mapper(dict(record, status="printing" if vendor is Vendor.CARBON else "PRINTING"))
+    one, two = (mapper(dict(record, status=word)) for word in (first, second))
+    assert (one.status, two.status) == (PrintStatus.UNKNOWN, PrintStatus.UNKNOWN)
+    assert (one.status_raw, two.status_raw) == (first, second)
+    events = diff_chain(
+        [
+            snapshot(vendor, 0, printers, {running.id: running}),
+            snapshot(vendor, 1, left, {one.id: one}),
+            snapshot(vendor, 2, left, {two.id: two}),
+            snapshot(vendor, 3, left, {two.id: two}),
+        ]
+    )
+    assert [e.type for e in events if e.type in OUTCOMES] == []
 
 
 # --- top-level shape -----------------------------------------------------------------------------
