@@ -90,7 +90,7 @@ async def test_demo_rejects_a_url_that_is_not_a_broker() -> None:
     """A non-MQTT URL in PRINTFLEET_MQTT__URL is exit code 2 with what is expected."""
     code, out = await _demo("--duration", "1s", env=_env(PRINTFLEET_MQTT__URL="http://x:1883"))
     assert code == 2, out
-    assert "mqtt://HOST:1883" in out
+    assert "mqtt://host:1883" in out
 
 
 def test_demo_and_simulate_describe_every_option() -> None:

@@ -24,7 +24,6 @@ import sys
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import structlog
 
@@ -307,14 +306,13 @@ def broker_address(url: str) -> tuple[str, int]:
     Raises:
         ValueError: not an MQTT URL with a host, saying what is expected.
     """
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-        raise ValueError(f"{url!r} is not a broker URL like mqtt://HOST:1883 or mqtts://HOST:8883")
+    from printfleet.config.schema import InvalidValue, parse_broker_url
+
     try:
-        port = parts.port
-    except ValueError:
-        raise ValueError(f"{url!r} has an invalid port") from None
-    return parts.hostname, port or (8883 if parts.scheme == "mqtts" else 1883)
+        broker = parse_broker_url(url)
+    except InvalidValue as err:
+        raise ValueError(f"{err} ({err.fix})") from None
+    return broker.host, broker.port
 
 
 def _broker_url(text: str) -> str:

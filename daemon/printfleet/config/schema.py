@@ -13,6 +13,7 @@ from __future__ import annotations
 import types
 import typing
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from types import MappingProxyType
@@ -117,6 +118,29 @@ def check_mqtt_url(url: str) -> str:
     if port == 0:
         raise InvalidValue("invalid port 0 in the broker URL", MQTT_URL_FIX)
     return url
+
+
+@dataclass(frozen=True, slots=True)
+class Broker:
+    """Where the MQTT broker is, from ``[mqtt] url`` (or ``demo --mqtt``)."""
+
+    host: str
+    port: int
+    tls: bool
+
+
+def parse_broker_url(url: str) -> Broker:
+    """The one reading of a broker URL: ``mqtt://host[:1883]``, ``mqtts://host[:8883]``
+    (``tcp://``/``ssl://`` too).
+
+    Raises:
+        InvalidValue: as :func:`check_mqtt_url` (never repeating the URL).
+    """
+    check_mqtt_url(url)
+    parts = urlsplit(url)
+    tls, default_port = MQTT_SCHEMES[parts.scheme.lower()]
+    assert parts.hostname is not None  # checked above
+    return Broker(host=parts.hostname, port=parts.port or default_port, tls=tls)
 
 
 def check_timezone(name: str) -> str:

@@ -312,9 +312,12 @@ def test_demo_passes_its_options(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_demo_refuses_a_url_that_is_not_a_broker(capsys: pytest.CaptureFixture[str]) -> None:
-    """`demo --mqtt http://...` is a usage error naming the expected form."""
-    assert cli.main(["demo", "--mqtt", "http://broker:1883"]) == 2
-    assert "mqtt://HOST:1883" in capsys.readouterr().err
+    """`demo --mqtt http://...` is a usage error naming the expected form, never the URL
+    (it may carry a password)."""
+    assert cli.main(["demo", "--mqtt", "http://user:pw-7f3a@broker:1883"]) == 2
+    err = capsys.readouterr().err
+    assert "mqtt://host:1883" in err
+    assert "pw-7f3a" not in err
 
 
 def test_simulate_passes_arguments_through(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -29,12 +29,10 @@ import hashlib
 import math
 import random
 import socket
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 import aiomqtt
 import structlog
@@ -42,7 +40,8 @@ from aiomqtt.exceptions import MqttConnectError
 from pydantic import SecretStr
 
 from printfleet.clock import Clock
-from printfleet.config import MqttConfig
+from printfleet.config import MqttConfig, schema
+from printfleet.config.schema import Broker
 from printfleet.core.backoff import backoff as backoff_delay
 from printfleet.core.delivery import Delivery
 from printfleet.core.fleet import FleetView
@@ -89,48 +88,18 @@ def _reason_code(err: BaseException) -> int | None:
     return None
 
 
-_SCHEMES: Mapping[str, tuple[bool, int]] = {
-    "mqtt": (False, 1883),
-    "tcp": (False, 1883),
-    "mqtts": (True, 8883),
-    "ssl": (True, 8883),
-}
-
-
-@dataclass(frozen=True, slots=True)
-class Broker:
-    """Where the broker is, from ``[mqtt] url``."""
-
-    host: str
-    port: int
-    tls: bool
-
-
 def parse_broker_url(url: str) -> Broker:
-    """``mqtt://host[:1883]`` or ``mqtts://host[:8883]`` (``tcp://``/``ssl://`` also accepted).
+    """``[mqtt] url`` as a :class:`Broker` (see :func:`printfleet.config.schema.parse_broker_url`).
 
     Raises:
-        ConfigError: the URL has another scheme or no host.
+        ConfigError: naming ``mqtt.url`` and the fix (never the URL: it may hold a password).
     """
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme not in _SCHEMES or not parts.hostname:
-        raise ConfigError(
-            Problem(
-                file="config",
-                key="mqtt.url",
-                message=f"not a broker URL: {url!r}",
-                fix="write mqtt://host:1883, or mqtts://host:8883 for TLS",
-            )
-        )
-    tls, default_port = _SCHEMES[scheme]
     try:
-        port = parts.port or default_port
-    except ValueError:
+        return schema.parse_broker_url(url)
+    except schema.InvalidValue as err:
         raise ConfigError(
-            Problem(file="config", key="mqtt.url", message=f"invalid port in {url!r}")
+            Problem(file="config", key="mqtt.url", message=str(err), fix=err.fix)
         ) from None
-    return Broker(host=parts.hostname, port=port, tls=tls)
 
 
 class MqttSink:
