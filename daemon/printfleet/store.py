@@ -51,7 +51,6 @@ by table, the guarantee this module exists for would have no single place to be 
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -73,6 +72,8 @@ from printfleet.core.codec import (
     snapshot_to_json,
 )
 from printfleet.core.delivery import Delivery
+from printfleet.core.events import json_text
+from printfleet.core.identifiers import SURROGATES
 from printfleet.core.model import (
     EMPTY,
     Print,
@@ -697,19 +698,13 @@ def _from_us(value: int) -> datetime:
 
 
 def _dumps(value: Any) -> str:
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=_json_default)
-    if not text.isascii() and _SURROGATE.search(text):
-        # A lone surrogate (a vendor's "\ud800X") cannot be stored as UTF-8 text; JSON's own
-        # \ud800 escape can, and json.loads gives back the exact string.
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=True, default=_json_default)
-    return text
-
-
-_SURROGATE: Final = re.compile(r"[\ud800-\udfff]")
+    # A lone surrogate (a vendor's "\ud800X") cannot be stored as UTF-8 text; JSON's own
+    # \ud800 escape can, and json.loads gives back the exact string.
+    return json_text(value, default=_json_default)
 
 
 def _encodable(text: str) -> bool:
-    return text.isascii() or _SURROGATE.search(text) is None
+    return text.isascii() or SURROGATES.search(text) is None
 
 
 def _serial_key(serial: str) -> str | bytes:

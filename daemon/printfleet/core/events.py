@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from printfleet.core.identifiers import SURROGATES
 from printfleet.core.model import Print, Printer, Vendor, empty_mapping, iso
 
 
@@ -150,7 +150,13 @@ def encode_event(event: ChangeEvent) -> bytes:
 # in a Python str and in JSON text, but UTF-8 cannot encode it. In JSON output such a character
 # can only sit inside a string literal, so writing it as its \uXXXX escape keeps the value
 # exact (json.loads gives the same str back) and the bytes valid UTF-8.
-_SURROGATE = re.compile("[\ud800-\udfff]")
+def json_text(value: Any, *, default: Callable[[Any], Any] | None = None) -> str:
+    """Compact JSON of ``value`` with non-ASCII kept, except lone surrogates, written as their
+    ``\\udXXX`` escapes so the text encodes as UTF-8 (SQLite, files) and reads back exact."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=default)
+    if text.isascii():
+        return text
+    return SURROGATES.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def json_bytes(value: Any, *, check_circular: bool = True) -> bytes:
@@ -167,7 +173,7 @@ def json_bytes(value: Any, *, check_circular: bool = True) -> bytes:
     try:
         return text.encode()
     except UnicodeEncodeError:
-        return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text).encode()
+        return SURROGATES.sub(lambda m: f"\\u{ord(m.group()):04x}", text).encode()
 
 
 def _jsonable(value: Any) -> Any:

@@ -45,7 +45,9 @@ _RESERVED: Final = frozenset("%/+#~")
 _HEX: Final = frozenset("0123456789ABCDEF")
 _HA_UNSAFE: Final = re.compile(r"[^a-z0-9_]")
 _HA_RUNS: Final = re.compile(r"_{2,}")
-_SURROGATES: Final = re.compile(r"[\ud800-\udfff]")
+#: Lone surrogates: a vendor's undecodable text survives JSON decoding as these, and UTF-8
+#: cannot encode them. The one pattern every writer of printfleet checks for.
+SURROGATES: Final = re.compile(r"[\ud800-\udfff]")
 # A whole level needs no work when it holds none of these (the common case, one regex scan).
 _NEEDS_ENCODING: Final = re.compile(
     "[%/+#~\x00-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef\ufffe\uffff]"
@@ -181,4 +183,4 @@ def safe_text(text: str) -> str:
     values, log lines). Lossy: use it for display only, never for a key."""
     if text.isascii():
         return text
-    return _SURROGATES.sub("\ufffd", text)
+    return SURROGATES.sub("\ufffd", text)

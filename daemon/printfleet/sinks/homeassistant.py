@@ -30,10 +30,10 @@ Reference: https://www.home-assistant.io/integrations/mqtt/#mqtt-discovery
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from printfleet.core.events import json_bytes
 from printfleet.core.identifiers import from_topic_level, ha_id, topic_level
 from printfleet.core.model import Printer, PrinterStatus, PrintStatus, Vendor
 
@@ -195,11 +195,7 @@ def removal_messages(topics: Iterable[str]) -> dict[str, bytes]:
 
 
 def _encode(config: Mapping[str, Any]) -> bytes:
-    text = json.dumps(config, separators=(",", ":"), ensure_ascii=False)
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate in a vendor's name: JSON's \ud800 escape
-        return json.dumps(config, separators=(",", ":")).encode()
+    return json_bytes(config)  # a lone surrogate in a vendor's name: JSON's \ud800 escape
 
 
 _SENSORS: Mapping[str, tuple[str, Mapping[str, Any]]] = {
