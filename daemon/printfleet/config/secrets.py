@@ -3,9 +3,10 @@
 ``printfleet check`` (through the loader), the daemon's sinks and the vendor factory all read
 ``*_file`` keys here: the same lookup in ``$CREDENTIALS_DIRECTORY`` (systemd
 ``LoadCredential=``), the same messages naming the file and the key (never the content), and
-every secret registered for log redaction. A Carbon ``secrets.json`` is parsed here too, once
-for the loader's check and the Carbon source alike; turning its PEM text into a key object is
-the source factory's job (it needs ``cryptography``).
+every secret registered for log redaction. A Carbon ``secrets.json`` is parsed here too, by the
+one parser that the loader's check and the Carbon source both use (each reads the file when it
+runs, so a replaced file is seen at the next start or reload); turning its PEM text into a key
+object is the source factory's job (it needs ``cryptography``).
 
 Files are opened non-blocking and checked with ``fstat`` before anything is read: only a
 regular file is read (a FIFO would block ``check`` and start-up forever), and at most
