@@ -173,7 +173,7 @@ def assert_shapes_match(actual: Any, *samples: Any) -> None:
     for path, keys in got.items():
         if path in expected:
             extra, missing = keys - expected[path] - MAY_ADD, expected[path] - keys - MAY_LACK
-            assert not extra and not missing, f"{path}: extra {extra}, missing {missing}"
+            assert (extra, missing) == (set(), set()), f"{path}: extra {extra}, missing {missing}"
             compared += 1
     assert compared, "nothing to compare"
 

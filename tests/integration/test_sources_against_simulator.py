@@ -22,9 +22,9 @@ from pydantic import SecretStr
 from printfleet.errors import AuthFailed, RateLimited, SourceUnavailable
 from printfleet.logs import forget_secrets
 from printfleet.simulator import Simulator, SimulatorConfig
+from printfleet.sources.base import PrintLookup
 from printfleet.sources.carbon import CarbonSource
 from printfleet.sources.factory import load_carbon_secrets
-from printfleet.sources.base import PrintLookup
 from printfleet.sources.formlabs import FormlabsSource
 from printfleet.sources.http.budget import RequestBudget
 from printfleet.sources.http.client import RetryPolicy
