@@ -156,8 +156,15 @@ def shapes(
     return into
 
 
+# Documented Formlabs variants the samples do not show (shared/api/formlabs.md): the 0.8.0 run
+# key 0.8.1 dropped (§6.6), and the optional slot a single-cartridge list entry leaves out (§6.3).
+MAY_ADD = frozenset({"probably_finished"})
+MAY_LACK = frozenset({"cartridge_slot"})
+
+
 def assert_shapes_match(actual: Any, *samples: Any) -> None:
-    """Every non-empty object in ``actual`` has exactly the sample's keys at the same path."""
+    """Every non-empty object in ``actual`` has the sample's keys at the same path, give or
+    take the documented variants (``MAY_ADD``, ``MAY_LACK``)."""
     expected: dict[str, set[str]] = {}
     for sample in samples:
         shapes(sample, into=expected)
@@ -165,9 +172,8 @@ def assert_shapes_match(actual: Any, *samples: Any) -> None:
     compared = 0
     for path, keys in got.items():
         if path in expected:
-            assert keys == expected[path], (
-                f"{path}: extra {keys - expected[path]}, missing {expected[path] - keys}"
-            )
+            extra, missing = keys - expected[path] - MAY_ADD, expected[path] - keys - MAY_LACK
+            assert (extra, missing) == (set(), set()), f"{path}: extra {extra}, missing {missing}"
             compared += 1
     assert compared, "nothing to compare"
 
@@ -208,9 +214,11 @@ def test_formlabs_payloads_have_the_samples_keys(
     assert_shapes_match(groups, fl["list_groups"]["body"])
 
 
-def test_formlabs_cartridge_status_is_a_list_on_form_3l(sim: Simulator, http: httpx.Client) -> None:
-    """Form 3L printers report FRONT/BACK cartridge lists; the others a single object."""
-    printers = http.get(sim.formlabs_url + PRINTERS, headers=formlabs_auth(http, sim)).json()
+def test_formlabs_cartridge_status_is_a_list_on_form_3l(clock: Clock, http: httpx.Client) -> None:
+    """Form 3L printers report FRONT/BACK cartridge lists; with no list share, the others a
+    single object."""
+    with make(clock, formlabs_cartridge_list_share=0.0) as sim:
+        printers = http.get(sim.formlabs_url + PRINTERS, headers=formlabs_auth(http, sim)).json()
     kinds = Counter(p["machine_type_id"] == "FRML-3-0" for p in printers)
     assert kinds[True]
     assert kinds[False]
@@ -221,6 +229,121 @@ def test_formlabs_cartridge_status_is_a_list_on_form_3l(sim: Simulator, http: ht
         else:
             assert isinstance(status, dict)
             assert "cartridge_slot" not in status
+
+
+# --- documented Formlabs variants at their seeded shares ----------------------------------------
+
+FORMLABS_ONLY: dict[str, Any] = {"carbon_printers": 0, "vendors": ("formlabs",)}
+ALL_SHARES = (
+    "formlabs_cartridge_list_share",
+    "formlabs_ungrouped_share",
+    "formlabs_note_share",
+    "formlabs_legacy_share",
+)
+NOTE_DELAY_MAX = timedelta(hours=2)  # a note appears at most two hours after the run ends
+
+
+def formlabs_fleet(http: httpx.Client, sim: Simulator) -> dict[str, list[Any]]:
+    """Every printer, print run and event of the first Formlabs account."""
+    headers = formlabs_auth(http, sim)
+    base = sim.formlabs_url + "/developer/v1/"
+    return {
+        "printers": http.get(base + "printers/", headers=headers).json(),
+        "prints": walk_formlabs(http, base + "prints/?per_page=100", headers),
+        "events": walk_formlabs(http, base + "events/?per_page=100", headers),
+    }
+
+
+def annotated_long_ago(runs: list[Any], now: datetime) -> list[Any]:
+    """Runs that ended long enough ago that any note they get is already there."""
+    return [
+        run
+        for run in runs
+        if run["print_finished_at"]
+        and datetime.fromisoformat(run["print_finished_at"]) + NOTE_DELAY_MAX <= now
+    ]
+
+
+def single_cartridge(printers: list[Any]) -> list[Any]:
+    return [p for p in printers if p["machine_type_id"] != "FRML-3-0" and p["cartridge_status"]]
+
+
+def test_formlabs_documented_variants_appear_at_their_shares(
+    clock: Clock, http: httpx.Client, samples: dict[str, Any]
+) -> None:
+    """Each documented Formlabs shape appears on about its configured share of records, with
+    the samples' keys give or take exactly the variant's key."""
+    with make(clock, formlabs_printers=200, formlabs_ungrouped_share=0.25, **FORMLABS_ONLY) as sim:
+        clock.advance(hours=3)
+        fleet = formlabs_fleet(http, sim)
+    fl = samples["formlabs"]
+    entry_keys = set(fl["list_printers"]["body"][2]["cartridge_status"][0])
+    run_keys = set(fl["list_prints"]["body"]["results"][0])
+    note_sample = next(r["note"] for r in fl["list_prints"]["body"]["results"] if r["note"])
+
+    singles = single_cartridge(fleet["printers"])
+    listed = [p["cartridge_status"] for p in singles if isinstance(p["cartridge_status"], list)]
+    assert 0.38 <= len(listed) / len(singles) <= 0.62
+    for status in listed:
+        assert len(status) == 1
+        assert set(status[0]) == entry_keys - {"cartridge_slot"}
+
+    ungrouped = [p for p in fleet["printers"] if p["group"] is None]
+    assert 0.15 <= len(ungrouped) / len(fleet["printers"]) <= 0.35
+
+    prints = fleet["prints"]
+    legacy = [r for r in prints if "probably_finished" in r]
+    assert 0.13 <= len(legacy) / len(prints) <= 0.27
+    for run in prints:
+        expected = run_keys | {"probably_finished"} if run in legacy else run_keys
+        assert set(run) == expected
+    for run in legacy:
+        assert run["probably_finished"] is (run["status"] == "FINISHED")
+
+    settled = annotated_long_ago(prints, clock.now())
+    noted = [r for r in settled if r["note"] is not None]
+    assert 0.12 <= len(noted) / len(settled) <= 0.28
+    for run in noted:
+        assert set(run["note"]) == set(note_sample)
+        assert set(run["note"]["author"]) == set(note_sample["author"])
+        assert run["note"]["print_run"] == run["guid"]
+
+    assert any(r["print_run_success"] is None for r in prints)
+    assert any(r["print_run_success"] is not None for r in prints)
+    assert any(e["print_run"] is None for e in fleet["events"])
+    assert any(e["print_run"] is not None for e in fleet["events"])
+    assert all(p["printer_status"]["form_cell"] is None for p in fleet["printers"])
+
+
+@pytest.mark.parametrize("share", [0.0, 1.0])
+def test_formlabs_variant_shares_at_their_bounds(
+    clock: Clock, http: httpx.Client, share: float
+) -> None:
+    """A share of 0 never sends a variant, a share of 1 sends it on every record it fits."""
+    with make(clock, **FORMLABS_ONLY, **dict.fromkeys(ALL_SHARES, share)) as sim:
+        clock.advance(hours=3)
+        fleet = formlabs_fleet(http, sim)
+    every = share == 1.0
+    singles = single_cartridge(fleet["printers"])
+    assert singles
+    assert all(isinstance(p["cartridge_status"], list) is every for p in singles)
+    assert all((p["group"] is None) is every for p in fleet["printers"])
+    assert all(("probably_finished" in r) is every for r in fleet["prints"])
+    settled = annotated_long_ago(fleet["prints"], clock.now())
+    assert settled
+    assert all((r["note"] is not None) is every for r in settled)
+
+
+def test_formlabs_variant_shares_leave_the_history_alone() -> None:
+    """The same seed gives the same ground truth whatever the variant shares are."""
+    histories = []
+    for share in (0.0, 1.0):
+        own = Clock()
+        with make(own, **FORMLABS_ONLY, **dict.fromkeys(ALL_SHARES, share)) as sim:
+            own.advance(hours=4)
+            histories.append(sim.ground_truth)
+    assert histories[0]
+    assert histories[0] == histories[1]
 
 
 def test_carbon_payloads_have_the_samples_keys(

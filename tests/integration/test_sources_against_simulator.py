@@ -368,6 +368,100 @@ async def test_hanging_server_times_out_as_source_unavailable(
         await clock.drive(source.fetch_printers())
 
 
+# --- documented wire variants -------------------------------------------------------------------
+
+VARIANT_SHARES = (
+    "formlabs_cartridge_list_share",
+    "formlabs_note_share",
+    "formlabs_legacy_share",
+)
+
+
+async def formlabs_raw(sim: Simulator, client: httpx.AsyncClient, path: str) -> Any:
+    """One Formlabs endpoint's raw JSON, fetched alongside the source to see which shape it got."""
+    token = await client.post(
+        sim.formlabs_url + FORMLABS_TOKEN,
+        data={
+            "grant_type": "client_credentials",
+            "client_id": sim.formlabs_client_id,
+            "client_secret": sim.formlabs_client_secret,
+        },
+    )
+    headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+    return (await client.get(f"{sim.formlabs_url}/developer/v1/{path}", headers=headers)).json()
+
+
+async def test_formlabs_every_documented_variant_maps_without_a_skipped_record(
+    clock: FakeClock, client: httpx.AsyncClient
+) -> None:
+    """List and object cartridges, null groups, notes, verdicts, null event runs and the 0.8.0
+    ``probably_finished`` all appear in one seeded fleet, and none of them skips a record."""
+    shares = {"formlabs_ungrouped_share": 0.3, **dict.fromkeys(VARIANT_SHARES, 0.5)}
+    with simulator(clock, formlabs_printers=60, carbon_printers=0, **shares) as sim:
+        source = formlabs(sim, client, clock)
+        start = clock.now()
+        await clock.advance(3 * 3600)
+        snapshot = await clock.drive(source.fetch_printers())
+        raw_printers = await formlabs_raw(sim, client, "printers/")
+        lookups = [PrintLookup(printer_serial=serial, print_id="") for serial in snapshot.printers]
+        since = start - timedelta(hours=12)
+        batch = await clock.drive(source.fetch_runs(since=since, lookups=lookups))
+        raw_prints = await formlabs_raw(sim, client, "prints/?per_page=100")
+        raw_events = await formlabs_raw(sim, client, "events/?per_page=100")
+
+    assert snapshot.skipped == ()
+    assert batch.skipped == ()
+    assert sorted(snapshot.printers) == sorted(p["serial"] for p in raw_printers)
+    cartridge_shapes = {type(p["cartridge_status"]) for p in raw_printers}
+    assert cartridge_shapes == {list, dict}
+    for record in raw_printers:
+        printer = snapshot.printers[record["serial"]]
+        assert printer.group == (record["group"]["name"] if record["group"] else None)
+        status = record["cartridge_status"]
+        entries = status if isinstance(status, list) else [status]
+        assert [m.serial for m in printer.materials] == [e["cartridge"]["serial"] for e in entries]
+        assert all(m.remaining_ml is not None for m in printer.materials)
+    assert any(p["group"] is None for p in raw_printers)
+    runs = raw_prints["results"]
+    assert any("probably_finished" in r for r in runs)
+    assert any(r["note"] is not None for r in runs)
+    assert any(r["note"] is None for r in runs)
+    assert any(r["print_run_success"] is not None for r in runs)
+    assert any(e["print_run"] is None for e in raw_events["results"])
+    # Every run in the history was mapped (the fake clock may have moved on since, so only
+    # facts that do not change are compared).
+    for run in runs:
+        mapped = batch.runs[run["guid"]]
+        assert (mapped.name, mapped.user) == (run["name"], run["user"]["username"])
+
+
+async def test_formlabs_variants_map_to_the_same_snapshot(client: httpx.AsyncClient) -> None:
+    """One seed read with every variant off and every variant on gives equal printers and runs:
+    a one-element cartridge list carries the same materials as the bare object."""
+    snapshots, batches = [], []
+    for share in (0.0, 1.0):
+        clock = FakeClock(datetime(2026, 3, 2, 8, 0, tzinfo=UTC))
+        shares = dict.fromkeys(VARIANT_SHARES, share)
+        with simulator(clock, formlabs_printers=20, carbon_printers=0, **shares) as sim:
+            source = formlabs(sim, client, clock)
+            start = clock.now()
+            await clock.advance(3 * 3600)
+            snapshots.append(await clock.drive(source.fetch_printers()))
+            since = start - timedelta(hours=12)
+            batches.append(await clock.drive(source.fetch_runs(since=since)))
+            raw = await formlabs_raw(sim, client, "printers/")
+        lists = [p for p in raw if isinstance(p["cartridge_status"], list)]
+        single = [p for p in lists if len(p["cartridge_status"]) == 1]
+        assert bool(single) is (share == 1.0)
+    off, on = snapshots
+    assert off.printers == on.printers
+    assert [p.materials for p in off.printers.values()] == [
+        p.materials for p in on.printers.values()
+    ]
+    assert batches[0].runs == batches[1].runs
+    assert batches[0].runs
+
+
 # --- malformed data -----------------------------------------------------------------------------
 
 

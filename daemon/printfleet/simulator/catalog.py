@@ -151,6 +151,14 @@ JOB_NAMES: tuple[str, ...] = (
     "aligner_model",
 )
 
+# Free text of PrintRunNote.note (the first is the vendor sample's).
+FORMLABS_NOTES: tuple[str, ...] = (
+    "All 14 units passed fit check.",
+    "Supports left marks on the top face.",
+    "Re-run with thicker layers next time.",
+    "Delivered to QA.",
+)
+
 USERS: tuple[tuple[int, str, str, str], ...] = (
     (48213, "mara.quinn", "Mara", "Quinn"),
     (51907, "dev.okafor", "Dev", "Okafor"),

@@ -72,6 +72,21 @@ class SimulatorConfig:
     churn: bool = False
     """Add and remove printers now and then (about every 6 simulated hours per vendor)."""
 
+    # Documented Formlabs wire variants (shared/api/formlabs.md), each on a seeded share of
+    # records so one fleet exercises every shape an adapter must read.
+    formlabs_cartridge_list_share: float = 0.5
+    """Share of single-cartridge printers whose ``cartridge_status`` is a one-element list
+    without ``cartridge_slot`` (§6.1: "Form 3 sends a list"; §6.3: the slot is optional); the
+    others send the bare object. Dual-cartridge printers always send the FRONT/BACK list."""
+    formlabs_ungrouped_share: float = 0.05
+    """Share of printers in no group: ``group`` is null on the printer, its runs and events."""
+    formlabs_note_share: float = 0.2
+    """Share of print runs that someone annotates after they end (``note`` a ``PrintRunNote``);
+    the others keep ``note: null``."""
+    formlabs_legacy_share: float = 0.2
+    """Share of print runs rendered in the 0.8.0 shape, which still carries the boolean
+    ``probably_finished`` that 0.8.1 dropped (§6.6, §6.12: removed fields may still be sent)."""
+
     def __post_init__(self) -> None:
         for vendor in self.vendors:
             if vendor not in VENDORS:
@@ -86,3 +101,14 @@ class SimulatorConfig:
             raise ValueError("history_s must be >= 12 seconds")
         if self.heartbeat_s < 1:
             raise ValueError("heartbeat_s must be >= 1")
+        for name in _SHARES:
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1")
+
+
+_SHARES = (
+    "formlabs_cartridge_list_share",
+    "formlabs_ungrouped_share",
+    "formlabs_note_share",
+    "formlabs_legacy_share",
+)

@@ -29,6 +29,17 @@ def _weighted(rng: Rng, table: tuple[tuple[catalog.Model, float], ...]) -> catal
     return table[-1][0]
 
 
+def _group(groups: list[Group], rng: Rng, shape: Rng, ungrouped_share: float) -> Group | None:
+    """The printer's group, or None on ``ungrouped_share`` of printers (drawn from ``shape``).
+
+    The draws from the printer's own stream stay as they always were (a group on 95 % of
+    printers), so the printer's history does not depend on the share."""
+    drawn = rng.choice(groups) if rng.chance(0.95) else None
+    if shape.chance(ungrouped_share) or not groups:
+        return None
+    return drawn or shape.choice(groups)
+
+
 def _lot(prefix: str, rng: Rng) -> str:
     return f"{prefix}{rng.randint(23, 25)}-{rng.randint(101, 1231):04d}-{rng.randint(1, 20):02d}"
 
@@ -106,6 +117,8 @@ class Factory:
         model = _weighted(rng, catalog.FORMLABS_MODELS)
         material, material_name = rng.choice(catalog.FORMLABS_MATERIALS)
         serial = catalog.formlabs_serial(index, self._salt)
+        # Wire-shape draws come from their own stream, so the shares never change the history.
+        shape = Rng(derive_seed(self._config.seed, "shape", vendor, index))
         printer = Printer(
             key=key,
             vendor=vendor,
@@ -117,11 +130,14 @@ class Factory:
             material=material,
             material_name=material_name,
             location=rng.choice(catalog.LOCATIONS),
-            group=rng.choice(account.groups) if rng.chance(0.95) else None,
+            group=_group(account.groups, rng, shape, self._config.formlabs_ungrouped_share),
             hb_phase=hb_phase,
             rng=rng,
         )
         printer.changed_at = registered_at
+        printer.cartridge_list = not model.dual_cartridge and shape.chance(
+            self._config.formlabs_cartridge_list_share
+        )
         slots: tuple[str | None, ...] = ("FRONT", "BACK") if model.dual_cartridge else (None,)
         for slot in slots:
             cartridge = self.cartridge(printer, registered_at, slot)
@@ -221,7 +237,7 @@ class Factory:
             f"{base}_v{rng.randint(1, 9)}" if rng.chance(0.5) else f"{base}_x{rng.randint(2, 40)}"
         )
         letters = "".join(rng.choice("ABCDEFGHJKLMNPRSTUVWXYZ") for _ in range(2))
-        return Run(
+        run = Run(
             seq=seq,
             guid=rng.uuid4(),
             print_id=catalog.carbon_print_id(seq, self._salt, letters),
@@ -245,6 +261,13 @@ class Factory:
             dual=model.dual_cartridge,
             created_at=now,
         )
+        if printer.vendor == "formlabs":
+            shape = Rng(derive_seed(self._config.seed, "shape", run.guid))
+            run.legacy = shape.chance(self._config.formlabs_legacy_share)
+            if shape.chance(self._config.formlabs_note_share):
+                run.note = shape.choice(catalog.FORMLABS_NOTES)
+                run.note_delay_s = shape.randint(300, 2 * 3600)
+        return run
 
 
 _NOBODY = User(0, "operator", "", "")

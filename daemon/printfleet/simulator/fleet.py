@@ -89,6 +89,9 @@ class Run:
     seg_index: int = 0
     verdict: str | None = None
     verdict_at: int | None = None
+    note: str | None = None  # Formlabs PrintRunNote text, shown note_delay_s after the run ends
+    note_delay_s: int = 0
+    legacy: bool = False  # Formlabs: rendered in the 0.8.0 shape (with probably_finished)
 
     @property
     def estimated_s(self) -> int:
@@ -228,6 +231,8 @@ class Printer:
     seq: int = 0
     version: int = 0
     cache: tuple[tuple[object, ...], bytes] | None = None  # (render key, rendered JSON)
+    # Formlabs single-cartridge printer sending cartridge_status as a one-element list.
+    cartridge_list: bool = False
 
     def touch(self, t: int, *, visible: bool = True) -> None:
         """Record a change (drops cached JSON); ``visible`` changes also move last_modified."""

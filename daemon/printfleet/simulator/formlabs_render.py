@@ -6,6 +6,14 @@ has ``previous_print_run: {}``; ``previous_print_run`` carries the sample's eigh
 ``print_finished_at`` stays null on ERROR runs (as in the sample), also in
 ``previous_print_run``; Form 3L (``FRML-3-0``) printers
 report ``cartridge_status`` as a FRONT/BACK list.
+
+Documented variants, each on a seeded share of records (``SimulatorConfig.formlabs_*_share``):
+``cartridge_status`` as a one-element list without ``cartridge_slot`` on single-cartridge printers;
+``group: null`` (printers in no group, their runs and events); ``note`` a ``PrintRunNote`` once
+someone annotates an ended run, else null; the 0.8.0 run shape with ``probably_finished``.
+Always null here: ``print_run_success`` until a verdict, events' ``print_run`` on resin events.
+``form_cell`` stays null: no simulated printer sits in a Form Cell, and ``FormCell.status``
+values are undocumented, so any we sent would be invented.
 """
 
 from __future__ import annotations
@@ -102,7 +110,7 @@ def run_record(run: Run, t: int, *, full: bool, unknown: bool = False) -> JsonOb
         "back_cartridge": back,
         "tank": run.tank,
         "cylinder": None,
-        "note": None,
+        "note": _note(run, t),
         "print_thumbnail": {"thumbnail": f"{CDN}/thumbnails/{run.guid}.png"},
         "post_print_photo_url": (
             f"{CDN}/photos/{run.guid}.jpg" if finished and run.postcoat_s else None
@@ -124,7 +132,23 @@ def run_record(run: Run, t: int, *, full: bool, unknown: bool = False) -> JsonOb
     record["harvest_status"] = None
     if full:
         record["parts"] = _parts(run)
+    if run.legacy:
+        # 0.8.0 required it in both run models; 0.8.1 dropped it. Its meaning was never
+        # documented: true once the run FINISHED is our guess.
+        record["probably_finished"] = finished
     return record
+
+
+def _note(run: Run, t: int) -> JsonObject | None:
+    end = run.finished_at
+    if run.note is None or end is None or t < end + run.note_delay_s:
+        return None
+    return {
+        "print_run": run.guid,
+        "note": run.note,
+        "author": _user(run.user),
+        "updated_at": iso_seconds(end + run.note_delay_s),
+    }
 
 
 def _finished_at(run: Run) -> str | None:
@@ -220,7 +244,9 @@ def _cartridge_status(p: Printer) -> JsonObject | list[JsonObject] | None:
         return None
     if not p.model.dual_cartridge:
         c = p.cartridges[0]
-        return {"cartridge": _cartridge_inside(c), "last_modified": iso_seconds(c.last_modified)}
+        single = {"cartridge": _cartridge_inside(c), "last_modified": iso_seconds(c.last_modified)}
+        # formlabs.md §6.1/§6.3: some single-cartridge printers send a list, slot left out.
+        return [single] if p.cartridge_list else single
     return [
         {
             "cartridge": _cartridge_inside(c),
