@@ -95,6 +95,8 @@ def printer_to_json(printer: Printer, *, with_raw: bool = False) -> dict[str, An
         "tank": tank_to_json(printer.tank) if printer.tank is not None else None,
         "alerts": list(printer.alerts),
         "queue_length": printer.queue_length,
+        "ready_to_print": printer.ready_to_print,
+        "build_platform_contents": printer.build_platform_contents,
     }
     if with_raw:
         data["raw"] = plain(printer.raw)
@@ -121,6 +123,11 @@ def print_to_json(run: Print, *, with_raw: bool = False) -> dict[str, Any]:
         "material_code": run.material_code,
         "message": run.message,
         "user": run.user,
+        "volume_ml": run.volume_ml,
+        "verdict": run.verdict,
+        "verdict_note": run.verdict_note,
+        "verdict_by": run.verdict_by,
+        "harvest_status": run.harvest_status,
     }
     if with_raw:
         data["raw"] = plain(run.raw)
@@ -221,6 +228,8 @@ def printer_from_json(data: Mapping[str, Any]) -> Printer:
         tank=tank_from_json(tank) if tank is not None else None,
         alerts=tuple(str(a) for a in data.get("alerts") or ()),
         queue_length=data.get("queue_length"),
+        ready_to_print=data.get("ready_to_print"),
+        build_platform_contents=data.get("build_platform_contents"),
         phase=data.get("phase"),
         known_status=(
             _enum(PrinterStatus, data["known_status"]) if data.get("known_status") else None
@@ -251,6 +260,11 @@ def print_from_json(data: Mapping[str, Any]) -> Print:
         material_code=data.get("material_code"),
         message=data.get("message"),
         user=data.get("user"),
+        volume_ml=data.get("volume_ml"),
+        verdict=data.get("verdict"),
+        verdict_note=data.get("verdict_note"),
+        verdict_by=data.get("verdict_by"),
+        harvest_status=data.get("harvest_status"),
         raw=frozen_mapping(data.get("raw")),
     )
 

@@ -204,6 +204,18 @@ class Print:
     material_code: str | None = None  # the vendor's code (Formlabs FLGPGR05; Carbon has none)
     message: str | None = None  # vendor text about the run (errors, attention)
     user: str | None = None
+    # Resin the job uses, ml (Formlabs ``volume_ml``, Carbon ``metrics.consumed_resin_volume_ml``).
+    volume_ml: float | None = None
+    # A person's rating of the finished print (Formlabs ``print_run_success``): "SUCCESS" or
+    # "FAILURE"; None while unrated (the vendor's own UNKNOWN reads as unrated).
+    verdict: str | None = None
+    verdict_note: str | None = None  # the note's text, when someone wrote one
+    verdict_by: str | None = None  # who rated or wrote the note
+    harvest_status: str | None = None  # Form Auto / Form Cell, the vendor's word as sent
+    # Signed links that expire (and change on every fetch): not part of ==, fetched fresh at
+    # delivery time by the sinks that show pictures.
+    thumbnail_url: str | None = field(default=None, compare=False)
+    photo_url: str | None = field(default=None, compare=False)
     # The vendor record as received; excluded from ==, so equality means "same normalized facts".
     raw: Mapping[str, Any] = field(default_factory=empty_mapping, compare=False, repr=False)
 
@@ -225,6 +237,13 @@ class Print:
             "material_code": self.material_code,
             "message": self.message,
             "user": self.user,
+            "volume_ml": self.volume_ml,
+            "verdict": self.verdict,
+            "verdict_note": self.verdict_note,
+            "verdict_by": self.verdict_by,
+            "harvest_status": self.harvest_status,
+            "thumbnail_url": self.thumbnail_url,
+            "photo_url": self.photo_url,
         }
         if with_raw:
             data["raw"] = plain(self.raw)
@@ -256,6 +275,9 @@ class Printer:
     # Open vendor alerts (Carbon status.alerts, Formlabs attention states), sorted, deduplicated.
     alerts: tuple[str, ...] = ()
     queue_length: int | None = None
+    # Formlabs ``ready_to_print`` and ``build_platform_contents``, the vendor's words as sent.
+    ready_to_print: str | None = None
+    build_platform_contents: str | None = None
     # The vendor's finer word for what the printer is doing when ``status`` is coarser: an
     # undocumented printer word (``FILLING``), or the running print's phase (``PREHEAT``,
     # ``POSTCOAT``, ``PAUSING``, ``ABORTING``, ``WAITING_FOR_RESOLUTION``). None when the
@@ -290,6 +312,8 @@ class Printer:
             "location": self.location,
             "alerts": list(self.alerts),
             "queue_length": self.queue_length,
+            "ready_to_print": self.ready_to_print,
+            "build_platform_contents": self.build_platform_contents,
             "materials": [m.as_dict() for m in self.materials],
             "tank": self.tank.as_dict() if self.tank else None,
         }

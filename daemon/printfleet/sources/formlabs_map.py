@@ -14,6 +14,17 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+# Alerts: short, stable strings (rules and `printer.alert` events match on them); named in
+# core.alerts and re-exported here for the adapters' tests.
+from printfleet.core.alerts import (
+    ALERT_BUILD_PLATFORM_DIRTY,
+    ALERT_BUILD_PLATFORM_MISSING,
+    ALERT_CAMERA_DISCONNECTED,
+    ALERT_NEEDS_CONFIRMATION,
+    ALERT_TANK_MISSING,
+    ALERT_TANK_MIXER_MISSING,
+    ALERT_WAITING_FOR_RESOLUTION,
+)
 from printfleet.core.model import (
     EMPTY,
     Material,
@@ -66,14 +77,6 @@ FORMLABS_MATERIAL_NAMES: Final[Mapping[str, str]] = {
 #: Slot of a cartridge whose printer has one (``cartridge_slot`` absent or empty).
 MAIN_SLOT: Final = "main"
 
-# Alerts: short, stable strings (rules and `printer.alert` events match on them).
-ALERT_NEEDS_CONFIRMATION: Final = "needs confirmation to print"
-ALERT_BUILD_PLATFORM_MISSING: Final = "build platform missing"
-ALERT_BUILD_PLATFORM_DIRTY: Final = "build platform dirty"
-ALERT_TANK_MIXER_MISSING: Final = "tank mixer missing"
-ALERT_CAMERA_DISCONNECTED: Final = "camera disconnected"
-ALERT_WAITING_FOR_RESOLUTION: Final = "waiting for resolution"
-ALERT_TANK_MISSING: Final = "tank missing"
 
 # (printer_status key, vendor value, alert) for the attention states of formlabs.md §7.
 _ATTENTION: Final = (
