@@ -182,7 +182,8 @@ async def test_a_delivery_delayed_past_link_expiry_gets_a_fresh_link(
 ) -> None:
     printer, run = await printing(source)
     stale = run.thumbnail_url
-    assert stale is not None and "sig=" in stale
+    assert stale is not None
+    assert "sig=" in stale
     assert await status_of(client, stale) == (200, "image/png")
     item = delivery(printer, run, EventType.PRINT_STARTED, clock.now())
 
@@ -202,7 +203,8 @@ async def test_a_delivery_delayed_past_link_expiry_gets_a_fresh_link(
     assert fresh != stale
     assert await status_of(client, fresh) == (200, "image/png")
     assert [e for e in logs if e["event"] == "picture.unavailable"] == []
-    assert queries(stale) not in logged(logs) and queries(fresh) not in logged(logs)
+    assert queries(stale) not in logged(logs)
+    assert queries(fresh) not in logged(logs)
 
 
 async def test_finished_form4_runs_show_the_photo_large_and_the_thumbnail_small(
@@ -232,9 +234,11 @@ async def test_finished_form4_runs_show_the_photo_large_and_the_thumbnail_small(
     assert any("/thumbnails/" in b.get("accessory", {}).get("image_url", "") for b in blocks)
     body = got["teams"]["attachments"][0]["content"]["body"]
     sizes = {e["size"]: e["url"] for e in body if e["type"] == "Image"}
-    assert "/photos/" in sizes["Large"] and "/thumbnails/" in sizes["Medium"]
+    assert "/photos/" in sizes["Large"]
+    assert "/thumbnails/" in sizes["Medium"]
     embed = got["discord"]["embeds"][0]
-    assert "/photos/" in embed["image"]["url"] and "/thumbnails/" in embed["thumbnail"]["url"]
+    assert "/photos/" in embed["image"]["url"]
+    assert "/thumbnails/" in embed["thumbnail"]["url"]
     for url in (image["image_url"], sizes["Medium"], embed["thumbnail"]["url"]):
         assert await status_of(client, url) == (200, "image/png")
 
@@ -265,15 +269,19 @@ async def test_a_dead_link_is_delivered_without_the_picture(
             await discord.deliver(item)
     (request,) = await receiver.wait_for_requests(1)
     embed = json.loads(request.body)["embeds"][0]
-    assert "thumbnail" not in embed and "image" not in embed
+    assert "thumbnail" not in embed
+    assert "image" not in embed
     assert embed["title"]  # the notification itself went out whole
     (entry,) = [e for e in logs if e["event"] == "picture.unavailable"]
     assert entry["reason"] == reason
-    assert entry["picture"] == "thumbnail" and entry["print_id"] == run.id
+    assert entry["picture"] == "thumbnail"
+    assert entry["print_id"] == run.id
     assert entry["link"].endswith("/thumbnails/" + run.id + ".png?<redacted>")
     # The signature is a credential: neither the stored link's query nor the fresh one's.
-    assert "sig=" not in logged(logs) and "expires=" not in logged(logs)
-    assert run.thumbnail_url is not None and queries(run.thumbnail_url) not in logged(logs)
+    assert "sig=" not in logged(logs)
+    assert "expires=" not in logged(logs)
+    assert run.thumbnail_url is not None
+    assert queries(run.thumbnail_url) not in logged(logs)
 
 
 async def test_a_print_the_source_does_not_know_goes_without_pictures(
@@ -329,8 +337,10 @@ async def test_lookups_cost_one_request_per_print_and_only_where_pictures_show(
     a_started, b_started, a_offline, generic_started, off_started = [
         r.body.decode() for r in await receiver.wait_for_requests(5)
     ]
-    assert "/thumbnails/" in a_started and "/thumbnails/" in b_started
-    assert "/thumbnails/" not in a_offline and "/thumbnails/" not in off_started
+    assert "/thumbnails/" in a_started
+    assert "/thumbnails/" in b_started
+    assert "/thumbnails/" not in a_offline
+    assert "/thumbnails/" not in off_started
     assert json.loads(generic_started) == started.payload["event"]  # unchanged CloudEvent
     assert "thumbnail" not in json.loads(off_started)["embeds"][0]
 
