@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import random
+import struct
+import zlib
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -162,6 +164,24 @@ async def finished_with_photo(source: FormlabsSource, clock: FakeClock) -> tuple
 async def status_of(client: httpx.AsyncClient, url: str) -> tuple[int, str]:
     response = await client.get(url)
     return response.status_code, response.headers.get("content-type", "")
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    """Width and height of a PNG whose every chunk CRC is right and whose pixels inflate."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    at, size, pixels = 8, (0, 0), b""
+    while at < len(data):
+        (length,) = struct.unpack(">I", data[at : at + 4])
+        tag, body = data[at + 4 : at + 8], data[at + 8 : at + 8 + length]
+        (crc,) = struct.unpack(">I", data[at + 8 + length : at + 12 + length])
+        assert zlib.crc32(tag + body) == crc
+        if tag == b"IHDR":
+            size = struct.unpack(">II", body[:8])
+        if tag == b"IDAT":
+            pixels += body
+        at += 12 + length
+    assert len(zlib.decompress(pixels)) == size[1] * (1 + 3 * size[0])  # RGB rows
+    return size
 
 
 def queries(url: str) -> str:
@@ -375,3 +395,28 @@ async def test_dropped_vendor_links_are_logged_once_per_kind(
     assert dropped[0]["reason"] == "not https"
     assert source.rejected_pictures == {("print_thumbnail.thumbnail", "not https"): 4}
     assert "SECRET" not in logged(logs)
+
+
+async def test_the_simulator_cdn_signs_and_expires_links_like_s3(
+    source: FormlabsSource, client: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    _, run = await printing(source)
+    link = run.thumbnail_url
+    assert link is not None
+    ranged = await client.get(link, headers={"Range": "bytes=0-1023"})  # no Authorization
+    assert ranged.status_code == 206
+    assert ranged.headers["content-type"] == "image/png"
+    assert ranged.content.startswith(b"\x89PNG\r\n\x1a\n")
+    assert png_size(ranged.content) == (1, 1)  # a tiny, well-formed picture
+    tampered = link[:-1] + ("0" if link[-1] != "0" else "1")
+    denied = await client.get(tampered)
+    assert denied.status_code == 403
+    assert b"SignatureDoesNotMatch" in denied.content
+    url = httpx.URL(link)
+    unknown = url.copy_with(path=url.path.replace(run.id, "0" * 8))
+    assert (await client.get(unknown)).status_code == 403  # its signature is for another path
+    await clock.advance(2 * TTL + 1)
+    expired = await client.get(link)
+    assert expired.status_code == 403
+    assert b"Request has expired" in expired.content
+    assert expired.headers["content-type"] == "application/xml"
