@@ -21,11 +21,12 @@ import pytest
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 from tests.ecosystem import discord_problems, slack_problems, teams_problems
-from tests.receiver import Receiver
+from tests.receiver import Receiver, Reply
 
 from printfleet.core.delivery import Delivery
 from printfleet.core.events import ChangeEvent, EventType, Severity, to_cloudevent
 from printfleet.core.model import Print, Printer, Vendor
+from printfleet.errors import DeliveryFailed
 from printfleet.logs import forget_secrets
 from printfleet.picture_links import SourcePictureLinks
 from printfleet.simulator import Simulator, SimulatorConfig
@@ -420,3 +421,37 @@ async def test_the_simulator_cdn_signs_and_expires_links_like_s3(
     assert expired.status_code == 403
     assert b"Request has expired" in expired.content
     assert expired.headers["content-type"] == "application/xml"
+
+
+async def test_retries_reuse_links_that_still_answer_and_look_up_expired_ones(
+    source: FormlabsSource,
+    links: SourcePictureLinks,
+    receiver: Receiver,
+    client: httpx.AsyncClient,
+    clock: FakeClock,
+    sim: Simulator,
+) -> None:
+    """A delivery retried for hours does not spend the vendor budget on every attempt."""
+    printer, run = await printing(source)
+    item = delivery(printer, run, EventType.PRINT_STARTED, clock.now())
+    receiver.script(Reply(503), Reply(503), Reply(200))
+    before = sim.request_count("formlabs", PRINTS)
+    async with sink("discord", receiver, client, clock, links) as discord:
+        with pytest.raises(DeliveryFailed):
+            await discord.deliver(item)
+        await clock.advance(120)  # past the per-print cache, within the link's life
+        with pytest.raises(DeliveryFailed):
+            await discord.deliver(item)
+        assert sim.request_count("formlabs", PRINTS) == before + 1  # reused, checked again
+        await clock.advance(3 * TTL)  # the kept link has expired: looked up again
+        with capture_logs() as logs:
+            await discord.deliver(item)
+    assert sim.request_count("formlabs", PRINTS) == before + 2
+    shown = [
+        json.loads(r.body)["embeds"][0]["thumbnail"]["url"]
+        for r in await receiver.wait_for_requests(3)
+    ]
+    assert shown[0] == shown[1]
+    assert shown[2] != shown[0]
+    assert await status_of(client, shown[2]) == (200, "image/png")
+    assert [e for e in logs if e["event"] == "picture.unavailable"] == []  # expected expiry

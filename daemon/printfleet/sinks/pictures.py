@@ -8,12 +8,18 @@ current links, then checks that each answers with an image. Anything failing alo
 costs only the picture: the message goes out without it and ``picture.unavailable`` says why
 (the link is logged without its query string, which holds the signature).
 
+A delivery that is retried (the receiver was down) first tries the links its last attempt
+showed: checking them costs the CDN a request, not the vendor's API budget. Only when one of
+them fails (expired, typically) is the source asked again, so a delivery retried for hours
+does not spend the account's hourly budget on every attempt.
+
 Sinks never import sources: the application injects the :class:`PictureLinks`.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -36,6 +42,8 @@ LOOKUP_TIMEOUT_S: Final = 5.0
 CHECK_TIMEOUT_S: Final = 3.0
 #: Bytes asked for (and at most read) when checking a link: enough to see it is an image.
 CHECK_RANGE_BYTES: Final = 1024
+#: Deliveries whose last shown links are remembered for their retries (oldest dropped first).
+KEPT_MAX: Final = 1024
 
 log = structlog.get_logger("printfleet.pictures")
 
@@ -121,16 +129,37 @@ class PictureFetcher:
         self._client = client
         self._lookup_timeout = lookup_timeout
         self._check_timeout = check_timeout
+        self._kept: OrderedDict[str, Pictures] = OrderedDict()
 
     def __repr__(self) -> str:
-        return "PictureFetcher()"
+        return f"PictureFetcher(kept={len(self._kept)})"
 
-    async def pictures(self, sink: str, payload: Mapping[str, Any]) -> Pictures:
+    async def pictures(
+        self, sink: str, payload: Mapping[str, Any], *, delivery_id: str | None = None
+    ) -> Pictures:
         """The checked pictures of the print ``payload`` is about (none when it is not about
-        one, or when nothing could be learned or checked in time). Never raises for I/O."""
+        one, or when nothing could be learned or checked in time). Never raises for I/O.
+
+        ``delivery_id``: the links shown by an earlier attempt of the same delivery are
+        reused while they still answer (see the module docstring).
+        """
         ref = print_ref(payload)
         if ref is None:
             return NO_PICTURES
+        kept = self._kept.get(delivery_id) if delivery_id is not None else None
+        if kept is not None:
+            again = await self._check(sink, ref, kept, quiet=True)
+            if again == kept:
+                return kept
+        shown = await self._fresh(sink, ref)
+        if delivery_id is not None and shown:
+            self._kept[delivery_id] = shown
+            self._kept.move_to_end(delivery_id)
+            while len(self._kept) > KEPT_MAX:
+                self._kept.popitem(last=False)
+        return shown
+
+    async def _fresh(self, sink: str, ref: PrintRef) -> Pictures:
         try:
             async with asyncio.timeout(self._lookup_timeout):
                 fresh = await self._links.links(ref)
@@ -140,13 +169,22 @@ class PictureFetcher:
         except TimeoutError:
             self._unavailable(sink, ref, "links", f"no answer within {self._lookup_timeout:g} s")
             return NO_PICTURES
+        return await self._check(sink, ref, fresh)
+
+    async def _check(
+        self, sink: str, ref: PrintRef, pictures: Pictures, *, quiet: bool = False
+    ) -> Pictures:
         thumbnail, photo = await asyncio.gather(
-            self._checked(sink, ref, "thumbnail", fresh.thumbnail),
-            self._checked(sink, ref, "photo", fresh.photo),
+            self._checked(sink, ref, "thumbnail", pictures.thumbnail, quiet),
+            self._checked(sink, ref, "photo", pictures.photo, quiet),
         )
         return Pictures(thumbnail=thumbnail, photo=photo)
 
-    async def _checked(self, sink: str, ref: PrintRef, which: str, url: str | None) -> str | None:
+    async def _checked(
+        self, sink: str, ref: PrintRef, which: str, url: str | None, quiet: bool
+    ) -> str | None:
+        """``url`` when it answers with an image; ``quiet``: a failure is not logged (a kept
+        link from an earlier attempt that expired is expected, and is looked up afresh)."""
         if url is None:
             return None
         if picture_url(url) is None:  # the resolver should have dropped it; never fetch it
@@ -155,7 +193,8 @@ class PictureFetcher:
         reason = await self._problem(url)
         if reason is None:
             return url
-        self._unavailable(sink, ref, which, reason, link=url)
+        if not quiet:
+            self._unavailable(sink, ref, which, reason, link=url)
         return None
 
     async def _problem(self, url: str) -> str | None:

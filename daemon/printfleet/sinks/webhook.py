@@ -168,7 +168,9 @@ class WebhookSink:
         pictures = NO_PICTURES
         if self._pictures is not None:
             # Before the attempt's deadline starts: the picture step has its own short ones.
-            pictures = await self._pictures.pictures(self._name, delivery.payload)
+            pictures = await self._pictures.pictures(
+                self._name, delivery.payload, delivery_id=delivery.id
+            )
         body, headers = self.request_for(delivery, pictures)
         try:
             async with asyncio.timeout(self._timeout) as deadline:
