@@ -229,6 +229,16 @@ def discord_problems(message: Mapping[str, Any]) -> list[str]:
         color = embed.get("color")
         if color is not None and not 0 <= color <= 0xFFFFFF:
             problems.append(f"embeds[{i}].color {color}")
+        for what in ("image", "thumbnail"):
+            # embed image/thumbnail objects: {"url": http(s) URL} (other keys are Discord's own)
+            picture = embed.get(what)
+            if picture is None:
+                continue
+            url = picture.get("url") if isinstance(picture, dict) else None
+            if set(picture) != {"url"} or not isinstance(url, str):
+                problems.append(f"embeds[{i}].{what} is {picture!r}, not {{'url': ...}}")
+            elif not url.startswith(("https://", "http://")):
+                problems.append(f"embeds[{i}].{what}.url is not an http(s) URL")
     if total > DISCORD_TOTAL_MAX:
         problems.append(f"embeds total {total} chars")
     return problems

@@ -43,10 +43,12 @@ from printfleet.health import HealthServer, bind_problem
 from printfleet.metrics.fleet import FleetCollector
 from printfleet.metrics.observer import Metrics
 from printfleet.outbox import OutboxWorker
+from printfleet.picture_links import SourcePictureLinks
 from printfleet.pipeline import Pipeline
 from printfleet.poller import SourcePoller
 from printfleet.rulepacks.loader import load_rule_set, silences_from_state
 from printfleet.sinks.mqtt.sink import MqttSink
+from printfleet.sinks.pictures import PictureFetcher
 from printfleet.sinks.webhook import WebhookSink
 from printfleet.sources.base import Source
 from printfleet.sources.factory import make_source
@@ -132,6 +134,10 @@ class Daemon:
         self._tasks: asyncio.TaskGroup | None = None
         self._deliverers: dict[str, asyncio.Task[None]] = {}
         self._auth_rejected: str | None = None
+        # Fresh picture links for chat receivers, asked of the running sources (one cache).
+        self.picture_links = SourcePictureLinks(
+            lambda: {s.name: s for s in self.sources}, clock=self.clock
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -546,6 +552,11 @@ class Daemon:
             reply_max_size=self.settings.limits.reply_max_size,
             clock=self.clock,
             version=__version__,
+            pictures=(
+                PictureFetcher(self.picture_links, client=self._client)
+                if receiver.pictures
+                else None
+            ),
         )
         stack = AsyncExitStack()
         await stack.enter_async_context(sink)

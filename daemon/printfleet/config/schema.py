@@ -400,6 +400,13 @@ class ReceiverConfig(Section):
         timedelta(hours=24),
         description="A delivery still failing after this long goes to the dead-letter table.",
     )
+    pictures: bool = Field(
+        True,
+        description="slack/teams/discord: show the print's thumbnail and post-print photo. "
+        "Their links expire, so each print notification asks the print's source for fresh "
+        "ones: one more request of the account's budget (Formlabs), cached for a minute. "
+        'Ignored by kind = "webhook".',
+    )
 
     @field_validator("name")
     @classmethod

@@ -53,6 +53,9 @@ class SimulatorConfig:
     heartbeat_s: int = 30
     """Online printers ping (and refresh live print fields) every this many seconds."""
     cursor_ttl_s: int = 60
+    picture_link_ttl_s: int = 3600
+    """Signed picture links (thumbnails, post-print photos) stay valid between one and two of
+    these after the record that carries them; then 403, like an expired S3 link."""
     per_page_default: int = 20
     per_page_max: int = 100
 

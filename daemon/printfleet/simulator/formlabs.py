@@ -33,7 +33,10 @@ from printfleet.simulator.config import SimulatorConfig
 from printfleet.simulator.engine import Engine
 from printfleet.simulator.faults import Faults, VendorFaults, mix_in, oversized_body, spliced
 from printfleet.simulator.fleet import Account, Printer, Run, VendorEvent
+from printfleet.simulator.pictures import PREFIX as PICTURE_PREFIX
+from printfleet.simulator.pictures import PictureCdn
 from printfleet.simulator.ratelimit import SlidingWindow
+from printfleet.simulator.rng import derive_seed
 from printfleet.simulator.wire import (
     Moment,
     Request,
@@ -87,7 +90,7 @@ class FormlabsApi:
     vendor = VENDOR
 
     def __init__(self, engine: Engine, config: SimulatorConfig, faults: Faults) -> None:
-        self.base_url = ""  # set once the server has its port; next/previous links use it
+        self._base_url = ""
         self._engine = engine
         self._config = config
         self._all_faults = faults
@@ -95,6 +98,22 @@ class FormlabsApi:
         self._grants: dict[str, _Grant] = {}
         self._hourly = SlidingWindow(config.formlabs_hourly_limit, 3600.0)
         self._per_ip = SlidingWindow(config.formlabs_per_second_limit, 1.0)
+        # Keyed from the seed: the same fleet signs the same links (deterministic runs).
+        key = derive_seed(config.seed, "picture-cdn").to_bytes(8, "big")
+        self.cdn = PictureCdn(key, config.picture_link_ttl_s, self._run_exists)
+
+    @property
+    def base_url(self) -> str:
+        """Set once the server has its port; next/previous and picture links use it."""
+        return self._base_url
+
+    @base_url.setter
+    def base_url(self, value: str) -> None:
+        self._base_url = value
+        self.cdn.base_url = value
+
+    def _run_exists(self, guid: str) -> bool:
+        return any(run.guid == guid for a in self._accounts.values() for run in a.runs)
 
     @property
     def _faults(self) -> VendorFaults:
@@ -105,6 +124,9 @@ class FormlabsApi:
 
     def handle(self, request: Request, moment: Moment) -> Response:
         """Answer one request at ``moment``."""
+        if request.path.startswith(PICTURE_PREFIX):
+            # The CDN is not the API: no token, no API rate limits (it shares only the port).
+            return self.cdn.handle(request, moment.sim)
         wait = self._per_ip.acquire(request.client, moment.protocol)
         if wait is not None:
             return self.throttled(wait)
@@ -250,6 +272,7 @@ class FormlabsApi:
             self._config.heartbeat_s,
             unknown=self._faults.unknown_statuses,
             malformed=printer.serial in self._faults.malformed_serials,
+            links=self.cdn.link,
         )
 
     def _printers(self, account: Account, now: int) -> Response:
@@ -275,11 +298,13 @@ class FormlabsApi:
 
     def _run(self, run: Run, now: int) -> dict[str, Any]:
         sample = self._sample_time(run, now)
-        return render.run_record(run, sample, full=True, unknown=self._faults.unknown_statuses)
+        return render.run_record(
+            run, sample, full=True, unknown=self._faults.unknown_statuses, links=self.cdn.link
+        )
 
     def _event(self, event: VendorEvent, now: int) -> dict[str, Any]:
         sample = self._sample_time(event.run, now) if event.run is not None else now
-        return render.event_record(event, sample)
+        return render.event_record(event, sample, self.cdn.link)
 
     def _filter_runs(self, runs: Sequence[Run], request: Request) -> list[Run]:
         printer = request.param("printer")

@@ -23,6 +23,7 @@ from typing import Any
 from printfleet.simulator import catalog
 from printfleet.simulator.fleet import LINGER, RUNNING, Cartridge, Group, Printer, Run, Tank, User
 from printfleet.simulator.fleet import VendorEvent as Event
+from printfleet.simulator.pictures import Links, static_links
 from printfleet.simulator.rng import Rng, derive_seed
 from printfleet.simulator.wire import JsonObject, dumps, iso_seconds
 
@@ -58,10 +59,13 @@ def _unknown_subset(key: int) -> bool:
     return key % 3 == 0
 
 
-def run_record(run: Run, t: int, *, full: bool, unknown: bool = False) -> JsonObject:
+def run_record(
+    run: Run, t: int, *, full: bool, unknown: bool = False, links: Links = static_links
+) -> JsonObject:
     """A run as ``MyPrintRunReadOnly`` (``full=False``) or ``PrintRunWithFleetControlData``.
 
     Live fields (layer, elapsed, remaining) are sampled at ``t``, frozen at the run's end.
+    ``links`` signs the picture links (:mod:`printfleet.simulator.pictures`).
     """
     end = run.finished_at
     sample = min(t, end) if end is not None else t
@@ -111,9 +115,10 @@ def run_record(run: Run, t: int, *, full: bool, unknown: bool = False) -> JsonOb
         "tank": run.tank,
         "cylinder": None,
         "note": _note(run, t),
-        "print_thumbnail": {"thumbnail": f"{CDN}/thumbnails/{run.guid}.png"},
+        "print_thumbnail": {"thumbnail": links("thumbnails", run.guid, t)},
+        # The Form 4 family (the printers with POSTCOAT) has the camera.
         "post_print_photo_url": (
-            f"{CDN}/photos/{run.guid}.jpg" if finished and run.postcoat_s else None
+            links("photos", run.guid, t) if finished and run.postcoat_s else None
         ),
         "user": _user(run.user),
         "user_custom_label": "",
@@ -281,7 +286,9 @@ def _tank_status(tank: Tank | None) -> JsonObject | None:
     }
 
 
-def printer_record(p: Printer, now: int, heartbeat_s: int, *, unknown: bool) -> JsonObject:
+def printer_record(
+    p: Printer, now: int, heartbeat_s: int, *, unknown: bool, links: Links = static_links
+) -> JsonObject:
     """One ``DeveloperAPIMyPrinter`` as the cloud saw it at its last heartbeat before ``now``."""
     obs = p.observed_at(now, heartbeat_s)
     run = p.run
@@ -310,7 +317,9 @@ def printer_record(p: Printer, now: int, heartbeat_s: int, *, unknown: bool) -> 
             "last_modified": iso_seconds(obs if printing else p.changed_at),
             "current_temperature": round(temperature, 1),
             "current_print_run": (
-                run_record(run, obs, full=False, unknown=unknown) if run is not None else None
+                run_record(run, obs, full=False, unknown=unknown, links=links)
+                if run is not None
+                else None
             ),
             "form_cell": None,
             "last_printer_cooldown_started": None,
@@ -334,12 +343,18 @@ def printer_record(p: Printer, now: int, heartbeat_s: int, *, unknown: bool) -> 
 
 
 def printer_json(
-    p: Printer, now: int, heartbeat_s: int, *, unknown: bool, malformed: bool
+    p: Printer,
+    now: int,
+    heartbeat_s: int,
+    *,
+    unknown: bool,
+    malformed: bool,
+    links: Links = static_links,
 ) -> bytes:
     """The printer's record as JSON bytes, cached until it changes or its next heartbeat."""
 
     def render() -> bytes:
-        record = printer_record(p, now, heartbeat_s, unknown=unknown)
+        record = printer_record(p, now, heartbeat_s, unknown=unknown, links=links)
         if malformed:
             # A record a strict parser chokes on: the nested object flattened to its status string.
             record["printer_status"] = record["printer_status"]["status"]
@@ -379,14 +394,14 @@ def malformed_event(index: int, at: int) -> Any:
     }
 
 
-def event_record(event: Event, t: int) -> JsonObject:
+def event_record(event: Event, t: int, links: Links = static_links) -> JsonObject:
     """One ``UserEventReadOnly``; ``print_run`` is the run's state at ``t`` (not a snapshot)."""
     run = event.run
     return {
         "id": event.id,
         "printer": event.printer,
         "created_at": iso_seconds(event.created_at),
-        "print_run": run_record(run, t, full=False) if run is not None else None,
+        "print_run": run_record(run, t, full=False, links=links) if run is not None else None,
         "tank": event.tank,
         "cartridge": event.cartridge,
         "type": event.type,

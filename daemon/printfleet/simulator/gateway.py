@@ -92,7 +92,7 @@ class Gateway:
         # timestamps (last_pinged_at, updated_at) were written with.
         date = faults.date_header or format_datetime(now.astimezone(UTC), usegmt=True)
         response.headers.append(("Date", date))
-        response.delay_s = max(0.0, faults.latency_s) + max(0.0, faults.hang_s)
+        response.delay_s += max(0.0, faults.latency_s) + max(0.0, faults.hang_s)
         response.trickle_s = max(0.0, faults.trickle_s)
         return response
 

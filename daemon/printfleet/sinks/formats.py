@@ -32,6 +32,13 @@ format treats it as plain text and escapes what its receiver would parse as mark
   markers at a line start) backslash-escaped in every TextBlock and fact. Teams only mentions
   people through ``msteams.entities``, which printfleet never sends.
 
+Print pictures (:class:`~printfleet.core.pictures.Pictures`, fetched fresh by the sink just
+before rendering; see :mod:`printfleet.sinks.pictures`): the post-print photo is the large
+picture (Slack ``image`` block, Discord ``embed.image``, Teams ``Image`` of size Large), the
+thumbnail the small one (Slack section accessory, Discord ``embed.thumbnail``, Teams ``Image``
+of size Medium); a thumbnail alone is shown as the Slack image block. Only ungrouped ``print.*``
+notifications carry pictures, so the Teams worst case above is unchanged (no subjects then).
+
 Control characters other than newline and tab are dropped and lone surrogates become U+FFFD
 in all human text, so any string renders into valid UTF-8 JSON within the limits.
 """
@@ -44,6 +51,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from printfleet.core.events import json_bytes
+from printfleet.core.pictures import NO_PICTURES, Pictures
 
 ELLIPSIS: Final = "…"
 
@@ -184,7 +192,7 @@ def cloudevent_body(payload: Mapping[str, Any]) -> bytes:
     return json_bytes(event)
 
 
-def slack_message(payload: Mapping[str, Any]) -> dict[str, Any]:
+def slack_message(payload: Mapping[str, Any], pictures: Pictures = NO_PICTURES) -> dict[str, Any]:
     """A Slack incoming-webhook message: Block Kit inside a coloured attachment + fallback text."""
     n = notice(payload)
     blocks: list[dict[str, Any]] = [
@@ -199,6 +207,7 @@ def slack_message(payload: Mapping[str, Any]) -> dict[str, Any]:
     ]
     if n.text:
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _slack_text(n.text)}})
+    blocks += _slack_pictures(n, pictures, blocks[-1] if n.text else None)
     if n.subjects:
         blocks.append(
             {
@@ -231,7 +240,7 @@ def slack_message(payload: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def teams_message(payload: Mapping[str, Any]) -> dict[str, Any]:
+def teams_message(payload: Mapping[str, Any], pictures: Pictures = NO_PICTURES) -> dict[str, Any]:
     """A Teams Workflows message carrying one Adaptive Card (schema 1.4, see module docs)."""
     n = notice(payload)
     body: list[dict[str, Any]] = [
@@ -255,6 +264,12 @@ def teams_message(payload: Mapping[str, Any]) -> dict[str, Any]:
         # Adaptive Card markdown needs a blank line for a line break.
         text = _teams_text(n.text, TEAMS_TEXT_MAX).replace("\n", "\n\n")
         body.append({"type": "TextBlock", "text": text, "wrap": True})
+    for url, size, alt in (
+        (pictures.thumbnail, "Medium", _alt(n, "Preview")),
+        (pictures.photo, "Large", _alt(n, "Photo after printing")),
+    ):
+        if url is not None:
+            body.append({"type": "Image", "url": url, "altText": alt, "size": size})
     if n.subjects:
         shown = n.subjects[:TEAMS_SUBJECTS_MAX]
         lines = [f"- {_teams_text(s, TEAMS_SUBJECT_MAX)}" for s in shown]
@@ -289,7 +304,7 @@ def teams_message(payload: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def discord_message(payload: Mapping[str, Any]) -> dict[str, Any]:
+def discord_message(payload: Mapping[str, Any], pictures: Pictures = NO_PICTURES) -> dict[str, Any]:
     """A Discord webhook message with one embed; mentions in user text never ping anyone."""
     n = notice(payload)
     title = _discord_text(n.heading, DISCORD_TITLE_MAX)
@@ -324,11 +339,20 @@ def discord_message(payload: Mapping[str, Any]) -> dict[str, Any]:
         embed["description"] = description
     if n.time:
         embed["timestamp"] = n.time
+    # URLs do not count toward the 6000 characters (only texts do).
+    if pictures.photo is not None:
+        embed["image"] = {"url": pictures.photo}
+    if pictures.thumbnail is not None:
+        embed["thumbnail"] = {"url": pictures.thumbnail}
     return {"embeds": [embed], "allowed_mentions": {"parse": []}}
 
 
-def render(kind: str, payload: Mapping[str, Any]) -> tuple[bytes, str]:
+def render(
+    kind: str, payload: Mapping[str, Any], *, pictures: Pictures = NO_PICTURES
+) -> tuple[bytes, str]:
     """The body and ``Content-Type`` for receiver ``kind`` (webhook, slack, teams, discord).
+
+    ``pictures`` are shown by the chat formats; the generic webhook sends the event unchanged.
 
     Raises:
         ValueError: unknown kind, or a payload without an ``event``.
@@ -340,7 +364,7 @@ def render(kind: str, payload: Mapping[str, Any]) -> tuple[bytes, str]:
         build = builders[kind]
     except KeyError:
         raise ValueError(f"unknown receiver kind {kind!r}") from None
-    return _compact(build(payload)), JSON_CONTENT_TYPE
+    return _compact(build(payload, pictures)), JSON_CONTENT_TYPE
 
 
 def truncate(text: str, limit: int) -> str:
@@ -421,6 +445,35 @@ def _describe(data: Mapping[str, Any], print_name: str | None) -> str:
     if print_name and not lines:
         lines.append(f"print: {print_name}")
     return _clean("\n".join(lines))
+
+
+#: Alt text of a picture: short, a screen reader reads it out.
+PICTURE_ALT_MAX: Final = 120
+
+
+def _alt(n: Notice, what: str) -> str:
+    """Plain alt text (every service shows it as is, never as markup)."""
+    return truncate(f"{what}: {n.print_name}" if n.print_name else what, PICTURE_ALT_MAX)
+
+
+def _slack_pictures(
+    n: Notice, pictures: Pictures, text_section: dict[str, Any] | None
+) -> list[dict[str, Any]]:
+    """The photo as an ``image`` block, the thumbnail beside the text (or as the block when
+    there is no photo or no text to sit beside)."""
+    blocks: list[dict[str, Any]] = []
+    thumbnail, photo = pictures.thumbnail, pictures.photo
+    if thumbnail is not None and photo is not None and text_section is not None:
+        text_section["accessory"] = {
+            "type": "image",
+            "image_url": thumbnail,
+            "alt_text": _alt(n, "Preview"),
+        }
+        thumbnail = None
+    for url, alt in ((thumbnail, _alt(n, "Preview")), (photo, _alt(n, "Photo after printing"))):
+        if url is not None:
+            blocks.append({"type": "image", "image_url": url, "alt_text": alt})
+    return blocks
 
 
 def _facts(n: Notice) -> list[tuple[str, str]]:

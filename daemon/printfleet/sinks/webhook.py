@@ -43,11 +43,15 @@ from pydantic import SecretStr
 from printfleet.clock import Clock
 from printfleet.core.backoff import MAX_RETRY_AFTER_S, clamp_wait, parse_retry_after
 from printfleet.core.delivery import Delivery
+from printfleet.core.pictures import NO_PICTURES, Pictures
 from printfleet.errors import DeliveryFailed
 from printfleet.lifecycle import Lifecycle
 from printfleet.sinks import formats
+from printfleet.sinks.pictures import PictureFetcher
 
 KINDS: Final = frozenset({"webhook", "slack", "teams", "discord"})
+#: The kinds that show print pictures (the generic webhook carries the event as is).
+PICTURE_KINDS: Final = frozenset({"slack", "teams", "discord"})
 RESPONSE_EXCERPT: Final = 500
 #: The default of ``[limits] reply_max_size``.
 DEFAULT_REPLY_MAX_SIZE: Final = 64 * 1024
@@ -70,6 +74,7 @@ class WebhookSink:
 
     The ``client`` is shared and owned by the caller; entering the sink does not open it and
     leaving does not close it. ``secret`` signs generic webhooks (ignored for other kinds).
+    ``pictures`` fetches fresh print pictures for chat kinds (``None``: messages without them).
     """
 
     def __init__(
@@ -85,6 +90,7 @@ class WebhookSink:
         reply_max_size: int = DEFAULT_REPLY_MAX_SIZE,
         clock: Clock,
         version: str,
+        pictures: PictureFetcher | None = None,
     ) -> None:
         if kind not in KINDS:
             raise ValueError(f"unknown receiver kind {kind!r}; use one of {sorted(KINDS)}")
@@ -99,6 +105,7 @@ class WebhookSink:
         self._clock = clock
         self._user_agent = f"printfleet/{version}"
         self._life = Lifecycle(f"webhook sink {name!r}")
+        self._pictures = pictures if kind in PICTURE_KINDS else None
 
     @property
     def name(self) -> str:
@@ -123,14 +130,16 @@ class WebhookSink:
     ) -> None:
         self._life.close()
 
-    def request_for(self, delivery: Delivery) -> tuple[bytes, dict[str, str]]:
+    def request_for(
+        self, delivery: Delivery, pictures: Pictures = NO_PICTURES
+    ) -> tuple[bytes, dict[str, str]]:
         """The body and headers that :meth:`deliver` POSTs (no I/O; signing reads the clock).
 
         Raises:
             DeliveryFailed: not retryable, when the payload cannot be rendered.
         """
         try:
-            body, content_type = formats.render(self._kind, delivery.payload)
+            body, content_type = formats.render(self._kind, delivery.payload, pictures=pictures)
         except (ValueError, TypeError) as err:
             raise DeliveryFailed(
                 self._name, f"payload cannot be rendered: {err}", retryable=False
@@ -156,7 +165,13 @@ class WebhookSink:
             RuntimeError: the sink is not open.
         """
         self._life.check_open()
-        body, headers = self.request_for(delivery)
+        pictures = NO_PICTURES
+        if self._pictures is not None:
+            # Before the attempt's deadline starts: the picture step has its own short ones.
+            pictures = await self._pictures.pictures(
+                self._name, delivery.payload, delivery_id=delivery.id
+            )
+        body, headers = self.request_for(delivery, pictures)
         try:
             async with asyncio.timeout(self._timeout) as deadline:
                 request = self._client.build_request(

@@ -219,6 +219,8 @@ class FormlabsSource(HttpSource):
         self._offline_after = offline_after
         # Material codes already reported as unnamed (logged once each, not every poll).
         self._unnamed_materials: set[str] = set()
+        # Picture links dropped so far, by (vendor field, reason); each pair is logged once.
+        self.rejected_pictures: dict[tuple[str, str], int] = {}
         self._auth = FormlabsToken(
             self._http,
             token_url=f"{self._base}{API}/o/token/",
@@ -255,6 +257,7 @@ class FormlabsSource(HttpSource):
             raise BadResponse(self._name, "GET /printers/ answered malformed JSON") from err
         current = [p.current_print for p in printers.values() if p.current_print is not None]
         self._report_unnamed([*current, *runs.values()])
+        self._report_pictures([*current, *runs.values()])
         return Snapshot(
             source=self._name,
             vendor=Vendor.FORMLABS,
@@ -263,6 +266,18 @@ class FormlabsSource(HttpSource):
             runs=MappingProxyType(runs),
             skipped=tuple(skipped),
         )
+
+    def _report_pictures(self, runs: Iterable[Print]) -> None:
+        """A picture link that is not https (or is too long) is dropped: said once per kind."""
+        for key, count in formlabs_map.rejected_pictures(runs).items():
+            if key not in self.rejected_pictures:
+                self._log.warning(
+                    "source.picture_link_dropped",
+                    field=key[0],
+                    reason=key[1],
+                    hint="the print is notified without this picture; later ones are not logged",
+                )
+            self.rejected_pictures[key] = self.rejected_pictures.get(key, 0) + count
 
     def _report_unnamed(self, runs: Iterable[Print]) -> None:
         """Lenient and loud: a material code nobody named is kept as the name, and said once."""
@@ -291,6 +306,7 @@ class FormlabsSource(HttpSource):
             params: Params = [("date__gt", iso(since)), ("per_page", PER_PAGE)]
             events = await self._list("/events/", params, key="id")
             event_runs, event_skipped, newest = formlabs_map.map_events(events)
+            self._report_pictures(event_runs.values())
             runs.update(event_runs)
             skipped.extend(event_skipped)
             if newest is not None and newest > since:
@@ -306,6 +322,7 @@ class FormlabsSource(HttpSource):
                 # Nothing to filter by: read only the first (newest) page, not the history.
                 records = await self._list("/prints/", params, key="guid", max_pages=1)
             found, bad = formlabs_map.map_prints(records)
+            self._report_pictures(found.values())
             runs.update(found)
             skipped.extend(bad)
         skipped_all = dedupe_skipped(skipped)

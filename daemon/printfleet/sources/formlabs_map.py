@@ -36,6 +36,7 @@ from printfleet.core.model import (
     Vendor,
     frozen_mapping,
 )
+from printfleet.core.pictures import check_picture_url, picture_url
 from printfleet.sources.base import Inventory
 from printfleet.sources.mapping import (
     REASON_NOT_OBJECT,
@@ -399,8 +400,33 @@ def _print(value: Any, printer_serial: str | None, raw: Mapping[str, Any] | None
         material_code=as_str(record.get("material")),
         message=as_str(record.get("message")),
         user=_user(record.get("user")),
+        thumbnail_url=picture_url(_thumbnail_value(record)),
+        photo_url=picture_url(record.get("post_print_photo_url")),
         raw=frozen_mapping(record) if raw is None else raw,
     )
+
+
+def _thumbnail_value(record: Mapping[str, Any]) -> Any:
+    thumbnail = as_mapping(record.get("print_thumbnail"))
+    return thumbnail.get("thumbnail") if thumbnail is not None else None
+
+
+def rejected_pictures(runs: Iterable[Print]) -> dict[tuple[str, str], int]:
+    """How many picture links of ``runs`` were dropped, by (vendor field, reason).
+
+    The mapper stays pure, so its source reports these (once per field and reason); the
+    links themselves are never part of the report (they carry a signature).
+    """
+    counts: dict[tuple[str, str], int] = {}
+    for run in runs:
+        for key, value in (
+            ("print_thumbnail.thumbnail", _thumbnail_value(run.raw)),
+            ("post_print_photo_url", run.raw.get("post_print_photo_url")),
+        ):
+            reason = check_picture_url(value)[1]
+            if reason is not None:
+                counts[key, reason] = counts.get((key, reason), 0) + 1
+    return counts
 
 
 def _material_name(record: Mapping[str, Any]) -> str | None:
