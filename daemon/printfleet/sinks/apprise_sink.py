@@ -246,6 +246,7 @@ class AppriseSink:
         timeout: float = 10.0,
         version: str,
     ) -> None:
+        _silence_apprise_logger()  # before Apprise parses the URL: it logs what it rejects
         self._name = name
         self._url = url
         self._timeout = timeout
@@ -260,7 +261,6 @@ class AppriseSink:
             storage_mode="memory",
         )
         self._life = Lifecycle(f"apprise sink {name!r}")
-        _silence_apprise_logger()
 
     @staticmethod
     def check_url(url: SecretStr) -> str | None:
