@@ -13,9 +13,12 @@ Severity becomes the service's own urgency twice over:
   already set that parameter in the URL (their choice wins for every severity). Critical is
   the level each service lets through Do Not Disturb / quiet hours.
 
-Apprise is synchronous (``requests``): each notification runs in a thread
-(``asyncio.to_thread``) under Apprise's own call deadline (``timeout``) and an outer asyncio
-deadline a little later, so neither a slow service nor a stuck thread holds the outbox. A
+Apprise is synchronous (``requests``): each notification runs in a thread under Apprise's own
+call deadline (``timeout``) and an outer asyncio deadline a little later, so neither a slow
+service nor a stuck thread holds the outbox. The threads are the sink's own small pool (as
+``asyncio.to_thread`` but not the loop's default executor): during an outage every attempt
+holds a thread for up to ``timeout``, and the default executor also resolves host names for
+the vendor polls and the webhooks, which must not wait behind a dead push service. A
 fresh Apprise object is built per notification: its plugins keep throttle state (ntfy waits
 5.5 s between two sends of one instance), which would make concurrent deliveries time out.
 
@@ -41,9 +44,11 @@ request URLs and payloads with tokens.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Self
@@ -64,6 +69,8 @@ REASON_MAX: Final = 300
 #: Longest title and body handed to Apprise; services cut further to their own limits.
 TITLE_MAX: Final = 250
 BODY_MAX: Final = 4000
+#: Threads per sink: the outbox's default concurrency (4 deliveries in flight at once).
+THREADS: Final = 4
 #: How much later than Apprise's own deadline we stop waiting for its thread.
 GRACE_S: Final = 2.0
 #: URL parts shorter than this are not redacted on their own: replacing every "json" or
@@ -261,6 +268,7 @@ class AppriseSink:
             storage_mode="memory",
         )
         self._life = Lifecycle(f"apprise sink {name!r}")
+        self._executor: ThreadPoolExecutor | None = None
 
     @staticmethod
     def check_url(url: SecretStr) -> str | None:
@@ -295,6 +303,9 @@ class AppriseSink:
 
     async def __aenter__(self) -> Self:
         self._life.open()
+        self._executor = ThreadPoolExecutor(
+            max_workers=THREADS, thread_name_prefix=f"apprise-{self._name}"
+        )
         return self
 
     async def __aexit__(
@@ -304,6 +315,10 @@ class AppriseSink:
         tb: TracebackType | None,
     ) -> None:
         self._life.close()
+        if self._executor is not None:
+            # Threads still inside Apprise end at its deadline; nobody waits for them.
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
 
     async def deliver(
         self,
@@ -347,7 +362,9 @@ class AppriseSink:
             )
         try:
             async with asyncio.timeout(self._timeout + GRACE_S):
-                return await asyncio.to_thread(self._notify, title, body, tone)
+                loop = asyncio.get_running_loop()
+                work = functools.partial(self._notify, title, body, tone)
+                return await loop.run_in_executor(self._executor, work)
         except TimeoutError:
             raise DeliveryFailed(
                 self._name,
