@@ -47,9 +47,9 @@ from printfleet.picture_links import SourcePictureLinks
 from printfleet.pipeline import Pipeline
 from printfleet.poller import SourcePoller
 from printfleet.rulepacks.loader import load_rule_set, silences_from_state
+from printfleet.sinks.factory import ReceiverSink, make_receiver_sink
 from printfleet.sinks.mqtt.sink import MqttSink
 from printfleet.sinks.pictures import PictureFetcher
-from printfleet.sinks.webhook import WebhookSink
 from printfleet.sources.base import Source
 from printfleet.sources.factory import make_source
 from printfleet.statelock import StateDirLock, StateDirLocked
@@ -94,7 +94,7 @@ class _Receiver:
     config: ReceiverConfig
     url: str
     secret: str | None
-    sink: WebhookSink
+    sink: ReceiverSink
     stack: AsyncExitStack
 
 
@@ -541,17 +541,15 @@ class Daemon:
         """The receiver's sink, entered (deliver() refuses to send through an unopened sink)."""
         assert self._client is not None
         url, secret = secrets
-        sink = WebhookSink(
-            receiver.name,
-            receiver.kind,
+        sink = make_receiver_sink(
+            receiver,
             url,
+            secret,
             client=self._client,
-            secret=secret,
-            headers=receiver.headers,
-            timeout=receiver.timeout.total_seconds(),
-            reply_max_size=self.settings.limits.reply_max_size,
             clock=self.clock,
             version=__version__,
+            config_file=self.config_file or Path("<settings>"),
+            reply_max_size=self.settings.limits.reply_max_size,
             pictures=(
                 PictureFetcher(self.picture_links, client=self._client)
                 if receiver.pictures

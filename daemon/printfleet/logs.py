@@ -41,7 +41,8 @@ MIN_SECRET_LENGTH = 6
 #: renewals old has long expired. Permanent secrets (from the config) are never dropped.
 MAX_TEMPORARY_SECRETS = 64
 
-_QUIET_LOGGERS = ("httpx", "httpcore", "aiomqtt")
+# urllib3: Apprise's transport (through requests), which logs request paths at DEBUG.
+_QUIET_LOGGERS = ("httpx", "httpcore", "aiomqtt", "urllib3")
 
 # redact() checks for "://", "eyJ", "-----BEGIN" and "[Bb]earer"/"BEARER" with plain substring
 # tests before running this, so a value with nothing credential-like costs well under a

@@ -27,9 +27,10 @@ CONCRETE_ADAPTERS = (
     "printfleet.sources.carbon",
     "printfleet.sinks.mqtt",
     "printfleet.sinks.webhook",
+    "printfleet.sinks.apprise_sink",
 )
-# The composition root, and the factory that turns source settings into adapters.
-MAY_NAME_ADAPTERS = ("printfleet.app", "printfleet.sources.factory")
+# The composition root, and the factories that turn source and receiver settings into adapters.
+MAY_NAME_ADAPTERS = ("printfleet.app", "printfleet.sources.factory", "printfleet.sinks.factory")
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,8 @@ Exit codes (DESIGN §3), the one table (the subcommands and the daemon return th
 
 One module per command: :mod:`~printfleet.cli.check`, :mod:`~printfleet.cli.snapshot`,
 :mod:`~printfleet.cli.rules` (``rules test``), :mod:`~printfleet.cli.silence`,
-:mod:`~printfleet.cli.outbox`, :mod:`~printfleet.cli.demo`; ``run`` is
+:mod:`~printfleet.cli.outbox`, :mod:`~printfleet.cli.receiver` (``receiver test``),
+:mod:`~printfleet.cli.demo`; ``run`` is
 :func:`printfleet.app.run_daemon`. A handler imports its command's module when it runs, so
 ``printfleet check`` does not load the daemon's network stack; these are plain imports — a
 missing module is a broken installation and fails like any other bug.
@@ -263,6 +264,28 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--id", dest="ids", nargs="+", action="extend", default=[], metavar="ID")
         sub.set_defaults(command=f"outbox {action}", action=action, handler=_outbox)
 
+    receiver = commands.add_parser("receiver", help="receiver tools")
+    receiver.set_defaults(help_parser=receiver)
+    receiver_commands = receiver.add_subparsers(title="receiver commands", metavar="COMMAND")
+    receiver_test = receiver_commands.add_parser(
+        "test",
+        parents=[config],
+        help="send one test notification to a [[receiver]] now and print its answer",
+        description="Sends a test notification (a printer.alert for subject printfleet-test) "
+        "through the receiver's real sink: formats, signing and delivery as the daemon's, but "
+        "directly, not through the outbox (nothing is queued or retried, so it works while "
+        "the daemon runs). Exit 0: accepted; 1: not accepted (the reason is printed); 2: no "
+        "such receiver or a config problem.",
+    )
+    receiver_test.add_argument("name", metavar="NAME", help="the [[receiver]] name")
+    receiver_test.add_argument(
+        "--severity",
+        choices=("info", "warning", "critical"),
+        default="info",
+        help="the test's severity, to check a push service's priority for it (default info)",
+    )
+    receiver_test.set_defaults(command="receiver test", handler=_receiver_test)
+
     silence = commands.add_parser("silence", help="ad-hoc silences (maintenance)")
     silence.set_defaults(help_parser=silence)
     silence_commands = silence.add_subparsers(title="silence commands", metavar="ACTION")
@@ -447,6 +470,13 @@ def _outbox(args: argparse.Namespace, extra: list[str]) -> int:
             settings, args.action, sink=args.sink, dead=args.dead, ids=args.ids, out=sys.stdout
         )
     )
+
+
+def _receiver_test(args: argparse.Namespace, extra: list[str]) -> int:
+    from printfleet.cli.receiver import receiver_test
+
+    path, settings = _settings(args)
+    return int(receiver_test(path, settings, args.name, sys.stdout, severity=args.severity))
 
 
 def _silence(args: argparse.Namespace, extra: list[str]) -> int:

@@ -379,9 +379,15 @@ class ReceiverConfig(Section):
         description="Name rules use in `notify = [...]` ('mqtt' is reserved for the MQTT sink).",
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
     )
-    kind: Literal["webhook", "slack", "teams", "discord"] = Field(description="Payload format.")
+    kind: Literal["webhook", "slack", "teams", "discord", "apprise"] = Field(
+        description="Payload format; apprise: push services (ntfy, Telegram, Pushover, "
+        "e-mail, ...) through an Apprise URL."
+    )
     url: SecretStr | None = Field(
-        None, description="Target URL (Slack/Teams/Discord URLs are secrets: prefer url_file)."
+        None,
+        description="Target URL (Slack/Teams/Discord/Apprise URLs are secrets: prefer "
+        "url_file). apprise: a service URL such as ntfys://ntfy.sh/topic or "
+        "tgram://bottoken/chat_id (https://appriseit.com/services/).",
     )
     url_file: Path | None = Field(None, description="File holding the target URL.")
     secret: SecretStr | None = Field(

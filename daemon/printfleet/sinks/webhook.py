@@ -33,7 +33,7 @@ import asyncio
 import hashlib
 import hmac
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType, TracebackType
 from typing import Final, Self
 
@@ -157,8 +157,16 @@ class WebhookSink:
                 )
         return body, headers
 
-    async def deliver(self, delivery: Delivery) -> None:
+    async def deliver(
+        self,
+        delivery: Delivery,
+        *,
+        on_reply: Callable[[int | None, str], None] | None = None,
+    ) -> None:
         """POST ``delivery`` once; see the module docstring for how outcomes translate.
+
+        ``on_reply`` (``printfleet receiver test``) is told the status and the (capped,
+        redacted) reply of an accepted request.
 
         Raises:
             DeliveryFailed: the receiver did not accept it.
@@ -214,6 +222,8 @@ class WebhookSink:
                 self._name, "the receiver URL is invalid; check url/url_file", retryable=False
             ) from None
         self._check(response, reply)
+        if on_reply is not None:
+            on_reply(response.status_code, self._redact(_excerpt(response, reply)))
 
     async def _read_reply(self, response: httpx.Response) -> bytes:
         """At most ``reply_max_size`` bytes of the reply.
