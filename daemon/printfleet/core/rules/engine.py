@@ -362,6 +362,8 @@ class RuleEngine:
                 # Held and never sent: nobody needs the firing nor the resolved notice.
                 run.note(rule.name, occ.subject, "resolved", "taken out of the held summary")
             elif rule.resolve and cond.notified:
+                # Sent before the hold (only reminders were held): the resolved notice is
+                # news, and is held itself while the silence lasts.
                 self._notify(rule, "resolved", occ, run, render=Occurrence(cond.event))
             else:
                 run.note(rule.name, occ.subject, "resolved", "no resolved notice")
@@ -657,20 +659,22 @@ class RuleEngine:
                 at=at,
                 event_id=occ.id,
                 receivers=rule.notify,
+                first=repeat == 0,
             ),
             repeat=repeat > 0,
         )
         run.note(rule.name, occ.subject, "held", "by silence {} until it ends", silence.id)
 
     def _unhold(self, key: tuple[str, str, str, str, str]) -> bool:
-        """Take the held firing items of condition ``key`` out of every hold; any taken?"""
-        taken = False
+        """Take the held firing items of condition ``key`` out of every hold; True when one
+        of them was its first notice (the alert was never sent, so nothing more is said)."""
+        unsent = False
         for silence_id, hold in list(self._holds.items()):
-            if hold.drop(key):
-                taken = True
-                if not hold.items and not hold.overflow:
-                    del self._holds[silence_id]  # all resolved: no summary at all
-        return taken
+            taken, first = hold.drop(key)
+            unsent = unsent or first
+            if taken and not hold.items and not hold.overflow:
+                del self._holds[silence_id]  # all resolved: no summary at all
+        return unsent
 
     def _known_silences(self) -> dict[str, Silence]:
         return {s.id: s for s in (*self.rules.silences, *self._adhoc)}

@@ -52,6 +52,8 @@ class HeldItem:
     event_id: str
     receivers: tuple[str, ...]
     count: int = 1
+    #: Whether it holds the alert's first notice (not only reminders of one already sent).
+    first: bool = True
 
     @property
     def key(self) -> tuple[str, str, str, str, str]:
@@ -73,6 +75,7 @@ class HeldItem:
             "event_id": self.event_id,
             "receivers": list(self.receivers),
             "count": self.count,
+            "first": self.first,
         }
 
     @classmethod
@@ -91,6 +94,7 @@ class HeldItem:
             event_id=str(data.get("event_id") or ""),
             receivers=tuple(str(r) for r in data["receivers"]),
             count=max(1, int(data.get("count") or 1)),
+            first=data.get("first") is not False,
         )
 
 
@@ -114,11 +118,13 @@ class Hold:
         else:
             self.items.append(item)
 
-    def drop(self, key: tuple[str, str, str, str, str]) -> int:
-        """Take out the firing items of condition ``key`` (it resolved); how many."""
-        before = len(self.items)
-        self.items = [i for i in self.items if not (i.key == key and i.status == "firing")]
-        return before - len(self.items)
+    def drop(self, key: tuple[str, str, str, str, str]) -> tuple[bool, bool]:
+        """Take out the firing items of condition ``key`` (it resolved): (any taken, was one
+        of them its first notice, i.e. nobody was ever told)."""
+        taken = [i for i in self.items if i.key == key and i.status == "firing"]
+        if taken:
+            self.items = [i for i in self.items if not (i.key == key and i.status == "firing")]
+        return bool(taken), any(i.first for i in taken)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -214,6 +220,7 @@ def summary_payload(
 
 def _line(item: HeldItem, tz: tzinfo | None) -> str:
     when = item.at.astimezone(tz) if tz is not None else item.at
-    head = "resolved: " if item.status == "resolved" else ""
+    resolved = item.status == "resolved" and not item.title.lower().startswith("resolved")
+    head = "Resolved: " if resolved else ""
     times = f" ({item.count} times)" if item.count > 1 else ""
     return f"• {when:%a %H:%M} [{item.severity}] {head}{item.title}{times}"
