@@ -271,7 +271,7 @@ class RuleEngine:
         while self._timers and not self._timer_valid(self._timers[0]):
             heapq.heappop(self._timers)
         deadline = self._timers[0][0] if self._timers else None
-        release = self._next_release()
+        release = self.next_release()
         if release is not None and (deadline is None or release < deadline):
             return release
         return deadline
@@ -713,8 +713,9 @@ class RuleEngine:
                 f"held summary to {', '.join(receivers)}",
             )
 
-    def _next_release(self) -> datetime | None:
-        """When the earliest hold's silence ends (a removed silence's hold: now)."""
+    def next_release(self) -> datetime | None:
+        """When the earliest hold's silence ends and its summary goes out (``None``: nothing
+        held; a removed silence's hold: now). Part of :meth:`next_deadline`."""
         if not self._holds or self._now is None:
             return None
         known = self._known_silences()
