@@ -276,6 +276,8 @@ def test_the_summary_renders_for_every_receiver_kind() -> None:
          datetime(2026, 11, 24, 5, tzinfo=UTC)),  # 06:00 Berlin in winter
         ("22:00-06:00", "Europe/Berlin", datetime(2026, 3, 29, 0, 30, tzinfo=UTC),
          datetime(2026, 3, 29, 4, tzinfo=UTC)),  # the night DST starts: 06:00 CEST
+        ("22:00-06:00", "Europe/Berlin", datetime(2026, 10, 25, 0, 30, tzinfo=UTC),
+         datetime(2026, 10, 25, 5, tzinfo=UTC)),  # the night DST ends: 06:00 CET
         ("00:00-24:00", "UTC", T0, None),  # always: never ends
     ],
 )  # fmt: skip

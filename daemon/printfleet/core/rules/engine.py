@@ -723,6 +723,9 @@ class RuleEngine:
         for silence_id in self._holds:
             silence = known.get(silence_id)
             end = self._now if silence is None else silence.ends_after(self._now)
+            stuck = end is not None and end <= self._now
+            if silence is not None and stuck and silence.active(self._now):
+                end = self._now + timedelta(minutes=1)  # a wall-clock oddity (DST): look later
             if end is not None:
                 ends.append(end)
         return min(ends, default=None)

@@ -200,7 +200,7 @@ def summary_payload(
     event = {
         "specversion": "1.0",
         "id": summary_id,
-        "source": "printfleet/rules/held",
+        "source": "printfleet/rules/quiet-hours",
         "type": SUMMARY_EVENT_TYPE,
         "subject": hold.silence,
         "time": iso(now),
