@@ -195,3 +195,19 @@ def test_ack_is_documented_in_help(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "repeat" in out
     assert "--until" in out
+
+
+def test_the_daemons_silence_watcher_picks_up_acks(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Daemon._refresh_silences (run every 30 s) reads the acks `ack` stored, like silences."""
+    from printfleet.app import Daemon
+
+    engine, db = daemon_engine(config)
+    assert run(capsys, "ack", "offline", "serial=Form4-B", "-c", str(config))[0] == 0
+    daemon = Daemon(load_settings(config))
+    with Store.open(db) as store:
+        daemon.store, daemon.engine = store, engine
+        daemon._refresh_silences()
+    repeats = engine.tick(datetime.now(UTC) + timedelta(hours=1))
+    assert [d.payload["event"]["subject"] for d in repeats] == ["Form4-A"]

@@ -305,3 +305,11 @@ def test_rule_set_silences_with_hold_apply() -> None:
     eng = RuleEngine(RuleSet(rules=(rule(),), silences=(NIGHT,)))
     assert eng.process(event("print.failed"), at(minutes=1)) == []
     assert receivers(eng.tick(at(hours=2))) == ["slack"]
+
+
+def test_a_reload_keeps_the_held_items() -> None:
+    """SIGHUP (replace_rules) keeps what a hold silence still in the packs holds."""
+    eng = hold_engine()
+    eng.process(event("print.failed"), at(minutes=5))
+    eng.replace_rules(hold_engine().rules)
+    assert receivers(eng.tick(at(hours=2))) == ["phone", "slack"]
