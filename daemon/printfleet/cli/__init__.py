@@ -300,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
         "ack",
         parents=[config],
         help="acknowledge firing alerts: stop their repeats (ack list, ack remove ID)",
+        usage="printfleet ack [-c FILE] RULE [KEY=GLOB ...] [--until resolved|DURATION] "
+        "[--comment TEXT] [--by NAME]\n       printfleet ack [-c FILE] list [--all]\n"
+        "       printfleet ack [-c FILE] remove ID ...",
         description="printfleet ack RULE [KEY=GLOB ...] stops the repeat notifications of the "
         "alerts of RULE firing now (new alerts still notify; the resolved notice still comes). "
         "printfleet ack list shows acks; printfleet ack remove ID... ends them.",
@@ -307,17 +310,18 @@ def build_parser() -> argparse.ArgumentParser:
     ack.add_argument(
         "words",
         nargs="+",
-        metavar="RULE [KEY=GLOB ...] | list | remove ID",
+        metavar="WORD",
         help="a rule name and matchers as for silence add, e.g. offline serial='Form4-*'",
     )
     ack.add_argument(
         "--until",
         type=_until,
         default="resolved",
+        metavar="resolved|DURATION",
         help="resolved (default: until the acknowledged alerts resolve) or a duration, e.g. 4h",
     )
-    ack.add_argument("--comment", help="why (shown by `silence list`)")
-    ack.add_argument("--by", default=_user(), help="who (default: your user name)")
+    ack.add_argument("--comment", metavar="TEXT", help="why (shown by `silence list`)")
+    ack.add_argument("--by", metavar="NAME", default=_user(), help="who (default: your user name)")
     ack.add_argument("--all", action="store_true", help="list: include spent acks")
     ack.set_defaults(command="ack", handler=_ack)
     return parser
