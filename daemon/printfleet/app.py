@@ -36,6 +36,7 @@ from printfleet.config.secrets import report_secret_file_permissions, secret_fil
 from printfleet.core.events import ChangeEvent
 from printfleet.core.fleet import FleetView
 from printfleet.core.polling import PollPolicy
+from printfleet.core.rules.acks import ACKS_KEY, acks_from_state
 from printfleet.core.rules.engine import RuleEngine
 from printfleet.core.thresholds import DiffSettings
 from printfleet.errors import EXIT_AUTH, EXIT_OK, ConfigError, PrintfleetError
@@ -396,16 +397,18 @@ class Daemon:
         return start
 
     def _refresh_silences(self) -> None:
-        """Apply the ad-hoc silences `printfleet silence add` keeps in the state store."""
+        """Apply the ad-hoc silences `printfleet silence add` and the acks `printfleet ack`
+        keep in the state store."""
         if self.store is None or self.engine is None:
             return
         try:
             self.engine.set_silences(silences_from_state(self.store.load_state("silences")))
+            self.engine.set_acks(acks_from_state(self.store.load_state(ACKS_KEY)))
         except PrintfleetError as err:
             log.warning("silences.unreadable", error=str(err))
 
     async def _watch_silences(self, every: float = 30.0) -> None:
-        # The CLI writes silences into the store while the daemon runs; pick them up.
+        # The CLI writes silences and acks into the store while the daemon runs; pick them up.
         while True:
             await self.clock.sleep(every)
             self._refresh_silences()

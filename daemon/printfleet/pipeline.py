@@ -29,6 +29,8 @@ from printfleet.poller import Cycle
 
 #: Rule decisions that made a notification (logged as ``rule.matched``).
 _MATCHED = frozenset({"fired", "log-only", "repeat", "resolved", "group-sent"})
+#: Decisions that change what people hear later, logged at info as ``rule.<outcome>``.
+_NOTABLE = frozenset({"acknowledged", "held"})
 
 
 class StateStore(Protocol):
@@ -173,21 +175,27 @@ class Pipeline:
         decisions: list[Decision] = []
         deliveries = self._rules.tick(now, trace=decisions)
         self._count_matches()
-        if deliveries or self._pending:
+        # Any decision may have changed the engine's state (a hold-down that fired into a
+        # hold silence sends nothing but must survive a restart), so persist it then too.
+        if deliveries or self._pending or decisions:
             self._commit(None, deliveries, {"rules": self._rules.state()})
         self._log_decisions(decisions)
 
     def _log_decisions(self, decisions: list[Decision], **context: str) -> None:
         """One ``rule.*`` line per rule decision: ``rule.matched`` (info) when a notification
         was made (sent, log-only, repeated, resolved, a group sent), ``rule.error`` (warning)
-        when a ``when`` failed, else ``rule.<outcome>`` at debug (throttled, silenced,
-        pending, grouped, cancelled, duplicate)."""
+        when a ``when`` failed, ``rule.acknowledged`` / ``rule.held`` (info) when an ack kept
+        a repeat back or a hold silence kept a notification for its summary, else
+        ``rule.<outcome>`` at debug (throttled, silenced, pending, grouped, cancelled,
+        duplicate)."""
         for d in decisions:
             fields = {"rule": d.rule, "subject": d.subject, "detail": d.detail, **context}
             if d.outcome in _MATCHED:
                 self._log.info("rule.matched", outcome=d.outcome, **fields)
             elif d.outcome == "error":
                 self._log.warning("rule.error", **fields)
+            elif d.outcome in _NOTABLE:
+                self._log.info(f"rule.{d.outcome}", **fields)
             else:
                 self._log.debug(f"rule.{d.outcome}", **fields)
 

@@ -7,8 +7,8 @@ Exit codes (DESIGN §3), the one table (the subcommands and the daemon return th
 
 One module per command: :mod:`~printfleet.cli.check`, :mod:`~printfleet.cli.snapshot`,
 :mod:`~printfleet.cli.rules` (``rules test``), :mod:`~printfleet.cli.silence`,
-:mod:`~printfleet.cli.outbox`, :mod:`~printfleet.cli.receiver` (``receiver test``),
-:mod:`~printfleet.cli.demo`; ``run`` is
+:mod:`~printfleet.cli.ack`, :mod:`~printfleet.cli.outbox`, :mod:`~printfleet.cli.receiver`
+(``receiver test``), :mod:`~printfleet.cli.demo`; ``run`` is
 :func:`printfleet.app.run_daemon`. A handler imports its command's module when it runs, so
 ``printfleet check`` does not load the daemon's network stack; these are plain imports — a
 missing module is a broken installation and fails like any other bug.
@@ -304,6 +304,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add.add_argument("--comment", help="why (shown by `silence list`)")
     add.add_argument("--author", default=_user(), help="who (default: your user name)")
+    add.add_argument(
+        "--hold",
+        action="store_true",
+        help="hold instead of drop: one summary per receiver when the silence ends",
+    )
     add.set_defaults(action="add", ids=[], all=False)
     listing = silence_commands.add_parser("list", parents=[config], help="active silences")
     listing.add_argument("--all", action="store_true", help="include expired silences")
@@ -313,7 +318,40 @@ def build_parser() -> argparse.ArgumentParser:
     remove.set_defaults(action="remove", matchers=[], duration=None, comment=None, all=False)
     for sub in (add, listing, remove):
         sub.set_defaults(command=f"silence {sub.get_default('action')}", handler=_silence)
+
+    ack = commands.add_parser(
+        "ack",
+        parents=[config],
+        help="acknowledge firing alerts: stop their repeats (ack list, ack remove ID)",
+        usage="printfleet ack [-c FILE] RULE [KEY=GLOB ...] [--until resolved|DURATION] "
+        "[--comment TEXT] [--by NAME]\n       printfleet ack [-c FILE] list [--all]\n"
+        "       printfleet ack [-c FILE] remove ID ...",
+        description="printfleet ack RULE [KEY=GLOB ...] stops the repeat notifications of the "
+        "alerts of RULE firing now (new alerts still notify; the resolved notice still comes). "
+        "printfleet ack list shows acks; printfleet ack remove ID... ends them.",
+    )
+    ack.add_argument(
+        "words",
+        nargs="+",
+        metavar="WORD",
+        help="a rule name and matchers as for silence add, e.g. offline serial='Form4-*'",
+    )
+    ack.add_argument(
+        "--until",
+        type=_until,
+        default="resolved",
+        metavar="resolved|DURATION",
+        help="resolved (default: until the acknowledged alerts resolve) or a duration, e.g. 4h",
+    )
+    ack.add_argument("--comment", metavar="TEXT", help="why (shown by `silence list`)")
+    ack.add_argument("--by", metavar="NAME", default=_user(), help="who (default: your user name)")
+    ack.add_argument("--all", action="store_true", help="list: include spent acks")
+    ack.set_defaults(command="ack", handler=_ack)
     return parser
+
+
+def _until(text: str) -> str | timedelta:
+    return "resolved" if text.strip().lower() == "resolved" else _duration(text)
 
 
 def _count(text: str) -> int:
@@ -477,6 +515,28 @@ def _receiver_test(args: argparse.Namespace, extra: list[str]) -> int:
 
     path, settings = _settings(args)
     return int(receiver_test(path, settings, args.name, sys.stdout, severity=args.severity))
+
+
+def _ack(args: argparse.Namespace, extra: list[str]) -> int:
+    """``ack RULE [KEY=GLOB…]``, ``ack list``, ``ack remove ID…`` (the first word decides;
+    a rule named ``list`` or ``remove`` cannot be acknowledged from the command line)."""
+    from printfleet.cli.ack import ack_command
+
+    first, *rest = args.words
+    if first in ("list", "remove"):
+        action, args.ids, args.matchers = first, rest, {}
+        if action == "remove" and not rest:
+            print("printfleet ack remove: give the ids to remove (see ack list)", file=sys.stderr)
+            return EXIT_CONFIG
+    else:
+        action, args.rule, args.ids = "add", first, []
+        try:
+            args.matchers = dict(_matcher(word) for word in rest)
+        except argparse.ArgumentTypeError as err:
+            print(f"printfleet ack: {err}", file=sys.stderr)
+            return EXIT_CONFIG
+    path, settings = _settings(args)
+    return int(ack_command(settings, action, args, sys.stdout, base_dir=path.parent))
 
 
 def _silence(args: argparse.Namespace, extra: list[str]) -> int:

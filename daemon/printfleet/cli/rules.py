@@ -34,6 +34,8 @@ OUTCOME_MEANINGS: dict[str, str] = {
     "cancelled": "a hold-down (`for`) was still waiting when the resolving event came "
     "(e.g. printer.online before printer.offline had lasted `for`), so nothing was sent",
     "silenced": "a silence matched, nothing was sent",
+    "held": "a hold silence matched: kept for the summary sent when the silence ends",
+    "acknowledged": "an ack (printfleet ack) covers the alert: its repeat was not sent",
     "throttled": "the rule already notified about this printer within `throttle`",
     "error": "the rule could not be evaluated (see the line above)",
 }
@@ -93,6 +95,12 @@ def rules_test(
     if clock is not None:
         horizon = clock + _flush_horizon(rule_set)
         _run_timers(engine, horizon, out, totals, final=True)
+        release = engine.next_release()
+        if release is not None:  # show the held summaries, however far the window's end is
+            trace = []
+            deliveries = engine.tick(release, trace=trace)
+            print(f"\n[end of events, hold silences end] {iso(release)}", file=out)
+            _report(trace, deliveries, out, totals, indent="    ")
     summary = ", ".join(f"{count} {what}" for what, count in sorted(totals.items()))
     print(f"\nsummary: {len(events)} events; {summary or 'no deliveries'}", file=out)
     for what in sorted(totals):
@@ -212,13 +220,26 @@ def _report(
         if rendered:  # a log-only rule: its wording shows nowhere else
             print(f"{indent}  -> {decision.rule}: log only (notify = [])", file=out)
             _print_wording(decision.title, decision.text, out, indent)
-        if decision.outcome in ("log-only", "silenced", "throttled", "cancelled", "error"):
+        if decision.outcome in (
+            "log-only",
+            "silenced",
+            "held",
+            "acknowledged",
+            "throttled",
+            "cancelled",
+            "error",
+        ):
             totals[decision.outcome] = totals.get(decision.outcome, 0) + 1
     # one block per rule decision: receivers, title, text
     by_key: dict[tuple[str, str, str], list[Delivery]] = {}
     for delivery in deliveries:
         payload = delivery.payload
-        key = (str(payload.get("rule")), str(payload.get("status")), delivery.event_id)
+        # A held summary belongs to no rule: it is named after its silence.
+        held = payload.get("held")
+        name = payload.get("rule") or (
+            f"silence {held.get('silence')}" if isinstance(held, Mapping) else None
+        )
+        key = (str(name), str(payload.get("status")), delivery.event_id)
         by_key.setdefault(key, []).append(delivery)
     for (rule, status, _), group in by_key.items():
         if (rule, status, _) in shown:

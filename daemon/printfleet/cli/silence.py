@@ -3,6 +3,9 @@
 Ad-hoc silences live in the state database under the key ``"silences"`` (a JSON list of
 :meth:`printfleet.core.rules.windows.Silence.as_dict`); the daemon picks them up with
 :func:`printfleet.rulepacks.loader.silences_from_state`. Safe to run beside the daemon (SQLite WAL).
+``silence add --hold`` makes a hold silence (its notifications come as one summary when it
+ends). ``silence list`` also shows the acks of ``printfleet ack`` (STATE ``ack``), and
+``silence remove`` removes them by id too (:mod:`printfleet.cli.ack`).
 """
 
 from __future__ import annotations
@@ -55,16 +58,30 @@ def silence_command(
     Raises:
         StoreError: the state database cannot be used.
     """
+    # Imported here: printfleet.cli.ack builds on this module's table and store helpers.
+    from printfleet.cli.ack import RULES_STATE_KEY, ack_rows, firing_conditions, remove_acks
+    from printfleet.core.rules.acks import ACKS_KEY, acks_from_state
+
     now = now or datetime.now(UTC)
     store = open_store(settings)
     try:
         current = list(silences_from_state(store.load_state(SILENCES_KEY)))
         if action == "add":
             return _add(store, current, args, out, now)
+        acks = list(acks_from_state(store.load_state(ACKS_KEY)))
+        firing = firing_conditions(store.load_state(RULES_STATE_KEY))
         if action == "list":
-            return _list(current, out, now, show_expired=bool(getattr(args, "all", False)))
+            show_expired = bool(getattr(args, "all", False))
+            rows = ack_rows(acks, firing, now, show_expired=show_expired)
+            return _list(current, out, now, show_expired=show_expired, extra=rows)
         if action == "remove":
-            return _remove(store, current, list(getattr(args, "ids", []) or []), out, now)
+            ids = list(getattr(args, "ids", []) or [])
+            ack_ids = {a.id for a in acks}
+            removed, _ = remove_acks(store, acks, firing, [i for i in ids if i in ack_ids], now)
+            if removed:
+                print(f"removed {', '.join(removed)}", file=out)
+            rest = [i for i in ids if i not in ack_ids]
+            return _remove(store, current, rest, out, now) if rest else EXIT_OK
         print(f"unknown silence action {action!r}; use add, list or remove", file=out)
         return EXIT_CONFIG
     finally:
@@ -94,6 +111,7 @@ def _add(
             comment=str(getattr(args, "comment", None) or ""),
             origin="adhoc",
             created_by=str(getattr(args, "author", None) or ""),
+            hold=bool(getattr(args, "hold", False)),
         )
     except ValueError as err:
         print(f"invalid silence: {err}", file=out)
@@ -114,9 +132,16 @@ MAX_COLUMN_WIDTH: dict[str, int] = {"ID": 12, "STATE": 9, "UNTIL": 20, "MATCH": 
 ELLIPSIS = "…"
 
 
-def _list(current: Sequence[Silence], out: TextIO, now: datetime, *, show_expired: bool) -> int:
+def _list(
+    current: Sequence[Silence],
+    out: TextIO,
+    now: datetime,
+    *,
+    show_expired: bool,
+    extra: Sequence[Mapping[str, str]] = (),
+) -> int:
     rows = [s for s in current if show_expired or not s.expired(now)]
-    if not rows:
+    if not rows and not extra:
         print("no ad-hoc silences", file=out)
         return EXIT_OK
     table = [
@@ -135,7 +160,7 @@ def _list(current: Sequence[Silence], out: TextIO, now: datetime, *, show_expire
         }
         for silence in rows
     ]
-    for line in render_table(table, MAX_COLUMN_WIDTH):
+    for line in render_table([*table, *extra], MAX_COLUMN_WIDTH):
         print(line, file=out)
     return EXIT_OK
 
@@ -181,6 +206,7 @@ def _remove(
 
 
 def _describe_match(silence: Silence) -> str:
+    hold = " (hold)" if silence.hold else ""
     if not silence.match:
-        return "everything"
-    return " ".join(f"{k}={','.join(v)}" for k, v in silence.match.items())
+        return "everything" + hold
+    return " ".join(f"{k}={','.join(v)}" for k, v in silence.match.items()) + hold

@@ -22,7 +22,9 @@ Rule keys (see ``rules/*.toml`` for worked examples):
     description  free text;  enabled = false keeps a rule validated but inactive
 
 Silence keys: ``name``, ``match`` (field -> glob or list of globs), ``schedule`` (weekly
-window or list of them), ``timezone``, ``starts_at``, ``ends_at``, ``comment``.
+window or list of them), ``timezone``, ``starts_at``, ``ends_at``, ``comment``, ``hold``
+(true: what it silences is sent as one summary per receiver when it ends, see
+:mod:`printfleet.core.rules.holds`).
 
 One file although long: every check of every key appends to the one problem list with the
 file and line it found, and reporting all problems at once is what the loader is for.
@@ -88,6 +90,7 @@ SILENCE_KEYS: tuple[str, ...] = (
     "starts_at",
     "ends_at",
     "comment",
+    "hold",
 )
 TOP_KEYS: tuple[str, ...] = ("rule", "silence")
 DEFAULT_GROUP_WAIT = timedelta(seconds=30)
@@ -610,6 +613,9 @@ class _Loader:
                 "a silence needs schedule, starts_at or ends_at",
                 'add schedule = "Sat 00:00-Mon 06:00" (or ends_at for a one-off)',
             )
+        hold = table.get("hold", False)
+        if not isinstance(hold, bool):
+            self._problem(where, "hold", "must be true or false", "write hold = true")
         if len(self.problems) > before:
             return
         try:
@@ -622,6 +628,7 @@ class _Loader:
                 ends_at=ends_at,
                 comment=self._string(table, "comment", where) or "",
                 origin=where.file,
+                hold=hold is True,
             )
         except ValueError as err:
             text = str(err)

@@ -102,3 +102,27 @@ async def test_detected_changes_are_logged_under_their_type() -> None:
         "print.failed",
         "info",
     )
+
+
+async def test_an_acknowledged_repeat_and_a_held_notification_are_info_lines() -> None:
+    """An ack keeping a repeat back logs rule.acknowledged; a hold silence logs rule.held."""
+    from printfleet.core.rules.acks import Ack
+
+    night = Silence(id="night", starts_at=T0 + timedelta(hours=2), hold=True)
+    eng = engine(rule("down", on=["print.failed"], repeat=3600, resolve=True), silences=[night])
+    clock = FakeClock(T0)
+    pipeline = Pipeline(store=_Store(), rules=eng, clock=clock, mqtt_prefix=None)
+    await pipeline.handle(failed("e1"))
+    eng.set_acks([Ack(id="a1", rule="down", created_at=T0, created_by="ann")])
+    with structlog.testing.capture_logs() as logs:
+        await clock.advance(3600)
+        await pipeline.tick()
+        eng.set_acks([])
+        await clock.advance(3600)
+        await pipeline.tick()
+    assert rule_lines(logs) == [
+        ("rule.acknowledged", "info", "down"),
+        ("rule.held", "info", "down"),
+    ]
+    acknowledged = next(e for e in logs if e["event"] == "rule.acknowledged")
+    assert acknowledged["detail"] == "repeat not sent: ack a1 by ann"

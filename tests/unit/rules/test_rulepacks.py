@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tomllib
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -435,3 +435,42 @@ def test_stored_adhoc_silences_are_read_leniently() -> None:
     ]
     assert [s.id for s in silences_from_state(stored)] == ["a"]
     assert silences_from_state(None) == ()
+
+
+def test_a_silence_may_hold() -> None:
+    """`hold = true` makes a hold silence; anything but a boolean names the key and line."""
+    pack = "[[silence]]\nname = 'night'\nschedule = '22:00-06:00'\nhold = true\n"
+    assert load_pack_text(pack, "p.toml").silences[0].hold is True
+    assert load_pack_text(pack.replace("hold = true\n", ""), "p.toml").silences[0].hold is False
+    problem = only_problem(pack.replace("hold = true", "hold = 'yes'"))
+    assert (problem.key, problem.line, problem.message) == (
+        "silence 'night'.hold",
+        4,
+        "must be true or false",
+    )
+
+
+def test_the_opt_in_phone_pack_loads_with_its_receivers() -> None:
+    """rules/opt-in/phone.toml loads with a "phone" receiver: failures ring at night, an
+    offline printer is held for the 06:00 summary."""
+    pack = ROOT / "rules" / "opt-in" / "phone.toml"
+    assert pack.read_text().startswith("# printfleet — phone.toml:")
+    config = Settings(
+        receiver=(ReceiverConfig(name="phone", kind="webhook", url="https://example.invalid/x"),),
+        rules=RulesConfig(packs=(str(pack),)),
+    )
+    rule_set = load_rule_set(config)
+    assert all(rule.description for rule in rule_set.rules)
+    assert [s.hold for s in rule_set.silences] == [True]
+    eng = RuleEngine(rule_set)
+    night = T0.replace(hour=23)  # Monday 23:00 UTC, 00:00 in Berlin
+    assert [d.sink for d in eng.process(event("print.failed"), night)] == ["phone"]
+    eng.process(event("printer.offline"), night)
+    assert eng.tick(night + timedelta(minutes=15)) == []  # held
+    [summary] = eng.tick(datetime(2026, 11, 24, 5, 0, tzinfo=UTC))  # 06:00 Berlin
+    assert summary.payload["title"] == "1 notification held during quiet hours (phone-night)"
+
+
+def test_the_opt_in_phone_pack_is_not_among_the_default_packs() -> None:
+    """The default glob (rules/*.toml) does not pick it up: the example config lacks "phone"."""
+    assert all(p.parent.name == "rules" for p in SHIPPED)

@@ -327,3 +327,14 @@ def test_silence_list_columns_shrink_to_short_content(tmp_path: Path) -> None:
     header, row = text.splitlines()
     assert header.index("COMMENT") - header.index("MATCH") == len("source=lab") + 2
     assert row.endswith("source=lab  tank change")
+
+
+def test_rules_test_shows_held_notifications_and_their_summary(tmp_path: Path) -> None:
+    """A hold silence shows 'held' for the event and the summary at the window's end."""
+    pack = PACK + ("\n[[silence]]\nname = 'night'\nschedule = 'Mon 09:00-Mon 18:00'\nhold = true\n")
+    _, text = run_test(config(tmp_path, pack), write_events(tmp_path, event("print.failed")))
+    assert "held" in text
+    assert "by silence night until it ends" in text
+    assert "[end of events, hold silences end] 2026-11-23T18:00:00Z" in text
+    assert "-> silence night summary to ops-slack" in text
+    assert "1 notification held during quiet hours (night)" in text

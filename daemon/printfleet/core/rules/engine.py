@@ -1,11 +1,14 @@
 """The rule engine: maps each event to the deliveries its rules decide, holding their timers.
 
 One notification passes the steps of Alertmanager's pipeline, in its order: throttled (a
-recent send for the same rule and subject) -> silenced -> deliveries (log only, or group,
-render and fan out to each receiver and the rule's MQTT topic). Each step is one method of
-:class:`RuleEngine` (``_is_throttled``, ``_is_silenced``, ``_deliveries``, ``_fan_out``).
+recent send for the same rule and subject) -> silenced (dropped, or held by a ``hold``
+silence for its summary, :mod:`~printfleet.core.rules.holds`) -> deliveries (log only, or
+group, render and fan out to each receiver and the rule's MQTT topic). Repeats of a condition
+an :class:`~printfleet.core.rules.acks.Ack` covers are not sent (``acknowledged``). Each step
+is one method of :class:`RuleEngine` (``_is_throttled``, ``_is_silenced``, ``_deliveries``,
+``_fan_out``; acks and holds: ``_ack_for``, ``_hold``, ``_release_holds``).
 
-One file at about 600 lines: conditions, timers, throttle windows and batches are one state
+One file at about 800 lines: conditions, timers, throttle windows and batches are one state
 machine that every entry point changes, and splitting it would share its tables across modules.
 """
 
@@ -21,6 +24,8 @@ from typing import Any, Literal
 
 from printfleet.core.delivery import Delivery, delivery_id
 from printfleet.core.model import iso
+from printfleet.core.rules.acks import Ack
+from printfleet.core.rules.holds import HeldItem, Hold, restore_holds, summary_payload
 from printfleet.core.rules.model import EVENT_TYPES, RESOLUTIONS, Rule, RuleSet
 from printfleet.core.rules.names import alert_cleared, event_names, lookup
 from printfleet.core.rules.records import Batch, Cond, Occurrence
@@ -39,6 +44,8 @@ Outcome = Literal[
     "cancelled",
     "throttled",
     "silenced",
+    "held",
+    "acknowledged",
     "duplicate",
     "error",
 ]
@@ -67,6 +74,8 @@ class RuleCounters:
     silenced: Mapping[str, int]
     throttled: Mapping[str, int]
     errors: Mapping[str, int]
+    held: Mapping[str, int] = field(default_factory=dict)
+    acknowledged: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -113,9 +122,12 @@ class RuleEngine:
         *,
         state: Mapping[str, Any] | None = None,
         silences: Sequence[Silence] = (),
+        acks: Sequence[Ack] = (),
     ) -> None:
         self._set_rules(rules)
         self._adhoc: tuple[Silence, ...] = tuple(silences)
+        self._acks: tuple[Ack, ...] = tuple(acks)
+        self._holds: dict[str, Hold] = {}
         self._conds: dict[tuple[str, str, str, str, str], Cond] = {}
         self._batches: dict[tuple[str, str, tuple[str, ...]], Batch] = {}
         self._throttle: dict[tuple[str, str, str], datetime] = {}
@@ -128,6 +140,8 @@ class RuleEngine:
         self._silenced: dict[str, int] = {}
         self._throttled: dict[str, int] = {}
         self._errors: dict[str, int] = {}
+        self._held: dict[str, int] = {}
+        self._acknowledged: dict[str, int] = {}
         if state:
             self._load(state)
 
@@ -161,11 +175,16 @@ class RuleEngine:
         self._batches.clear()
         self._throttle.clear()
         self._timers.clear()
+        self._holds.clear()
         self._load(state)
 
     def set_silences(self, silences: Sequence[Silence]) -> None:
         """Replace the ad-hoc silences (from the state store) applied on every call."""
         self._adhoc = tuple(silences)
+
+    def set_acks(self, acks: Sequence[Ack]) -> None:
+        """Replace the acknowledgements (from the state store) applied to repeats."""
+        self._acks = tuple(acks)
 
     # -- metrics ----------------------------------------------------------------------------
 
@@ -183,6 +202,8 @@ class RuleEngine:
             silenced=dict(self._silenced),
             throttled=dict(self._throttled),
             errors=dict(self._errors),
+            held=dict(self._held),
+            acknowledged=dict(self._acknowledged),
         )
 
     # -- entry points -----------------------------------------------------------------------
@@ -202,6 +223,7 @@ class RuleEngine:
         """
         run = self._begin(now, silences, trace)
         self._run_due(run)
+        self._release_holds(run)
         occ = Occurrence(event)
         clearing = occ.type == "printer.alert" and alert_cleared(occ.data)
         if (occ.type != "printer.alert" or clearing) and occ.type in self._resolvers:
@@ -240,6 +262,7 @@ class RuleEngine:
         """Fire everything due at ``now``: hold-downs, repeats and grouped batches."""
         run = self._begin(now, silences, trace)
         self._run_due(run)
+        self._release_holds(run)
         self._prune_throttle(now)
         return run.out
 
@@ -247,7 +270,11 @@ class RuleEngine:
         """When :meth:`tick` next has something to do (``None``: nothing scheduled)."""
         while self._timers and not self._timer_valid(self._timers[0]):
             heapq.heappop(self._timers)
-        return self._timers[0][0] if self._timers else None
+        deadline = self._timers[0][0] if self._timers else None
+        release = self.next_release()
+        if release is not None and (deadline is None or release < deadline):
+            return release
+        return deadline
 
     # -- conditions -------------------------------------------------------------------------
 
@@ -331,7 +358,12 @@ class RuleEngine:
                 continue
             if cond.phase == "pending":
                 run.note(rule.name, occ.subject, "cancelled", "{} before the hold-down", occ.type)
+            elif self._unhold(key):
+                # Held and never sent: nobody needs the firing nor the resolved notice.
+                run.note(rule.name, occ.subject, "resolved", "taken out of the held summary")
             elif rule.resolve and cond.notified:
+                # Sent before the hold (only reminders were held): the resolved notice is
+                # news, and is held itself while the silence lasts.
                 self._notify(rule, "resolved", occ, run, render=Occurrence(cond.event))
             else:
                 run.note(rule.name, occ.subject, "resolved", "no resolved notice")
@@ -363,12 +395,18 @@ class RuleEngine:
         throttles = status == "firing" and repeat == 0 and rule.throttle is not None
         if throttles and self._is_throttled(rule, occ, at, run):
             return False
-        if self._is_silenced(rule, occ, wording, severity, at, run):
+        silence = self._is_silenced(rule, occ, wording, severity, at, run)
+        if silence is not None and not silence.hold:
             return False
         if throttles:
             self._throttle[(rule.name, occ.source, occ.subject)] = at
-        self._notified[rule.name] = self._notified.get(rule.name, 0) + 1
-        self._deliveries(rule, status, occ, wording, severity, at, run, render, repeat)
+        if silence is not None:
+            self._held[rule.name] = self._held.get(rule.name, 0) + 1
+        else:
+            self._notified[rule.name] = self._notified.get(rule.name, 0) + 1
+        self._deliveries(
+            rule, status, occ, wording, severity, at, run, render, repeat, hold=silence
+        )
         return True
 
     def _is_throttled(self, rule: Rule, occ: Occurrence, at: datetime, run: _Run) -> bool:
@@ -388,17 +426,23 @@ class RuleEngine:
         severity: str,
         at: datetime,
         run: _Run,
-    ) -> bool:
-        """Whether an active silence matches the notification (counted and traced if so)."""
+    ) -> Silence | None:
+        """The active silence matching the notification, if any (counted and traced if it
+        drops it). A dropping silence wins over a ``hold`` one; a hold only applies to rules
+        with receivers (nothing else could be summarised)."""
         if not run.silences:
-            return False
+            return None
         fields = silence_fields(wording.names, rule.name, severity)
+        holding: Silence | None = None
         for silence in run.silences:
             if silence.matches(fields) and silence.active(at):
+                if silence.hold and rule.notify:
+                    holding = holding or silence
+                    continue
                 self._silenced[rule.name] = self._silenced.get(rule.name, 0) + 1
                 run.note(rule.name, occ.subject, "silenced", "by silence {}", silence.id)
-                return True
-        return False
+                return silence
+        return holding
 
     def _deliveries(
         self,
@@ -411,9 +455,16 @@ class RuleEngine:
         run: _Run,
         render: Occurrence | None,
         repeat: int,
+        *,
+        hold: Silence | None = None,
     ) -> None:
-        """What a notification that got through becomes: log only, a batch member, deliveries."""
+        """What a notification that got through becomes: log only, a batch member, deliveries
+        (or, under a ``hold`` silence, a held item plus the rule's MQTT publish)."""
         status_id = status if repeat == 0 else f"repeat-{repeat}"
+        if hold is not None:
+            self._hold(rule, status, occ, wording, severity, at, run, hold, repeat)
+            if rule.mqtt is None:
+                return
         if not rule.notify and rule.mqtt is None:  # log-only: render only for a trace
             if run.trace is not None:
                 title, text = render_notification(rule, wording.names, status)
@@ -427,7 +478,7 @@ class RuleEngine:
                 )
             return
         grouped = bool(rule.group_by and rule.notify)
-        if grouped:
+        if grouped and hold is None:
             self._join_batch(rule, status, occ, wording, status_id, at, run)
             if rule.mqtt is None:
                 return
@@ -444,8 +495,9 @@ class RuleEngine:
             base["repeat"] = repeat
         if render is not None:
             base["resolves"] = render.id
-        self._fan_out(rule, occ, wording, base, status_id, run, receivers=not grouped)
-        if run.trace is not None and not grouped:
+        receivers = not grouped and hold is None
+        self._fan_out(rule, occ, wording, base, status_id, run, receivers=receivers)
+        if run.trace is not None and receivers:
             outcome = "repeat" if repeat else "resolved" if status == "resolved" else "fired"
             targets = [*rule.notify, *(["mqtt"] if rule.mqtt else [])]
             run.note(rule.name, occ.subject, outcome, f"to {', '.join(targets)}")
@@ -563,6 +615,121 @@ class RuleEngine:
         label = subjects[0] if count == 1 else f"{count} subjects"
         run.note(rule.name, label, "group-sent", f"to {', '.join(rule.notify)}")
 
+    # -- acknowledgements and holds ---------------------------------------------------------
+
+    def _ack_for(self, rule: Rule, cond: Cond, occ: Occurrence, at: datetime) -> Ack | None:
+        """The ack covering this firing condition's repeats, if any."""
+        if not self._acks:
+            return None
+        severity = rule.severity.value if rule.severity else str(occ.data.get("severity") or "info")
+        fields = silence_fields(occ.names, rule.name, severity)
+        for ack in self._acks:
+            if ack.covers(rule.name, cond.since, fields, at):
+                return ack
+        return None
+
+    def _hold(
+        self,
+        rule: Rule,
+        status: Literal["firing", "resolved"],
+        occ: Occurrence,
+        wording: Occurrence,
+        severity: str,
+        at: datetime,
+        run: _Run,
+        silence: Silence,
+        repeat: int,
+    ) -> None:
+        title, text = render_notification(rule, wording.names, status)
+        hold = self._holds.get(silence.id)
+        if hold is None:
+            hold = self._holds[silence.id] = Hold(silence=silence.id, since=at)
+        key = occ if status == "firing" else wording  # a resolved notice is about its firing
+        hold.add(
+            HeldItem(
+                rule=rule.name,
+                status=status,
+                source=key.source,
+                subject=key.subject,
+                type=key.type,
+                disc=key.disc,
+                severity=severity,
+                title=title,
+                text=text,
+                at=at,
+                event_id=occ.id,
+                receivers=rule.notify,
+                first=repeat == 0,
+            ),
+            repeat=repeat > 0,
+        )
+        run.note(rule.name, occ.subject, "held", "by silence {} until it ends", silence.id)
+
+    def _unhold(self, key: tuple[str, str, str, str, str]) -> bool:
+        """Take the held firing items of condition ``key`` out of every hold; True when one
+        of them was its first notice (the alert was never sent, so nothing more is said)."""
+        unsent = False
+        for silence_id, hold in list(self._holds.items()):
+            taken, first = hold.drop(key)
+            unsent = unsent or first
+            if taken and not hold.items and not hold.overflow:
+                del self._holds[silence_id]  # all resolved: no summary at all
+        return unsent
+
+    def _known_silences(self) -> dict[str, Silence]:
+        return {s.id: s for s in (*self.rules.silences, *self._adhoc)}
+
+    def _release_holds(self, run: _Run) -> None:
+        """One summary per receiver for each hold whose silence ended (or is gone)."""
+        if not self._holds:
+            return
+        silences = {s.id: s for s in run.silences}
+        for silence_id, hold in list(self._holds.items()):
+            silence = silences.get(silence_id)
+            if silence is not None and silence.active(run.now):
+                continue
+            del self._holds[silence_id]
+            receivers = dict.fromkeys(r for item in hold.items for r in item.receivers)
+            tz = silence.tz if silence is not None else None
+            for receiver in receivers:
+                payload = summary_payload(hold, receiver, run.now, tz)
+                if payload is None:
+                    continue
+                event = payload["event"]
+                run.out.append(
+                    Delivery(
+                        id=delivery_id(event["id"], f"held:{silence_id}", receiver, "summary"),
+                        sink=receiver,
+                        event_id=event["id"],
+                        key=f"held/{silence_id}",
+                        created_at=run.now,
+                        payload=payload,
+                    )
+                )
+            run.note(
+                f"silence:{silence_id}",
+                f"{len(hold.items) + hold.overflow} held",
+                "group-sent",
+                f"held summary to {', '.join(receivers)}",
+            )
+
+    def next_release(self) -> datetime | None:
+        """When the earliest hold's silence ends and its summary goes out (``None``: nothing
+        held; a removed silence's hold: now). Part of :meth:`next_deadline`."""
+        if not self._holds or self._now is None:
+            return None
+        known = self._known_silences()
+        ends: list[datetime] = []
+        for silence_id in self._holds:
+            silence = known.get(silence_id)
+            end = self._now if silence is None else silence.ends_after(self._now)
+            stuck = end is not None and end <= self._now
+            if silence is not None and stuck and silence.active(self._now):
+                end = self._now + timedelta(minutes=1)  # a wall-clock oddity (DST): look later
+            if end is not None:
+                ends.append(end)
+        return min(ends, default=None)
+
     # -- timers -----------------------------------------------------------------------------
 
     def _schedule_cond(self, cond: Cond) -> None:
@@ -596,7 +763,13 @@ class RuleEngine:
             elif rule.repeat is not None:
                 cond.repeats += 1
                 occ = Occurrence(cond.event)
-                if self._notify(rule, "firing", occ, run, at=due, repeat=cond.repeats):
+                ack = self._ack_for(rule, cond, occ, due)
+                if ack is not None:
+                    self._acknowledged[rule.name] = self._acknowledged.get(rule.name, 0) + 1
+                    by = f" by {ack.created_by}" if ack.created_by else ""
+                    detail = f"repeat not sent: ack {ack.id}{by}"
+                    run.note(rule.name, cond.subject, "acknowledged", detail)
+                elif self._notify(rule, "firing", occ, run, at=due, repeat=cond.repeats):
                     cond.notified = True
                 cond.due = due + rule.repeat
                 if cond.due <= run.now:
@@ -617,9 +790,12 @@ class RuleEngine:
 
     def state(self) -> dict[str, Any]:
         """Timers, firing conditions, throttle windows and batches as JSON-able data."""
-        return dump_state(
+        state = dump_state(
             self._rules, self._conds.values(), self._throttle, self._batches.values(), self._now
         )
+        if self._holds:  # only when there are any: the state of a daemon without holds is as before
+            state["held"] = [h.as_dict() for h in self._holds.values()]
+        return state
 
     def _load(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state` output, dropping what the current rules no longer need."""
@@ -632,6 +808,8 @@ class RuleEngine:
             batch.seq = next(self._seq)
             self._batches[batch.key] = batch
             heapq.heappush(self._timers, (batch.due, batch.seq, "batch", batch.key))
+        for hold in restore_holds(state.get("held")):
+            self._holds[hold.silence] = hold
 
 
 def _text(value: object) -> str:

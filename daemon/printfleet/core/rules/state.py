@@ -2,7 +2,9 @@
 
 Apart from the engine because what is stored, and what of it a changed rule set still needs
 (a SIGHUP reload goes through here too), is a format question versioned by
-:data:`STATE_VERSION`, separate from when rules fire.
+:data:`STATE_VERSION`, separate from when rules fire. What hold silences keep is stored beside
+these tables under ``"held"`` by :mod:`~printfleet.core.rules.holds` (added in a compatible way:
+an engine state without it is as before).
 """
 
 from __future__ import annotations

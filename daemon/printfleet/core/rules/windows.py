@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, tzinfo
+from datetime import UTC, datetime, time, timedelta, tzinfo
 from fnmatch import fnmatchcase
 from types import MappingProxyType
 from typing import Any
@@ -127,7 +127,8 @@ class Silence:
     Active when inside ``starts_at``..``ends_at`` (each optional) and, if ``schedule`` is given,
     inside one of its weekly windows in ``timezone`` (wall-clock time, so DST moves with it).
     ``match`` maps fields of :data:`SILENCE_FIELDS` to globs (any glob may match); an empty
-    ``match`` silences everything.
+    ``match`` silences everything. With ``hold`` what it silences is not dropped but kept by
+    the engine and sent as one summary per receiver when the silence ends (quiet hours).
     """
 
     id: str
@@ -139,6 +140,7 @@ class Silence:
     comment: str = ""
     origin: str = ""
     created_by: str = ""
+    hold: bool = False
     windows: tuple[tuple[int, int], ...] = field(init=False, repr=False, compare=False)
     tz: tzinfo = field(init=False, repr=False, compare=False)
 
@@ -176,6 +178,32 @@ class Silence:
         """Whether the silence can never be active again."""
         return self.ends_at is not None and now >= self.ends_at
 
+    def ends_after(self, now: datetime) -> datetime | None:
+        """When a silence active at ``now`` stops being active (``now`` if it is not active;
+        ``None`` if it never ends). Adjacent windows (a span split at the week's end, or
+        ``Sat 00:00-24:00`` next to ``Sun 00:00-24:00``) count as one.
+        """
+        if not self.active(now):
+            return now
+        end = self.ends_at
+        if not self.windows:
+            return end
+        local = now.astimezone(self.tz).replace(second=0, microsecond=0)
+        monday = datetime.combine(
+            local.date() - timedelta(days=local.weekday()), time(0), tzinfo=self.tz
+        )
+        minute = local.weekday() * 1440 + local.hour * 60 + local.minute
+        # At most one jump per window and one week wrap: a schedule covering the whole week
+        # never ends.
+        for _ in range(len(self.windows) + 2):
+            current = next((w for w in self.windows if w[0] <= minute % _WEEK < w[1]), None)
+            if current is None:
+                # Wall-clock arithmetic (DST moves with it, as in :meth:`active`).
+                when = (monday + timedelta(minutes=minute)).astimezone(UTC)
+                return when if end is None or when < end else end
+            minute += current[1] - minute % _WEEK
+        return end
+
     def matches(self, fields: Mapping[str, str | None]) -> bool:
         """Whether every matcher accepts the corresponding field of a notification."""
         for key, globs in self.match.items():
@@ -196,6 +224,7 @@ class Silence:
             "comment": self.comment,
             "origin": self.origin,
             "created_by": self.created_by,
+            "hold": self.hold,
         }
 
     @classmethod
@@ -219,6 +248,7 @@ class Silence:
             comment=str(data.get("comment") or ""),
             origin=str(data.get("origin") or "adhoc"),
             created_by=str(data.get("created_by") or ""),
+            hold=data.get("hold") is True,
         )
 
 
