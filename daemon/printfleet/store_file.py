@@ -75,6 +75,29 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             delivered_at INTEGER NOT NULL
         )""",
     ),
+    (
+        # One row per print that reached an outcome (core.history.PrintRecord), written in the
+        # poll's commit; the key makes a re-detected outcome a no-op. Times in microseconds.
+        """CREATE TABLE print_history (
+            source       TEXT NOT NULL,
+            print_id     TEXT NOT NULL,
+            serial       TEXT NOT NULL,
+            printer_name TEXT NOT NULL,
+            grp          TEXT,
+            name         TEXT NOT NULL,
+            outcome      TEXT NOT NULL,
+            finished_at  INTEGER NOT NULL,
+            started_at   INTEGER,
+            duration_s   REAL,
+            material     TEXT,
+            volume_ml    REAL,
+            verdict      TEXT,
+            verdict_note TEXT,
+            verdict_by   TEXT,
+            PRIMARY KEY (source, print_id)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX print_history_time ON print_history (finished_at)",
+    ),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
