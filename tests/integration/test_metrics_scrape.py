@@ -59,6 +59,8 @@ CONTRACT: dict[str, set[str]] = {
     "printfleet_poll_failures_total": {"source", "error"},
     "printfleet_task_restarts_total": {"task"},
     "printfleet_build_info": {"version"},
+    "printfleet_resin_used_ml_total": {"source", "serial", "material"},
+    "printfleet_print_duration_seconds_bucket": {"source", "outcome", "le"},
 }
 
 
@@ -144,6 +146,16 @@ class World:
                     subject="Form4-A",
                     time=T0,
                     severity=Severity.INFO,
+                    printer=make_printer("Form4-A"),
+                    print=Print(
+                        id=f"p-{kind.value}",
+                        name="arch",
+                        status=PrintStatus.FINISHED,
+                        status_raw="FINISHED",
+                        elapsed_s=5400.0,
+                        material="Grey V5",
+                        volume_ml=12.5,
+                    ),
                 )
             )
 
