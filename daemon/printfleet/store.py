@@ -98,6 +98,8 @@ log = structlog.get_logger("printfleet.store")
 FILENAME: Final = "state.sqlite3"
 #: How many delivered ids are remembered, so the same decision is never enqueued twice.
 DELIVERED_LOG_CAP: Final = 10_000
+#: Print history records read per query by :meth:`Store.iter_print_history`.
+HISTORY_BATCH: Final = 1000
 #: A printer whose only change is its heartbeat (``last_seen_at``) is rewritten this rarely.
 LAST_SEEN_REFRESH: Final = timedelta(minutes=15)
 
@@ -383,21 +385,58 @@ class Store:
         Raises:
             StoreError: the database cannot be read.
         """
-        query = f"SELECT {_HISTORY_COLUMNS} FROM print_history WHERE 1 = 1"  # noqa: S608
+        return list(self.iter_print_history(since, until, source))
+
+    def iter_print_history(
+        self,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        source: str | None = None,
+        *,
+        batch: int = HISTORY_BATCH,
+    ) -> Iterator[PrintRecord]:
+        """What :meth:`print_history` returns, read ``batch`` records at a time.
+
+        For exports of any size: a year of a large fleet is millions of records, too many to
+        hold at once. Each batch is its own short read (keyset paging on the sort order), so
+        the lock is never held between batches and a writer is not kept waiting.
+
+        Raises:
+            StoreError: the database cannot be read.
+        """
+        where = ""
         params: list[Any] = []
         if since is not None:
-            query += " AND finished_at >= ?"
+            where += " AND finished_at >= ?"
             params.append(_us(since))
         if until is not None:
-            query += " AND finished_at < ?"
+            where += " AND finished_at < ?"
             params.append(_us(until))
         if source is not None:
-            query += " AND source = ?"
+            where += " AND source = ?"
             params.append(_text_key(source))
-        query += " ORDER BY finished_at, source, print_id"
-        with self._read("read the print history") as conn:
-            rows = conn.execute(query, params).fetchall()
-        return [_record(r) for r in rows]
+        after: tuple[Any, ...] | None = None
+        while True:
+            # INDEXED BY: with a source filter the planner may take the primary key and sort
+            # the source's whole history again for every batch.
+            query = (
+                f"SELECT {_HISTORY_COLUMNS} FROM print_history "  # noqa: S608
+                f"INDEXED BY print_history_time WHERE 1 = 1{where}"
+            )
+            page = list(params)
+            if after is not None:
+                query += " AND (finished_at, source, print_id) > (?, ?, ?)"
+                page += after
+            query += " ORDER BY finished_at, source, print_id LIMIT ?"
+            page.append(batch)
+            with self._read("read the print history") as conn:
+                rows = conn.execute(query, page).fetchall()
+            for row in rows:
+                yield _record(row)
+            if len(rows) < batch:
+                return
+            last = rows[-1]
+            after = (last[7], last[0], last[4])  # finished_at, source, print_id as stored
 
     def history_totals(self, source: str) -> list[HistoryTotal]:
         """The print history of ``source`` summed per printer, outcome and material.

@@ -96,7 +96,8 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             verdict_by   TEXT,
             PRIMARY KEY (source, print_id)
         ) WITHOUT ROWID""",
-        "CREATE INDEX print_history_time ON print_history (finished_at)",
+        # The export order (and the keyset paging of Store.iter_print_history) in one index.
+        "CREATE INDEX print_history_time ON print_history (finished_at, source, print_id)",
     ),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)

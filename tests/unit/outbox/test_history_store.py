@@ -99,6 +99,23 @@ def test_filters_since_inclusive_until_exclusive_and_source(store: Store) -> Non
     assert [r.print_id for r in store.print_history(since=T0 + timedelta(hours=4))] == ["p4"]
 
 
+def test_iterating_in_batches_gives_the_same_records_in_the_same_order(store: Store) -> None:
+    """Keyset paging: ties of finished_at (one poll's outcomes) are neither lost nor repeated."""
+    same_time = [record(f"t{n}", source=("a", "b")[n % 2]) for n in range(7)]
+    later = [record(f"l{n}", at=T0 + timedelta(minutes=n)) for n in range(5)]
+    store.commit(history=[*later, *same_time])
+    everything = store.print_history()
+    assert len(everything) == 12
+    for batch in (1, 2, 3, 5, 12, 100):
+        assert list(store.iter_print_history(batch=batch)) == everything
+    lab = store.print_history(source="lab", since=T0 + timedelta(minutes=1))
+    assert (
+        list(store.iter_print_history(source="lab", since=T0 + timedelta(minutes=1), batch=2))
+        == lab
+    )
+    assert [r.print_id for r in lab] == ["l1", "l2", "l3", "l4"]
+
+
 def test_vendor_text_with_a_lone_surrogate_is_stored(store: Store) -> None:
     """Vendor names are arbitrary JSON strings; one UTF-8 cannot encode must not fail a poll."""
     store.commit(history=[record("p1", name="job \ud800", printer_name="\udfff")])
