@@ -36,8 +36,9 @@ Why this shape:
 - **Print history in the poll's transaction.** The record of a print that reached an outcome
   is written by the same commit as the snapshot that showed the outcome, keyed by
   ``(source, print_id)``: a crash before the commit re-detects it (written then), one after
-  it does not, and a record written twice is ignored. So reports and the resin counters that
-  start from this table count each print once across restarts.
+  it does not, and a record written twice is ignored. So reports count each print once across
+  restarts, and so do the counters, which start from running sums (``print_totals``) that the
+  same INSERT keeps, rather than from a scan of a history of millions of rows.
 
 Errors: every failure of SQLite (disk full, I/O error, locked) is raised as
 :class:`~printfleet.errors.StoreError` naming the operation and the file; the transaction is
@@ -439,16 +440,17 @@ class Store:
             after = (last[7], last[0], last[4])  # finished_at, source, print_id as stored
 
     def history_totals(self, source: str) -> list[HistoryTotal]:
-        """The print history of ``source`` summed per printer, outcome and material.
+        """The print history of ``source`` summed per printer, outcome and material (kept as
+        running sums by :meth:`commit`, so this costs one row per printer and material however
+        long the history is).
 
         Raises:
             StoreError: the database cannot be read.
         """
         with self._read("sum the print history") as conn:
             rows = conn.execute(
-                "SELECT serial, outcome, material, COUNT(*), TOTAL(volume_ml), COUNT(volume_ml) "
-                "FROM print_history WHERE source = ? "
-                "GROUP BY serial, outcome, material ORDER BY serial, outcome, material",
+                "SELECT serial, outcome, material, prints, volume_ml, with_volume "
+                "FROM print_totals WHERE source = ? ORDER BY serial, outcome, material",
                 (_text_key(source),),
             ).fetchall()
         return [
@@ -456,7 +458,7 @@ class Store:
                 source=source,
                 serial=serial,
                 outcome=outcome,
-                material=material,
+                material=material or None,
                 prints=int(prints),
                 volume_ml=float(volume),
                 with_volume=int(with_volume),
@@ -766,7 +768,7 @@ def _write_history(conn: sqlite3.Connection, changes: Sequence[HistoryChange]) -
             )
             continue
         r = change
-        conn.execute(
+        cur = conn.execute(
             f"INSERT OR IGNORE INTO print_history ({_HISTORY_COLUMNS}) "  # noqa: S608
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
@@ -787,6 +789,23 @@ def _write_history(conn: sqlite3.Connection, changes: Sequence[HistoryChange]) -
                 _opt_text(r.verdict_by),
             ),
         )
+        if cur.rowcount > 0:  # a new print, not one recorded already
+            conn.execute(
+                "INSERT INTO print_totals "
+                "(source, serial, outcome, material, prints, volume_ml, with_volume) "
+                "VALUES (?, ?, ?, ?, 1, ?, ?) "
+                "ON CONFLICT (source, serial, outcome, material) DO UPDATE SET "
+                "prints = prints + 1, volume_ml = volume_ml + excluded.volume_ml, "
+                "with_volume = with_volume + excluded.with_volume",
+                (
+                    _text_key(r.source),
+                    _text_key(r.serial),
+                    r.outcome,
+                    _text_key(r.material or ""),
+                    r.volume_ml or 0.0,
+                    int(r.volume_ml is not None),
+                ),
+            )
 
 
 def _record(row: Sequence[Any]) -> PrintRecord:

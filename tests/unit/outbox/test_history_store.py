@@ -14,7 +14,7 @@ import pytest
 from printfleet.core.delivery import Delivery
 from printfleet.core.events import ChangeEvent, EventType, Severity
 from printfleet.core.fleet import AccountHealth
-from printfleet.core.history import PrintRecord, Rating
+from printfleet.core.history import HistoryTotal, PrintRecord, Rating
 from printfleet.core.model import Print, Printer, PrinterStatus, PrintStatus, Snapshot, Vendor
 from printfleet.core.rules.engine import Decision
 from printfleet.errors import StoreError
@@ -116,6 +116,29 @@ def test_iterating_in_batches_gives_the_same_records_in_the_same_order(store: St
     assert [r.print_id for r in lab] == ["l1", "l2", "l3", "l4"]
 
 
+def test_totals_sum_new_records_only(store: Store) -> None:
+    """history_totals is what summing print_history gives; a record written twice counts once."""
+    records = [
+        record("a", volume_ml=30.0),
+        record("b", volume_ml=12.5),
+        record("c", volume_ml=None),
+        record("d", material=None, volume_ml=4.0),
+        record("e", outcome="failed", volume_ml=99.0),
+        record("f", serial="F2"),
+        record("g", source="other"),
+    ]
+    store.commit(history=records)
+    store.commit(history=records[:3])  # re-detected: ignored, totals unchanged
+    assert store.history_totals("lab") == [
+        HistoryTotal("lab", "F1", "failed", "Grey V5", prints=1, volume_ml=99.0, with_volume=1),
+        HistoryTotal("lab", "F1", "finished", None, prints=1, volume_ml=4.0, with_volume=1),
+        HistoryTotal("lab", "F1", "finished", "Grey V5", prints=3, volume_ml=42.5, with_volume=2),
+        HistoryTotal("lab", "F2", "finished", "Grey V5", prints=1, volume_ml=12.5, with_volume=1),
+    ]
+    assert [t.prints for t in store.history_totals("other")] == [1]
+    assert store.history_totals("nobody") == []
+
+
 def test_vendor_text_with_a_lone_surrogate_is_stored(store: Store) -> None:
     """Vendor names are arbitrary JSON strings; one UTF-8 cannot encode must not fail a poll."""
     store.commit(history=[record("p1", name="job \ud800", printer_name="\udfff")])
@@ -143,6 +166,7 @@ def test_a_fresh_database_has_the_table_and_an_older_one_gains_it(tmp_path: Path
         pass
     conn = sqlite3.connect(path)
     conn.execute("DROP TABLE print_history")
+    conn.execute("DROP TABLE print_totals")
     conn.execute("PRAGMA user_version = 1")  # as printfleet 0.x before print history
     conn.close()
     with Store.open(path) as reopened:
