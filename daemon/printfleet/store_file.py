@@ -75,6 +75,43 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             delivered_at INTEGER NOT NULL
         )""",
     ),
+    (
+        # One row per print that reached an outcome (core.history.PrintRecord), written in the
+        # poll's commit; the key makes a re-detected outcome a no-op. Times in microseconds.
+        """CREATE TABLE print_history (
+            source       TEXT NOT NULL,
+            print_id     TEXT NOT NULL,
+            serial       TEXT NOT NULL,
+            printer_name TEXT NOT NULL,
+            grp          TEXT,
+            name         TEXT NOT NULL,
+            outcome      TEXT NOT NULL,
+            finished_at  INTEGER NOT NULL,
+            started_at   INTEGER,
+            duration_s   REAL,
+            material     TEXT,
+            volume_ml    REAL,
+            verdict      TEXT,
+            verdict_note TEXT,
+            verdict_by   TEXT,
+            PRIMARY KEY (source, print_id)
+        ) WITHOUT ROWID""",
+        # The export order (and the keyset paging of Store.iter_print_history) in one index.
+        "CREATE INDEX print_history_time ON print_history (finished_at, source, print_id)",
+        # Running sums of print_history per printer, outcome and material ('' when unknown),
+        # kept by the same INSERT: what the counters start from, without scanning a history
+        # that grows by millions of rows a year in a large fleet.
+        """CREATE TABLE print_totals (
+            source      TEXT NOT NULL,
+            serial      TEXT NOT NULL,
+            outcome     TEXT NOT NULL,
+            material    TEXT NOT NULL,
+            prints      INTEGER NOT NULL,
+            volume_ml   REAL NOT NULL,     -- summed over the prints with a known volume
+            with_volume INTEGER NOT NULL,
+            PRIMARY KEY (source, serial, outcome, material)
+        ) WITHOUT ROWID""",
+    ),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
