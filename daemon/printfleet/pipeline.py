@@ -21,6 +21,7 @@ from printfleet.clock import Clock
 from printfleet.core.delivery import Delivery, delivery_id
 from printfleet.core.events import ChangeEvent, to_cloudevent
 from printfleet.core.fleet import AccountHealth, FleetView
+from printfleet.core.history import HistoryChange, history_changes
 from printfleet.core.model import Snapshot
 from printfleet.core.rules.engine import Decision
 from printfleet.errors import StoreError
@@ -40,6 +41,7 @@ class StateStore(Protocol):
         snapshot: Snapshot | None = None,
         deliveries: Sequence[Delivery] = (),
         state: dict[str, Any] | None = None,
+        history: Sequence[HistoryChange] = (),
     ) -> int: ...
 
     def load_state(self, key: str) -> Any | None: ...
@@ -69,9 +71,10 @@ class _Pending:
     snapshots: dict[str, Snapshot] = field(default_factory=dict)
     deliveries: list[Delivery] = field(default_factory=list)
     state: dict[str, Any] = field(default_factory=dict)
+    history: list[HistoryChange] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.snapshots or self.deliveries or self.state)
+        return bool(self.snapshots or self.deliveries or self.state or self.history)
 
 
 class Pipeline:
@@ -130,7 +133,9 @@ class Pipeline:
         self._count_matches()
         state = dict(cycle.state)
         state["rules"] = self._rules.state()
-        persisted = self._commit(cycle.snapshot, deliveries, state)
+        persisted = self._commit(
+            cycle.snapshot, deliveries, state, history=history_changes(cycle.events)
+        )
         # Announced only after the commit: an event logged as detected is then durable. A
         # kill -9 before the commit re-detects it from the stored snapshot after the restart,
         # unless the printer moved on meanwhile, so it must not have been announced yet.
@@ -221,35 +226,50 @@ class Pipeline:
         )
 
     def _commit(
-        self, snapshot: Snapshot | None, deliveries: list[Delivery], state: dict[str, Any]
+        self,
+        snapshot: Snapshot | None,
+        deliveries: list[Delivery],
+        state: dict[str, Any],
+        *,
+        history: Sequence[HistoryChange] = (),
     ) -> bool:
         """Commit what is pending plus this; ``False`` when the store failed (kept in memory)."""
         pending = self._pending
         # Kept to undo this call's additions when the store raises something unforeseen
         # (not a StoreError): such a failure comes from this cycle's data, and left pending
         # it would fail every later commit of every source too.
-        before = _Pending(dict(pending.snapshots), list(pending.deliveries), dict(pending.state))
+        before = _Pending(
+            dict(pending.snapshots),
+            list(pending.deliveries),
+            dict(pending.state),
+            list(pending.history),
+        )
         if snapshot is not None:
             pending.snapshots[snapshot.source] = snapshot
         pending.deliveries.extend(deliveries)
         pending.state.update(state)
+        pending.history.extend(history)
         sinks: set[str] = set()
         committed = False
         try:
             snapshots: list[Snapshot | None] = [*pending.snapshots.values()] or [None]
             # Several snapshots only pile up after a store failure; commit them one by one,
-            # deliveries and state with the first, so a partial success loses nothing.
+            # deliveries, state and history with the first, so a partial success loses
+            # nothing. (History records rest on the snapshot that showed the outcome; written
+            # with an earlier one, a crash would re-detect them, and the key ignores them.)
             for index, snap in enumerate(snapshots):
                 self._store.commit(
                     snapshot=snap,
                     deliveries=pending.deliveries if index == 0 else (),
                     state=pending.state if index == 0 else None,
+                    history=pending.history if index == 0 else (),
                 )
                 if index == 0:
                     committed = True
                     sinks = {d.sink for d in pending.deliveries}
                     pending.deliveries = []
                     pending.state = {}
+                    pending.history = []
                 if snap is not None:
                     del pending.snapshots[snap.source]
         except StoreError as err:

@@ -1,4 +1,5 @@
-"""The state store: one SQLite file holding last snapshots, rule state and the outbox.
+"""The state store: one SQLite file holding last snapshots, rule state, the outbox and the
+print history.
 
 Why this shape:
 
@@ -32,6 +33,11 @@ Why this shape:
 - **Never a crash loop.** A database that is corrupt or cannot be opened is moved aside and
   replaced by an empty one; opening, migrating and that recovery live in
   :mod:`printfleet.store_file` (the tables are defined there, in ``MIGRATIONS``).
+- **Print history in the poll's transaction.** The record of a print that reached an outcome
+  is written by the same commit as the snapshot that showed the outcome, keyed by
+  ``(source, print_id)``: a crash before the commit re-detects it (written then), one after
+  it does not, and a record written twice is ignored. So reports and the resin counters that
+  start from this table count each print once across restarts.
 
 Errors: every failure of SQLite (disk full, I/O error, locked) is raised as
 :class:`~printfleet.errors.StoreError` naming the operation and the file; the transaction is
@@ -74,6 +80,7 @@ from printfleet.core.codec import (
 from printfleet.core.delivery import Delivery
 from printfleet.core.digest import EVENT_LOG_RETENTION, LoggedEvent
 from printfleet.core.events import json_text
+from printfleet.core.history import HistoryChange, PrintRecord, Rating
 from printfleet.core.identifiers import SURROGATES
 from printfleet.core.model import (
     EMPTY,
@@ -244,14 +251,18 @@ class Store:
         snapshot: Snapshot | None = None,
         deliveries: Sequence[Delivery] = (),
         state: Mapping[str, Any] | None = None,
+        history: Sequence[HistoryChange] = (),
         events: Sequence[LoggedEvent] = (),
     ) -> int:
-        """Atomically store ``snapshot`` (replacing its source's), enqueue ``deliveries``,
-        set ``state`` keys (a ``None`` value deletes the key) and append ``events`` to the
-        event log (older than 35 days are pruned, at most hourly).
+        """Atomically store ``snapshot`` (replacing its source's), enqueue ``deliveries``, set
+        ``state`` keys (a ``None`` value deletes the key), apply ``history`` in order and
+        append ``events`` to the event log (older than 35 days are pruned, at most hourly).
 
         A delivery whose id is already queued, dead-lettered or recently delivered is ignored,
-        so committing the same decision twice never sends it twice.
+        so committing the same decision twice never sends it twice. Likewise a
+        :class:`PrintRecord` whose ``(source, print_id)`` is already in the history is ignored
+        (the first record stands), and a :class:`Rating` sets the verdict of the record it
+        names (none yet: nothing to rate, ignored).
 
         Returns:
             How many deliveries were newly enqueued.
@@ -307,6 +318,7 @@ class Store:
             for sink, key in sorted(touched):
                 _refresh_head(conn, sink, key, now)
             self._write_state(conn, state_rows)
+            _write_history(conn, history)
             if event_rows:
                 conn.executemany(
                     "INSERT INTO event_log (time, type, source, subject, details) "
@@ -417,6 +429,36 @@ class Store:
                 conn.execute(
                     "INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", (key, value)
                 )
+
+    # -- print history -----------------------------------------------------------------------
+
+    def print_history(
+        self,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        source: str | None = None,
+    ) -> list[PrintRecord]:
+        """Prints that reached an outcome with ``since <= finished_at < until`` (either bound
+        may be left open), of ``source`` or of all sources, oldest first.
+
+        Raises:
+            StoreError: the database cannot be read.
+        """
+        query = f"SELECT {_HISTORY_COLUMNS} FROM print_history WHERE 1 = 1"  # noqa: S608
+        params: list[Any] = []
+        if since is not None:
+            query += " AND finished_at >= ?"
+            params.append(_us(since))
+        if until is not None:
+            query += " AND finished_at < ?"
+            params.append(_us(until))
+        if source is not None:
+            query += " AND source = ?"
+            params.append(_text_key(source))
+        query += " ORDER BY finished_at, source, print_id"
+        with self._read("read the print history") as conn:
+            rows = conn.execute(query, params).fetchall()
+        return [_record(r) for r in rows]
 
     # -- outbox ------------------------------------------------------------------------------
 
@@ -698,6 +740,92 @@ def _refresh_head(conn: sqlite3.Connection, sink: str, key: str, now: int) -> No
         conn.execute("UPDATE outbox SET due_at = ? WHERE id = ?", (now, head[0]))
 
 
+_HISTORY_COLUMNS: Final = (
+    "source, serial, printer_name, grp, print_id, name, outcome, finished_at, started_at, "
+    "duration_s, material, volume_ml, verdict, verdict_note, verdict_by"
+)
+
+
+def _write_history(conn: sqlite3.Connection, changes: Sequence[HistoryChange]) -> None:
+    for change in changes:
+        if isinstance(change, Rating):
+            conn.execute(
+                "UPDATE print_history SET verdict = ?, verdict_note = ?, verdict_by = ? "
+                "WHERE source = ? AND print_id = ?",
+                (
+                    _opt_text(change.verdict),
+                    _opt_text(change.note),
+                    _opt_text(change.by),
+                    _text_key(change.source),
+                    _text_key(change.print_id),
+                ),
+            )
+            continue
+        r = change
+        conn.execute(
+            f"INSERT OR IGNORE INTO print_history ({_HISTORY_COLUMNS}) "  # noqa: S608
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                _text_key(r.source),
+                _text_key(r.serial),
+                _text_key(r.printer_name),
+                _opt_text(r.group),
+                _text_key(r.print_id),
+                _text_key(r.name),
+                r.outcome,
+                _us(r.finished_at),
+                None if r.started_at is None else _us(r.started_at),
+                r.duration_s,
+                _opt_text(r.material),
+                r.volume_ml,
+                _opt_text(r.verdict),
+                _opt_text(r.verdict_note),
+                _opt_text(r.verdict_by),
+            ),
+        )
+
+
+def _record(row: Sequence[Any]) -> PrintRecord:
+    (
+        source,
+        serial,
+        printer_name,
+        group,
+        print_id,
+        name,
+        outcome,
+        finished_at,
+        started_at,
+        duration_s,
+        material,
+        volume_ml,
+        verdict,
+        verdict_note,
+        verdict_by,
+    ) = row
+    return PrintRecord(
+        source=source,
+        serial=serial,
+        printer_name=printer_name,
+        group=group,
+        print_id=print_id,
+        name=name,
+        outcome=outcome,
+        finished_at=_from_us(finished_at),
+        started_at=None if started_at is None else _from_us(started_at),
+        duration_s=None if duration_s is None else float(duration_s),
+        material=material,
+        volume_ml=None if volume_ml is None else float(volume_ml),
+        verdict=verdict,
+        verdict_note=verdict_note,
+        verdict_by=verdict_by,
+    )
+
+
+def _opt_text(text: str | None) -> str | None:
+    return None if text is None else _text_key(text)
+
+
 def _printer_changed(old: Printer | None, new: Printer) -> bool:
     if old is new:
         return False
@@ -788,7 +916,8 @@ def _serial(stored: str | bytes) -> str:
 def _text_key(key: str) -> str:
     """An outbox ordering key or state key that SQLite can store as text: unchanged unless it
     holds a lone surrogate, whose bytes are then written escaped (``\\xed\\xa0\\x80``).
-    These keys only group rows, so the rare lossy case costs shared ordering, never a row."""
+    These keys only group rows, so the rare lossy case costs shared ordering, never a row.
+    Print history text (vendor names) is stored the same way: exact unless it cannot be."""
     if _encodable(key):
         return key
     return key.encode("utf-8", "surrogatepass").decode("utf-8", "backslashreplace")

@@ -76,6 +76,29 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         )""",
     ),
     (
+        # One row per print that reached an outcome (core.history.PrintRecord), written in the
+        # poll's commit; the key makes a re-detected outcome a no-op. Times in microseconds.
+        """CREATE TABLE print_history (
+            source       TEXT NOT NULL,
+            print_id     TEXT NOT NULL,
+            serial       TEXT NOT NULL,
+            printer_name TEXT NOT NULL,
+            grp          TEXT,
+            name         TEXT NOT NULL,
+            outcome      TEXT NOT NULL,
+            finished_at  INTEGER NOT NULL,
+            started_at   INTEGER,
+            duration_s   REAL,
+            material     TEXT,
+            volume_ml    REAL,
+            verdict      TEXT,
+            verdict_note TEXT,
+            verdict_by   TEXT,
+            PRIMARY KEY (source, print_id)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX print_history_time ON print_history (finished_at)",
+    ),
+    (
         # The digests' event log (printfleet.core.digest.LOGGED_TYPES only): offline spans and
         # warnings over a period. Written in the poll commit, pruned after 35 days.
         """CREATE TABLE event_log (

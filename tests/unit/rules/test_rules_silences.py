@@ -225,7 +225,9 @@ class _RecordingStore:
     def __init__(self) -> None:
         self.deliveries: list[Any] = []
 
-    def commit(self, *, snapshot: Any = None, deliveries: Any = (), state: Any = None) -> int:
+    def commit(
+        self, *, snapshot: Any = None, deliveries: Any = (), state: Any = None, history: Any = ()
+    ) -> int:
         self.deliveries.extend(deliveries)
         return len(deliveries)
 
