@@ -295,8 +295,7 @@ class Store:
             for e in events
         ]
         prune = bool(event_rows) and (
-            self._pruned_at is None
-            or self._clock.now() - self._pruned_at >= EVENT_LOG_PRUNE_EVERY
+            self._pruned_at is None or self._clock.now() - self._pruned_at >= EVENT_LOG_PRUNE_EVERY
         )
         known: _Known | None = None
         with self._transaction("commit") as conn:

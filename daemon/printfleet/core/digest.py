@@ -248,15 +248,17 @@ def compute_digest(
     for event in in_period:
         by_printer[(event.source, event.subject)].append(event)
     last_before = {(e.source, e.subject): e for e in before if e.type in OFFLINE_TYPES}
-    candidates = set(by_printer) | {k for k, e in last_before.items() if e.type == "printer.offline"}
+    candidates = set(by_printer) | {
+        k for k, e in last_before.items() if e.type == "printer.offline"
+    }
     candidates |= {k for k, p in known.items() if not p.online}
     last_offline: dict[tuple[str, str], datetime] = {
         k: e.time for k, e in last_before.items() if e.type == "printer.offline"
     }
     for key in sorted(candidates):
         own = by_printer.get(key, [])
-        label = _event_labels(own, last_before.get(key))
-        if not wanted(key[0], key[1], *label):
+        names = _event_labels(own, last_before.get(key))
+        if not wanted(key[0], key[1], *names):
             continue
         offline_s = _offline_seconds(own, last_before.get(key), known.get(key), start, end)
         for event in own:
@@ -265,7 +267,7 @@ def compute_digest(
         warnings = _warnings(own)
         if offline_s <= 0 and not warnings:
             continue
-        t = tally(key[0], key[1], *label)
+        t = tally(key[0], key[1], *names)
         t.offline_s += offline_s
         t.warnings.extend(w for w in warnings if w not in t.warnings)
 
@@ -430,8 +432,9 @@ def digest_text(digest: Digest, *, tz: Any = None) -> tuple[str, str, str]:
     end = digest.end.astimezone(tz) if tz else digest.end
     title = f"{digest.title} — {end:%a %Y-%m-%d}"
     finished, failed, aborted = digest.totals
+    zone = end.tzname() or ""
     lines = [
-        f"Period: {start:%a %Y-%m-%d %H:%M} to {end:%a %Y-%m-%d %H:%M} {end.tzname() or ''}".rstrip(),
+        f"Period: {start:%a %Y-%m-%d %H:%M} to {end:%a %Y-%m-%d %H:%M} {zone}".rstrip(),
         f"Prints: {finished} finished, {failed} failed, {aborted} aborted "
         f"(failure rate {_rate(failure_rate(finished, failed))})",
     ]

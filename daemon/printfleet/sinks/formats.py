@@ -336,6 +336,10 @@ def render(kind: str, payload: Mapping[str, Any]) -> tuple[bytes, str]:
     if kind == "webhook":
         return cloudevent_body(payload), CLOUDEVENTS_CONTENT_TYPE
     builders = {"slack": slack_message, "teams": teams_message, "discord": discord_message}
+    if payload.get("kind") == "digest":
+        from printfleet.sinks.digest_formats import BUILDERS  # it builds on this module
+
+        builders = dict(BUILDERS)
     try:
         build = builders[kind]
     except KeyError:
