@@ -46,7 +46,12 @@ DIGEST_EVENT_TYPE: Final = "printfleet.digest"
 
 # Caps, so 10,000 printers make a message a person reads and a receiver accepts.
 PRINTERS_JSON_MAX: Final = 1000
-LINES_MAX: Final = 25
+#: Lines per list in the text (printers, groups) and per kind of open item; each line is cut
+#: at LINE_MAX characters, so the whole text stays under 5,000 characters (what the chat
+#: formats read of a text) however large the fleet or long its names.
+LINES_MAX: Final = 10
+OPEN_LINES_MAX: Final = 8
+LINE_MAX: Final = 120
 _NO_GROUP: Final = "(no group)"
 
 
@@ -443,21 +448,28 @@ def digest_text(digest: Digest, *, tz: Any = None) -> tuple[str, str, str]:
     if digest.resin_ml:
         used = ", ".join(f"{m} {v:g} ml" for m, v in digest.resin_ml.items())
         lines.append(f"Resin used: {used}")
+    # What is still open first: it is what someone acts on this morning.
+    lines.append("")
+    lines.extend(open_lines(digest))
     if len(digest.groups) > 1 or (digest.groups and _NO_GROUP not in digest.groups):
         lines.append("")
         lines.append("By group:")
-        for g, (f, x, a) in digest.groups.items():
-            lines.append(f"- {g}: {f} finished, {x} failed, {a} aborted")
+        for g, (f, x, a) in list(digest.groups.items())[:LINES_MAX]:
+            lines.append(_cut(f"- {g}: {f} finished, {x} failed, {a} aborted"))
+        if len(digest.groups) > LINES_MAX:
+            lines.append(f"- … and {len(digest.groups) - LINES_MAX} more groups")
     if digest.printers:
         lines.append("")
         lines.append("By printer:")
         for p in digest.printers[:LINES_MAX]:
-            lines.append(f"- {printer_line(p)}")
+            lines.append(_cut(f"- {printer_line(p)}"))
         if len(digest.printers) > LINES_MAX:
             lines.append(f"- … and {len(digest.printers) - LINES_MAX} more printers")
-    lines.append("")
-    lines.extend(open_lines(digest))
     return title, "\n".join(lines).strip(), digest.severity
+
+
+def _cut(line: str) -> str:
+    return line if len(line) <= LINE_MAX else line[: LINE_MAX - 1] + "…"
 
 
 def printer_line(p: PrinterTally) -> str:
@@ -477,14 +489,15 @@ def open_lines(digest: Digest) -> list[str]:
     if not digest.offline_now and not digest.alerts_now:
         return ["Still open: nothing."]
     lines = ["Still open:"]
-    for printer, since in digest.offline_now[:LINES_MAX]:
-        lines.append(f"- offline: {printer}" + (f" since {since}" if since else ""))
-    if len(digest.offline_now) > LINES_MAX:
-        lines.append(f"- … and {len(digest.offline_now) - LINES_MAX} more offline")
-    for printer, alert in digest.alerts_now[:LINES_MAX]:
-        lines.append(f"- alert: {printer}: {alert}")
-    if len(digest.alerts_now) > LINES_MAX:
-        lines.append(f"- … and {len(digest.alerts_now) - LINES_MAX} more alerts")
+    for printer, since in digest.offline_now[:OPEN_LINES_MAX]:
+        when = f" since {since}" if since else ""
+        lines.append(_cut(f"- offline: {printer[: LINE_MAX - 40]}{when}"))
+    if len(digest.offline_now) > OPEN_LINES_MAX:
+        lines.append(f"- … and {len(digest.offline_now) - OPEN_LINES_MAX} more offline")
+    for printer, alert in digest.alerts_now[:OPEN_LINES_MAX]:
+        lines.append(_cut(f"- alert: {printer[:60]}: {alert}"))
+    if len(digest.alerts_now) > OPEN_LINES_MAX:
+        lines.append(f"- … and {len(digest.alerts_now) - OPEN_LINES_MAX} more alerts")
     return lines
 
 

@@ -40,9 +40,7 @@ def record(
     )
 
 
-def event(
-    kind: str, serial: str, at: datetime, source: str = "lab", **details: Any
-) -> LoggedEvent:
+def event(kind: str, serial: str, at: datetime, source: str = "lab", **details: Any) -> LoggedEvent:
     return LoggedEvent(kind, source, serial, at, {"name": f"name-{serial}", **details})
 
 

@@ -157,10 +157,8 @@ def test_plain_text_and_payload() -> None:
 
 
 def test_an_empty_period_says_so() -> None:
-    d = compute_digest(
-        spec(), start=START, end=END, records=[], events=[], before=[], snapshots={}
-    )
-    title, body, severity = digest_text(d)
+    d = compute_digest(spec(), start=START, end=END, records=[], events=[], before=[], snapshots={})
+    _, body, severity = digest_text(d)
     assert severity == "info"
     assert body.endswith("Still open: nothing.")
     assert "failure rate n/a" in body
