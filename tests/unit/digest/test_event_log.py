@@ -96,3 +96,56 @@ def test_only_the_types_digests_need_are_logged_with_printer_labels() -> None:
         "name": "Beaver",
         "group": "lab-a",
     }
+
+
+class _NoRules:
+    matches: dict[str, int] = {}
+
+    def process(self, event: object, now: datetime, *, trace: object = None) -> list[object]:
+        return []
+
+    def tick(self, now: datetime, *, trace: object = None) -> list[object]:
+        return []
+
+    def next_deadline(self) -> None:
+        return None
+
+    def state(self) -> dict[str, object]:
+        return {}
+
+
+async def test_the_poll_commit_writes_the_events_digests_need(store: Store) -> None:
+    from printfleet.core.fleet import AccountHealth
+    from printfleet.core.model import Snapshot
+    from printfleet.pipeline import Pipeline
+    from printfleet.poller import Cycle
+
+    printer = Printer(
+        serial="F4-1",
+        name="Beaver",
+        vendor=Vendor.FORMLABS,
+        model="Form 4",
+        model_code="FORM-4-0",
+        status=PrinterStatus.OFFLINE,
+        status_raw="OFFLINE",
+        online=False,
+    )
+    offline = ChangeEvent(
+        id="e1",
+        type=EventType.PRINTER_OFFLINE,
+        source="lab",
+        vendor=Vendor.FORMLABS,
+        subject="F4-1",
+        time=T0,
+        severity=Severity.WARNING,
+        printer=printer,
+    )
+    snapshot = Snapshot(
+        source="lab", vendor=Vendor.FORMLABS, taken_at=T0, printers={"F4-1": printer}
+    )
+    pipeline = Pipeline(store=store, rules=_NoRules(), clock=FakeClock(T0), mqtt_prefix=None)
+    await pipeline.handle(
+        Cycle(source="lab", snapshot=snapshot, events=(offline,), health=AccountHealth(), state={})
+    )
+    (row,) = store.logged_events(since=T0, until=T0 + timedelta(seconds=1))
+    assert (row.type, row.subject, row.details["name"]) == ("printer.offline", "F4-1", "Beaver")
