@@ -339,7 +339,8 @@ def render(kind: str, payload: Mapping[str, Any]) -> tuple[bytes, str]:
     if payload.get("kind") == "digest":
         from printfleet.sinks.digest_formats import BUILDERS  # it builds on this module
 
-        builders = dict(BUILDERS)
+        # Kinds without a digest layout render it as any notice: its title and text.
+        builders = {**builders, **BUILDERS}
     try:
         build = builders[kind]
     except KeyError:
