@@ -59,3 +59,21 @@ def test_bad_values_are_reported_on_their_key(tmp_path: Path, line: str, message
     assert str(path) in found[0]
     assert message in found[0]
     assert "digest[0]." in found[0]
+
+
+def test_check_lists_digests_with_their_zone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from printfleet import cli
+
+    path = write(
+        tmp_path,
+        '[mqtt]\nenabled = false\n[rules]\npacks = []\ntimezone = "Europe/Paris"\n'
+        '[[digest]]\nname = "morning"\nreceiver = "team"\nschedule = "Mon-Fri 07:30"\n'
+        '[[digest]]\nname = "weekly"\nreceiver = "team"\nschedule = "Mon 08:00 UTC"\n',
+    )
+    assert cli.main(["check", "-c", str(path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "  digests    2" in out
+    assert "    morning  to team, Mon-Fri 07:30 Europe/Paris" in out
+    assert "    weekly   to team, Mon 08:00 UTC" in out
