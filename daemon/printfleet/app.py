@@ -35,11 +35,12 @@ from printfleet.config.schema import ReceiverConfig
 from printfleet.config.secrets import report_secret_file_permissions, secret_file_max_size
 from printfleet.core.events import ChangeEvent
 from printfleet.core.fleet import FleetView
+from printfleet.core.model import Snapshot
 from printfleet.core.polling import PollPolicy
 from printfleet.core.rules.engine import RuleEngine
 from printfleet.core.thresholds import DiffSettings
 from printfleet.digests import DigestRunner
-from printfleet.errors import EXIT_AUTH, EXIT_OK, ConfigError, PrintfleetError
+from printfleet.errors import EXIT_AUTH, EXIT_OK, ConfigError, PrintfleetError, StoreError
 from printfleet.health import HealthServer, bind_problem
 from printfleet.metrics.fleet import FleetCollector
 from printfleet.metrics.observer import Metrics
@@ -291,6 +292,8 @@ class Daemon:
             previous = store.load_snapshot(source.name)
             watermark_text = store.load_state(f"watermark:{source.name}")
             watermark = datetime.fromisoformat(watermark_text) if watermark_text else None
+            if previous is not None:
+                self._restore_counters(store, source.name, previous)
             self.pipeline.seed(source.name, previous)
             self.pollers.append(
                 SourcePoller(
@@ -602,6 +605,16 @@ class Daemon:
         self._deliverers[name] = self._tasks.create_task(
             self._supervised(f"outbox:{name}", self.workers[name].run)
         )
+
+    def _restore_counters(self, store: Store, source: str, previous: Snapshot) -> None:
+        """Continue prints_total and resin_used_ml_total from the stored print history."""
+        try:
+            totals = store.history_totals(source)
+        except StoreError as err:
+            # Counters starting from 0 are a legal reset; not a reason to refuse to start.
+            log.warning("metrics.restore_failed", source=source, error=str(err))
+            return
+        self.metrics.restore_history(source, totals, previous.printers)
 
     # -- wiring callbacks ------------------------------------------------------------------
 

@@ -80,7 +80,7 @@ from printfleet.core.codec import (
 from printfleet.core.delivery import Delivery
 from printfleet.core.digest import EVENT_LOG_RETENTION, LoggedEvent
 from printfleet.core.events import json_text
-from printfleet.core.history import HistoryChange, PrintRecord, Rating
+from printfleet.core.history import HistoryChange, HistoryTotal, PrintRecord, Rating
 from printfleet.core.identifiers import SURROGATES
 from printfleet.core.model import (
     EMPTY,
@@ -458,6 +458,32 @@ class Store:
         with self._read("read the print history") as conn:
             rows = conn.execute(query, params).fetchall()
         return [_record(r) for r in rows]
+
+    def history_totals(self, source: str) -> list[HistoryTotal]:
+        """The print history of ``source`` summed per printer, outcome and material.
+
+        Raises:
+            StoreError: the database cannot be read.
+        """
+        with self._read("sum the print history") as conn:
+            rows = conn.execute(
+                "SELECT serial, outcome, material, COUNT(*), TOTAL(volume_ml), COUNT(volume_ml) "
+                "FROM print_history WHERE source = ? "
+                "GROUP BY serial, outcome, material ORDER BY serial, outcome, material",
+                (_text_key(source),),
+            ).fetchall()
+        return [
+            HistoryTotal(
+                source=source,
+                serial=serial,
+                outcome=outcome,
+                material=material,
+                prints=int(prints),
+                volume_ml=float(volume),
+                with_volume=int(with_volume),
+            )
+            for serial, outcome, material, prints, volume, with_volume in rows
+        ]
 
     # -- outbox ------------------------------------------------------------------------------
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import pytest
@@ -59,6 +61,8 @@ CONTRACT: dict[str, set[str]] = {
     "printfleet_poll_failures_total": {"source", "error"},
     "printfleet_task_restarts_total": {"task"},
     "printfleet_build_info": {"version"},
+    "printfleet_resin_used_ml_total": {"source", "serial", "material"},
+    "printfleet_print_duration_seconds_bucket": {"source", "outcome", "le"},
 }
 
 
@@ -144,6 +148,16 @@ class World:
                     subject="Form4-A",
                     time=T0,
                     severity=Severity.INFO,
+                    printer=make_printer("Form4-A"),
+                    print=Print(
+                        id=f"p-{kind.value}",
+                        name="arch",
+                        status=PrintStatus.FINISHED,
+                        status_raw="FINISHED",
+                        elapsed_s=5400.0,
+                        material="Grey V5",
+                        volume_ml=12.5,
+                    ),
                 )
             )
 
@@ -339,3 +353,28 @@ def test_no_family_has_created_series(world: World) -> None:
     assert "printfleet_api_requests_total{" in text  # the counters are there ...
     assert "printfleet_poll_duration_seconds_count{" in text
     assert "_created" not in text  # ... without their creation times
+
+
+# -- the README's Metrics table ----------------------------------------------------------------
+
+
+def readme_metrics() -> dict[str, set[str]]:
+    """The README Metrics table: ``{printfleet_<name>: label names}`` per listed family."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Metrics and health", 1)[1].split("\n## ", 1)[0]
+    table: dict[str, set[str]] = {}
+    for row in section.splitlines():
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", row)[1:-1]]
+        if len(cells) != 3 or not cells[0].startswith("`"):
+            continue
+        labels = {part.split("=", 1)[0].strip() for part in cells[1].split(",") if part.strip()}
+        for name in re.findall(r"`([a-z_]+)`", cells[0]):
+            table[f"printfleet_{name}"] = labels
+    return table
+
+
+def test_the_readme_metrics_table_lists_every_family_with_its_labels() -> None:
+    """README: Metrics and health names each contracted family and exactly its labels."""
+    table = readme_metrics()
+    expected = {name.removesuffix("_bucket"): labels - {"le"} for name, labels in CONTRACT.items()}
+    assert {name: table.get(name) for name in expected} == expected

@@ -119,11 +119,15 @@ def test_a_second_daemon_on_the_same_state_dir_exits_1_naming_dir_and_pid(
 
 
 def test_read_only_commands_work_while_the_daemon_runs(config: Path, first: Daemon) -> None:
-    """`check` and `outbox list` do not take the lock, so they work next to the daemon."""
+    """`check`, `outbox list` and `history export` do not take the lock, so they work next
+    to the daemon."""
     check = printfleet_cli("check", "-c", str(config))
     assert check.returncode == 0, check.stderr
     listing = printfleet_cli("outbox", "list", "-c", str(config))
     assert listing.returncode == 0, listing.stderr
+    history = printfleet_cli("history", "export", "--csv", "-c", str(config))
+    assert history.returncode == 0, history.stderr
+    assert history.stdout.startswith("source,serial,printer_name,")
     assert first.process.poll() is None
 
 

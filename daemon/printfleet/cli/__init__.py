@@ -7,10 +7,11 @@ Exit codes (DESIGN §3), the one table (the subcommands and the daemon return th
 
 One module per command: :mod:`~printfleet.cli.check`, :mod:`~printfleet.cli.snapshot`,
 :mod:`~printfleet.cli.rules` (``rules test``), :mod:`~printfleet.cli.silence`,
-:mod:`~printfleet.cli.outbox`, :mod:`~printfleet.cli.demo`; ``run`` is
-:func:`printfleet.app.run_daemon`. A handler imports its command's module when it runs, so
-``printfleet check`` does not load the daemon's network stack; these are plain imports — a
-missing module is a broken installation and fails like any other bug.
+:mod:`~printfleet.cli.outbox`, :mod:`~printfleet.cli.history` (``history export``),
+:mod:`~printfleet.cli.demo`; ``run`` is :func:`printfleet.app.run_daemon`. A handler imports
+its command's module when it runs, so ``printfleet check`` does not load the daemon's network
+stack; these are plain imports — a missing module is a broken installation and fails like
+any other bug.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import getpass
 import os
 import sys
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import structlog
@@ -263,6 +264,32 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--id", dest="ids", nargs="+", action="extend", default=[], metavar="ID")
         sub.set_defaults(command=f"outbox {action}", action=action, handler=_outbox)
 
+    history = commands.add_parser("history", help="the print history, for reports")
+    history.set_defaults(help_parser=history)
+    history_commands = history.add_subparsers(title="history commands", metavar="ACTION")
+    export = history_commands.add_parser(
+        "export",
+        parents=[config],
+        help="prints that ended, oldest first, as JSON lines (or --csv)",
+    )
+    export.add_argument(
+        "--since",
+        type=_since,
+        metavar="DURATION_OR_ISO",
+        help="only prints that ended since then: 7d, 12h, or 2026-11-01 (UTC unless a zone)",
+    )
+    export.add_argument(
+        "--until",
+        type=_since,
+        metavar="DURATION_OR_ISO",
+        help="only prints that ended before then (same forms as --since)",
+    )
+    export.add_argument("--source", metavar="NAME", help="only this source's prints")
+    export.add_argument(
+        "--csv", action="store_true", help="CSV with a header row instead of JSON lines"
+    )
+    export.set_defaults(command="history export", handler=_history_export)
+
     silence = commands.add_parser("silence", help="ad-hoc silences (maintenance)")
     silence.set_defaults(help_parser=silence)
     silence_commands = silence.add_subparsers(title="silence commands", metavar="ACTION")
@@ -333,6 +360,15 @@ def _positive_float(text: str) -> float:
 def _duration(text: str) -> timedelta:
     try:
         return parse_duration(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _since(text: str) -> datetime | timedelta:
+    from printfleet.cli.history import parse_since
+
+    try:
+        return parse_since(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
 
@@ -446,6 +482,21 @@ def _outbox(args: argparse.Namespace, extra: list[str]) -> int:
         outbox_command(
             settings, args.action, sink=args.sink, dead=args.dead, ids=args.ids, out=sys.stdout
         )
+    )
+
+
+def _history_export(args: argparse.Namespace, extra: list[str]) -> int:
+    from printfleet.cli.history import history_export
+
+    _, settings = _settings(args)
+    return history_export(
+        settings,
+        since=args.since,
+        until=args.until,
+        source=args.source,
+        as_csv=args.csv,
+        out=sys.stdout,
+        err=sys.stderr,
     )
 
 

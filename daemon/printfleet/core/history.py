@@ -61,6 +61,20 @@ class Rating:
     by: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class HistoryTotal:
+    """Prints of one printer with one outcome and material, summed over the whole history
+    (what the print and resin counters start from after a restart)."""
+
+    source: str
+    serial: str
+    outcome: str
+    material: str | None
+    prints: int
+    volume_ml: float  # summed over the prints with a known volume
+    with_volume: int  # how many of the prints had one
+
+
 #: What one poll changes in the history, applied in order in the poll's commit.
 HistoryChange = PrintRecord | Rating
 

@@ -120,6 +120,13 @@ class PrintCounters(Collector):
                 row = self._rows[key] = [_ABSENT, _ABSENT, _ABSENT]
             row[result] = max(row[result], 0) + 1
 
+    def restore(self, source: str, serial: str, result: int, count: int) -> None:
+        """Set one series to ``count`` (at start, from the print history, so the counter
+        continues across restarts instead of starting from 0 again)."""
+        with self._lock:
+            row = self._rows.setdefault((source, serial), [_ABSENT, _ABSENT, _ABSENT])
+            row[result] = max(count, 0)
+
     def remove(self, source: str, serial: str) -> None:
         """Delete the printer's series (if any); it starts from zero if it is tracked again."""
         with self._lock:

@@ -5,7 +5,8 @@ things happen; it keeps counters and histograms (``api_requests_total``,
 ``api_request_duration_seconds``, ``poll_duration_seconds``, ``events_total``,
 ``prints_total``, ``rule_matches_total``, ``deliveries_total``, ``records_skipped_total``,
 ``unknown_status_total``,
-``poll_failures_total``, ``task_restarts_total``)
+``poll_failures_total``, ``task_restarts_total``, ``resin_used_ml_total``,
+``print_duration_seconds``)
 plus ``build_info``, all on a :class:`~prometheus_client.CollectorRegistry` the application
 owns (never the global default registry). ``prints_total`` is kept by a
 :class:`~printfleet.metrics.fleet.PrintCounters` collector (see there for why).
@@ -16,7 +17,7 @@ bounded (18 types x sources); per-printer history lives in the events themselves
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -24,7 +25,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from printfleet import __version__
 from printfleet.core.events import ChangeEvent, EventType
 from printfleet.core.fleet import FleetView
-from printfleet.metrics.fleet import RESULT_INDEX, PrintCounters
+from printfleet.core.history import OUTCOMES, HistoryTotal, record_from_event
+from printfleet.metrics.fleet import PRINT_RESULTS, RESULT_INDEX, PrintCounters
+from printfleet.metrics.history import HistoryMetrics
 
 API_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 POLL_BUCKETS: Final = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -103,6 +106,7 @@ class Metrics:
         )
         self.prints = PrintCounters()
         registry.register(self.prints)
+        self.history = HistoryMetrics(registry)
         self.rule_matches = Counter(
             "printfleet_rule_matches",
             "Times a rule fired for an event.",
@@ -158,14 +162,39 @@ class Metrics:
                 self.poll_failures.labels(source, kind)
         for task in tasks:
             self.task_restarts.labels(task)
+        self.history.track(sources)
 
     def event_emitted(self, event: ChangeEvent) -> None:
         self.events.labels(event.source, event.type.value).inc()
         result = RESULT_INDEX.get(event.type)
         if result is not None:
             self.prints.inc(event.source, event.subject, result)
+            record = record_from_event(event)
+            if record is not None:
+                self.history.outcome(record)
         elif event.type is EventType.PRINTER_REMOVED:
             self.prints.remove(event.source, event.subject)
+            self.history.remove(event.source, event.subject)
+
+    def restore_history(
+        self, source: str, totals: Iterable[HistoryTotal], serials: Container[str]
+    ) -> None:
+        """Start ``prints_total`` and ``resin_used_ml_total`` of ``source`` from its stored
+        print history (at start, before the first poll), so they continue across restarts.
+
+        Only printers in ``serials`` (the restored snapshot's) get their series back.
+        """
+        totals = list(totals)
+        if not self.history.restore(source, totals, serials):
+            return  # done already: the live counts since then must stand
+        counts: dict[tuple[str, int], int] = {}
+        for total in totals:
+            index = _OUTCOME_INDEX.get(total.outcome)
+            if index is not None and total.serial in serials:
+                key = (total.serial, index)
+                counts[key] = counts.get(key, 0) + total.prints
+        for (serial, index), count in counts.items():
+            self.prints.restore(source, serial, index, count)
 
     def track_fleet(self, view: FleetView) -> None:
         """Create every printer's ``prints_total`` series at 0 when it is first seen.
@@ -181,3 +210,9 @@ class Metrics:
 
     def delivery_done(self, sink: str, result: str) -> None:
         self.deliveries.labels(sink, result).inc()
+
+
+#: A history outcome word -> its index in a PrintCounters row.
+_OUTCOME_INDEX: Final = {
+    OUTCOMES[kind]: RESULT_INDEX[kind] for kind in PRINT_RESULTS if kind in OUTCOMES
+}
