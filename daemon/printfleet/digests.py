@@ -23,14 +23,8 @@ import structlog
 
 from printfleet.config.schema import DigestConfig
 from printfleet.core.delivery import Delivery, delivery_id
-from printfleet.core.digest import (
-    OFFLINE_TYPES,
-    DigestSpec,
-    LoggedEvent,
-    compute_digest,
-    digest_event_id,
-    digest_payload,
-)
+from printfleet.core.digest import OFFLINE_TYPES, DigestSpec, LoggedEvent, compute_digest
+from printfleet.core.digest_render import digest_event_id, digest_payload
 from printfleet.core.digest_schedule import DigestSchedule
 from printfleet.core.fleet import FleetView
 from printfleet.core.history import PrintRecord

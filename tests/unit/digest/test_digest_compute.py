@@ -7,7 +7,8 @@ from zoneinfo import ZoneInfo
 
 from tests.unit.digest.helpers import END, START, event, printer, record, snapshots, spec
 
-from printfleet.core.digest import compute_digest, digest_data, digest_payload, digest_text
+from printfleet.core.digest import compute_digest
+from printfleet.core.digest_render import digest_data, digest_payload, digest_text
 
 H = timedelta(hours=1)
 

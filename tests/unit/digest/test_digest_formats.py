@@ -10,7 +10,8 @@ import pytest
 from tests.ecosystem import cloudevent_problems, discord_problems, slack_problems, teams_problems
 from tests.unit.digest.helpers import END, START, event, printer, record, snapshots, spec
 
-from printfleet.core.digest import compute_digest, digest_payload
+from printfleet.core.digest import compute_digest
+from printfleet.core.digest_render import digest_payload
 from printfleet.sinks.digest_formats import digest_plain
 from printfleet.sinks.formats import render
 
