@@ -15,7 +15,10 @@ from printfleet.core.events import event_id
 from printfleet.core.model import iso
 
 DIGEST_EVENT_TYPE: Final = "printfleet.digest"
+#: Rows per list in the JSON data (printers, offline now, alerts now); the counts say the rest.
 PRINTERS_JSON_MAX: Final = 1000
+#: Longest text in the JSON data (names, groups, warnings, alerts); longer ones end in "…".
+TEXT_JSON_MAX: Final = 256
 #: Lines per list in the text (printers, groups) and per kind of open item; each line is cut
 #: at LINE_MAX characters, so the whole text stays under 5,000 characters (what the chat
 #: formats read of a text) however large the fleet or long its names.
@@ -35,10 +38,12 @@ def _rate(rate: float | None) -> str:
 
 
 def digest_data(digest: Digest) -> dict[str, Any]:
-    """The JSON ``data`` of the digest's CloudEvent (per-printer rows capped)."""
+    """The JSON ``data`` of the digest's CloudEvent: lists capped at :data:`PRINTERS_JSON_MAX`
+    rows and every text at :data:`TEXT_JSON_MAX` characters (a digest repeats vendor names
+    once per printer; an event carries one printer's)."""
     finished, failed, aborted = digest.totals
     shown = digest.printers[:PRINTERS_JSON_MAX]
-    return {
+    data: dict[str, Any] = {
         "digest": digest.name,
         "title": digest.title,
         "severity": digest.severity,
@@ -61,16 +66,34 @@ def digest_data(digest: Digest) -> dict[str, Any]:
                 "aborted": a,
                 "failure_rate": failure_rate(f, x),
             }
-            for g, (f, x, a) in digest.groups.items()
+            for g, (f, x, a) in list(digest.groups.items())[:PRINTERS_JSON_MAX]
         ],
+        "groups_omitted": max(0, len(digest.groups) - PRINTERS_JSON_MAX),
         "resin_ml": dict(digest.resin_ml),
         "printers": [p.as_dict() for p in shown],
         "printers_omitted": len(digest.printers) - len(shown),
         "open": {
-            "offline": [{"printer": p, "since": s} for p, s in digest.offline_now],
-            "alerts": [{"printer": p, "alert": a} for p, a in digest.alerts_now],
+            "offline": [
+                {"printer": p, "since": s} for p, s in digest.offline_now[:PRINTERS_JSON_MAX]
+            ],
+            "offline_count": len(digest.offline_now),
+            "alerts": [
+                {"printer": p, "alert": a} for p, a in digest.alerts_now[:PRINTERS_JSON_MAX]
+            ],
+            "alerts_count": len(digest.alerts_now),
         },
     }
+    return {key: _capped(value) for key, value in data.items()}
+
+
+def _capped(value: Any) -> Any:
+    if isinstance(value, str):
+        return value if len(value) <= TEXT_JSON_MAX else value[: TEXT_JSON_MAX - 1] + "…"
+    if isinstance(value, dict):
+        return {_capped(k): _capped(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_capped(v) for v in value]
+    return value
 
 
 def digest_text(digest: Digest, *, tz: Any = None) -> tuple[str, str, str]:

@@ -45,8 +45,10 @@ def _totals(payload: Mapping[str, Any]) -> list[tuple[str, str]]:
     ]
     still = data.get("open") if isinstance(data, Mapping) else None
     if isinstance(still, Mapping):
-        facts.append(("Offline now", str(len(still.get("offline") or ()))))
-        facts.append(("Alerts now", str(len(still.get("alerts") or ()))))
+        offline = still.get("offline_count", len(still.get("offline") or ()))
+        alerts = still.get("alerts_count", len(still.get("alerts") or ()))
+        facts.append(("Offline now", str(offline)))
+        facts.append(("Alerts now", str(alerts)))
     return facts
 
 

@@ -65,6 +65,13 @@ def test_generic_webhook_is_a_valid_cloudevent(payload: dict[str, Any]) -> None:
     assert event["type"] == "printfleet.digest"
     assert event["subject"] == "daily"
     assert len(event["data"]["printers"]) <= 1000
+    assert len(event["data"]["open"]["offline"]) <= 1000
+    assert (
+        event["data"]["open"]["offline_count"]
+        == len(payload["event"]["data"]["printers"])
+        + (payload["event"]["data"]["printers_omitted"])
+    )
+    assert len(body) < 1_000_000
 
 
 def test_slack(payload: dict[str, Any]) -> None:
