@@ -10,6 +10,7 @@ announced twice.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -197,7 +198,10 @@ class Pipeline:
         self._count_matches()
         state: dict[str, Any] = {"rules": self._rules.state()}
         if self._digests is not None:
-            digests, digest_state = self._digests.collect(now, self._view)
+            # In a thread: at 10,000 printers reading a day of history and events and
+            # summing them takes a second or two, which the event loop (polls, deliveries)
+            # should not wait for. The store serialises its own use; the view is immutable.
+            digests, digest_state = await asyncio.to_thread(self._digests.collect, now, self._view)
             deliveries.extend(digests)
             state.update(digest_state)
         if deliveries or self._pending or len(state) > 1:
