@@ -36,8 +36,9 @@ Why this shape:
 - **Print history in the poll's transaction.** The record of a print that reached an outcome
   is written by the same commit as the snapshot that showed the outcome, keyed by
   ``(source, print_id)``: a crash before the commit re-detects it (written then), one after
-  it does not, and a record written twice is ignored. So reports and the resin counters that
-  start from this table count each print once across restarts.
+  it does not, and a record written twice is ignored. So reports count each print once across
+  restarts, and so do the counters, which start from running sums (``print_totals``) that the
+  same INSERT keeps, rather than from a scan of a history of millions of rows.
 
 Errors: every failure of SQLite (disk full, I/O error, locked) is raised as
 :class:`~printfleet.errors.StoreError` naming the operation and the file; the transaction is
@@ -101,6 +102,8 @@ FILENAME: Final = "state.sqlite3"
 DELIVERED_LOG_CAP: Final = 10_000
 #: The event log is pruned at most this often (a DELETE over its time index).
 EVENT_LOG_PRUNE_EVERY: Final = timedelta(hours=1)
+#: Print history records read per query by :meth:`Store.iter_print_history`.
+HISTORY_BATCH: Final = 1000
 #: A printer whose only change is its heartbeat (``last_seen_at``) is rewritten this rarely.
 LAST_SEEN_REFRESH: Final = timedelta(minutes=15)
 
@@ -443,33 +446,71 @@ class Store:
         Raises:
             StoreError: the database cannot be read.
         """
-        query = f"SELECT {_HISTORY_COLUMNS} FROM print_history WHERE 1 = 1"  # noqa: S608
+        return list(self.iter_print_history(since, until, source))
+
+    def iter_print_history(
+        self,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        source: str | None = None,
+        *,
+        batch: int = HISTORY_BATCH,
+    ) -> Iterator[PrintRecord]:
+        """What :meth:`print_history` returns, read ``batch`` records at a time.
+
+        For exports of any size: a year of a large fleet is millions of records, too many to
+        hold at once. Each batch is its own short read (keyset paging on the sort order), so
+        the lock is never held between batches and a writer is not kept waiting.
+
+        Raises:
+            StoreError: the database cannot be read.
+        """
+        where = ""
         params: list[Any] = []
         if since is not None:
-            query += " AND finished_at >= ?"
+            where += " AND finished_at >= ?"
             params.append(_us(since))
         if until is not None:
-            query += " AND finished_at < ?"
+            where += " AND finished_at < ?"
             params.append(_us(until))
         if source is not None:
-            query += " AND source = ?"
+            where += " AND source = ?"
             params.append(_text_key(source))
-        query += " ORDER BY finished_at, source, print_id"
-        with self._read("read the print history") as conn:
-            rows = conn.execute(query, params).fetchall()
-        return [_record(r) for r in rows]
+        after: tuple[Any, ...] | None = None
+        while True:
+            # INDEXED BY: with a source filter the planner may take the primary key and sort
+            # the source's whole history again for every batch.
+            query = (
+                f"SELECT {_HISTORY_COLUMNS} FROM print_history "  # noqa: S608
+                f"INDEXED BY print_history_time WHERE 1 = 1{where}"
+            )
+            page = list(params)
+            if after is not None:
+                query += " AND (finished_at, source, print_id) > (?, ?, ?)"
+                page += after
+            query += " ORDER BY finished_at, source, print_id LIMIT ?"
+            page.append(batch)
+            with self._read("read the print history") as conn:
+                rows = conn.execute(query, page).fetchall()
+            for row in rows:
+                yield _record(row)
+            if len(rows) < batch:
+                return
+            last = rows[-1]
+            after = (last[7], last[0], last[4])  # finished_at, source, print_id as stored
 
     def history_totals(self, source: str) -> list[HistoryTotal]:
-        """The print history of ``source`` summed per printer, outcome and material.
+        """The print history of ``source`` summed per printer, outcome and material (kept as
+        running sums by :meth:`commit`, so this costs one row per printer and material however
+        long the history is).
 
         Raises:
             StoreError: the database cannot be read.
         """
         with self._read("sum the print history") as conn:
             rows = conn.execute(
-                "SELECT serial, outcome, material, COUNT(*), TOTAL(volume_ml), COUNT(volume_ml) "
-                "FROM print_history WHERE source = ? "
-                "GROUP BY serial, outcome, material ORDER BY serial, outcome, material",
+                "SELECT serial, outcome, material, prints, volume_ml, with_volume "
+                "FROM print_totals WHERE source = ? ORDER BY serial, outcome, material",
                 (_text_key(source),),
             ).fetchall()
         return [
@@ -477,7 +518,7 @@ class Store:
                 source=source,
                 serial=serial,
                 outcome=outcome,
-                material=material,
+                material=material or None,
                 prints=int(prints),
                 volume_ml=float(volume),
                 with_volume=int(with_volume),
@@ -787,7 +828,7 @@ def _write_history(conn: sqlite3.Connection, changes: Sequence[HistoryChange]) -
             )
             continue
         r = change
-        conn.execute(
+        cur = conn.execute(
             f"INSERT OR IGNORE INTO print_history ({_HISTORY_COLUMNS}) "  # noqa: S608
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
@@ -808,6 +849,23 @@ def _write_history(conn: sqlite3.Connection, changes: Sequence[HistoryChange]) -
                 _opt_text(r.verdict_by),
             ),
         )
+        if cur.rowcount > 0:  # a new print, not one recorded already
+            conn.execute(
+                "INSERT INTO print_totals "
+                "(source, serial, outcome, material, prints, volume_ml, with_volume) "
+                "VALUES (?, ?, ?, ?, 1, ?, ?) "
+                "ON CONFLICT (source, serial, outcome, material) DO UPDATE SET "
+                "prints = prints + 1, volume_ml = volume_ml + excluded.volume_ml, "
+                "with_volume = with_volume + excluded.with_volume",
+                (
+                    _text_key(r.source),
+                    _text_key(r.serial),
+                    r.outcome,
+                    _text_key(r.material or ""),
+                    r.volume_ml or 0.0,
+                    int(r.volume_ml is not None),
+                ),
+            )
 
 
 def _record(row: Sequence[Any]) -> PrintRecord:

@@ -633,6 +633,7 @@ class Rig:
         self.mqtt: MqttRecorder | None = None
         self.daemons: list[DaemonProcess] = []
         self.state_dir = workdir / "state"
+        self.history_checked = 0  # print_history records seen by the last history_mismatch()
         self.config_path = workdir / "printfleet.toml"
         self.pack_path = workdir / "rules" / "fault-suite.toml"
         self.metrics_port = free_port()
@@ -911,6 +912,24 @@ class Rig:
 
     def hook_ids(self) -> set[str]:
         return {e["id"] for e in self.receiver.delivered()}
+
+    def history_mismatch(self) -> dict[str, set[tuple[str, str]]]:
+        """Print outcomes on MQTT without a ``print_history`` record, and records without an
+        outcome on MQTT (both as ``(source, print id)``): the two are written by one commit."""
+        from printfleet.store import FILENAME, Store
+
+        outcomes = {"print.finished", "print.failed", "print.aborted"}
+        events = {
+            (str(e["source"]).rsplit("/", 1)[-1], str(e["data"]["print"]["id"]))
+            for e in (self.mqtt.events() if self.mqtt is not None else [])
+            if e.get("type") in outcomes and isinstance(e.get("data", {}).get("print"), dict)
+        }
+        with Store.open(self.state_dir / FILENAME) as store:
+            records = {(r.source, r.print_id) for r in store.print_history()}
+        found = {"outcomes without a record": events - records}
+        found["records without an outcome"] = records - events
+        self.history_checked = len(records)
+        return {what: keys for what, keys in found.items() if keys}
 
     def missing(self) -> dict[str, list[str]]:
         """Detected events that have not arrived yet, per sink."""

@@ -451,6 +451,9 @@ async def test_sigkill_mid_burst_then_restart(make_rig: RigFactory) -> None:
     assert len(unreachable) == 2, f"two outages, ids {unreachable}"
     assert len(recoveries) == 2, f"two recoveries, ids {recoveries}"
     await rig.verify()
+    # Each print that ended is in the history once, across the kill (keyed by print id).
+    await rig.until(lambda: not rig.history_mismatch(), timeout=20, what="print history")
+    print(f"print history: {rig.history_checked} records match the outcome events")
 
 
 @pytest.mark.parametrize("mount", [True, False], ids=["tmpfs-if-root", "rlimit"])
@@ -479,6 +482,9 @@ async def test_disk_full_keeps_running_and_delivers_after_space_returns(
     assert daemon.running
     await rig.verify(delivered_timeout=45)
     assert {r["id"] for r in held} <= rig.mqtt_ids()
+    # Print records held in memory with the deliveries were written with them.
+    await rig.until(lambda: not rig.history_mismatch(), timeout=20, what="print history")
+    print(f"print history: {rig.history_checked} records match the outcome events")
     print(f"disk full simulated with {rig.disk.method}: {failed[0]['error']}")
 
 

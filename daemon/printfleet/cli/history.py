@@ -80,20 +80,25 @@ def history_export(
     """
     now = now or datetime.now(UTC)
     path = settings.daemon.state_dir / FILENAME
-    records: list[PrintRecord] = []
-    if path.exists():
-        with Store.open(path) as store:
-            records = store.print_history(
-                since=_point(since, now), until=_point(until, now), source=source
-            )
-    else:
+    if not path.exists():
         err.write(f"no state database at {path}: no print history yet\n")
+        _write((), as_csv=as_csv, out=out)
+        return EXIT_OK
+    with Store.open(path) as store:
+        # Streamed batch by batch: a large fleet's year does not fit in memory at once.
+        records = store.iter_print_history(
+            since=_point(since, now), until=_point(until, now), source=source
+        )
+        _write(records, as_csv=as_csv, out=out)
+    return EXIT_OK
+
+
+def _write(records: Iterable[PrintRecord], *, as_csv: bool, out: TextIO) -> None:
     if as_csv:
         write_csv(records, out)
     else:
         for record in records:
             out.write(json_text(as_json(record)) + "\n")
-    return EXIT_OK
 
 
 def as_json(record: PrintRecord) -> dict[str, Any]:

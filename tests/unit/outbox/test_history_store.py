@@ -14,7 +14,7 @@ import pytest
 from printfleet.core.delivery import Delivery
 from printfleet.core.events import ChangeEvent, EventType, Severity
 from printfleet.core.fleet import AccountHealth
-from printfleet.core.history import PrintRecord, Rating
+from printfleet.core.history import HistoryTotal, PrintRecord, Rating
 from printfleet.core.model import Print, Printer, PrinterStatus, PrintStatus, Snapshot, Vendor
 from printfleet.core.rules.engine import Decision
 from printfleet.errors import StoreError
@@ -99,6 +99,46 @@ def test_filters_since_inclusive_until_exclusive_and_source(store: Store) -> Non
     assert [r.print_id for r in store.print_history(since=T0 + timedelta(hours=4))] == ["p4"]
 
 
+def test_iterating_in_batches_gives_the_same_records_in_the_same_order(store: Store) -> None:
+    """Keyset paging: ties of finished_at (one poll's outcomes) are neither lost nor repeated."""
+    same_time = [record(f"t{n}", source=("a", "b")[n % 2]) for n in range(7)]
+    later = [record(f"l{n}", at=T0 + timedelta(minutes=n)) for n in range(5)]
+    store.commit(history=[*later, *same_time])
+    everything = store.print_history()
+    assert len(everything) == 12
+    for batch in (1, 2, 3, 5, 12, 100):
+        assert list(store.iter_print_history(batch=batch)) == everything
+    lab = store.print_history(source="lab", since=T0 + timedelta(minutes=1))
+    assert (
+        list(store.iter_print_history(source="lab", since=T0 + timedelta(minutes=1), batch=2))
+        == lab
+    )
+    assert [r.print_id for r in lab] == ["l1", "l2", "l3", "l4"]
+
+
+def test_totals_sum_new_records_only(store: Store) -> None:
+    """history_totals is what summing print_history gives; a record written twice counts once."""
+    records = [
+        record("a", volume_ml=30.0),
+        record("b", volume_ml=12.5),
+        record("c", volume_ml=None),
+        record("d", material=None, volume_ml=4.0),
+        record("e", outcome="failed", volume_ml=99.0),
+        record("f", serial="F2"),
+        record("g", source="other"),
+    ]
+    store.commit(history=records)
+    store.commit(history=records[:3])  # re-detected: ignored, totals unchanged
+    assert store.history_totals("lab") == [
+        HistoryTotal("lab", "F1", "failed", "Grey V5", prints=1, volume_ml=99.0, with_volume=1),
+        HistoryTotal("lab", "F1", "finished", None, prints=1, volume_ml=4.0, with_volume=1),
+        HistoryTotal("lab", "F1", "finished", "Grey V5", prints=3, volume_ml=42.5, with_volume=2),
+        HistoryTotal("lab", "F2", "finished", "Grey V5", prints=1, volume_ml=12.5, with_volume=1),
+    ]
+    assert [t.prints for t in store.history_totals("other")] == [1]
+    assert store.history_totals("nobody") == []
+
+
 def test_vendor_text_with_a_lone_surrogate_is_stored(store: Store) -> None:
     """Vendor names are arbitrary JSON strings; one UTF-8 cannot encode must not fail a poll."""
     store.commit(history=[record("p1", name="job \ud800", printer_name="\udfff")])
@@ -126,6 +166,7 @@ def test_a_fresh_database_has_the_table_and_an_older_one_gains_it(tmp_path: Path
         pass
     conn = sqlite3.connect(path)
     conn.execute("DROP TABLE print_history")
+    conn.execute("DROP TABLE print_totals")
     conn.execute("DROP TABLE event_log")  # migration 3, after print history
     conn.execute("PRAGMA user_version = 1")  # as printfleet 0.x before print history
     conn.close()
