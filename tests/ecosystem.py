@@ -39,6 +39,8 @@ ADAPTIVE_CARD_SCHEMA = Path(__file__).parent / "vendor/adaptivecards/adaptive-ca
 SLACK_TEXT_MAX = 40_000  # a message's top-level text (Slack truncates beyond)
 SLACK_HEADER_MAX = 150
 SLACK_SECTION_MAX = 3000
+SLACK_SECTION_FIELDS_MAX = 10
+SLACK_FIELD_MAX = 2000
 SLACK_CONTEXT_ELEMENTS_MAX = 10
 SLACK_BLOCKS_MAX = 50
 
@@ -127,11 +129,22 @@ def _slack_block_limits(block: Mapping[str, Any]) -> list[str]:
         if text["type"] != "plain_text" or not 0 < len(text["text"]) <= SLACK_HEADER_MAX:
             problems.append(f"header text {text['type']} of {len(text['text'])} chars")
     elif kind == "section":
-        text = block["text"]
-        if not 0 < len(text["text"]) <= SLACK_SECTION_MAX:
-            problems.append(f"section text of {len(text['text'])} chars")
-        if text["type"] == "mrkdwn":
-            problems += _slack_markup("section", text["text"])
+        if "text" not in block and "fields" not in block:
+            problems.append("section without text or fields")
+        if "text" in block:
+            text = block["text"]
+            if not 0 < len(text["text"]) <= SLACK_SECTION_MAX:
+                problems.append(f"section text of {len(text['text'])} chars")
+            if text["type"] == "mrkdwn":
+                problems += _slack_markup("section", text["text"])
+        fields = block.get("fields", [])
+        if len(fields) > SLACK_SECTION_FIELDS_MAX:
+            problems.append(f"section with {len(fields)} fields")
+        for field in fields:
+            if not 0 < len(field["text"]) <= SLACK_FIELD_MAX:
+                problems.append(f"section field of {len(field['text'])} chars")
+            if field["type"] == "mrkdwn":
+                problems += _slack_markup("section field", field["text"])
     elif kind == "context":
         elements = block["elements"]
         if not 0 < len(elements) <= SLACK_CONTEXT_ELEMENTS_MAX:

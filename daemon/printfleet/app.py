@@ -40,6 +40,7 @@ from printfleet.core.polling import PollPolicy
 from printfleet.core.rules.acks import ACKS_KEY, acks_from_state
 from printfleet.core.rules.engine import RuleEngine
 from printfleet.core.thresholds import DiffSettings
+from printfleet.digests import DigestRunner
 from printfleet.errors import EXIT_AUTH, EXIT_OK, ConfigError, PrintfleetError, StoreError
 from printfleet.health import HealthServer, bind_problem
 from printfleet.metrics.fleet import FleetCollector
@@ -252,6 +253,11 @@ class Daemon:
             on_committed=self._wake,
             on_view=self._view_changed,
             on_event=self.hooks.on_event,
+            digests=(
+                DigestRunner(settings.digest, store, default_timezone=settings.rules.timezone)
+                if settings.digest
+                else None
+            ),
         )
 
         if settings.metrics.enabled:

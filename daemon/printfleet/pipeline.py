@@ -10,6 +10,7 @@ announced twice.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,6 +20,7 @@ import structlog
 
 from printfleet.clock import Clock
 from printfleet.core.delivery import Delivery, delivery_id
+from printfleet.core.digest import LoggedEvent, logged_events
 from printfleet.core.events import ChangeEvent, to_cloudevent
 from printfleet.core.fleet import AccountHealth, FleetView
 from printfleet.core.history import HistoryChange, history_changes
@@ -44,9 +46,18 @@ class StateStore(Protocol):
         deliveries: Sequence[Delivery] = (),
         state: dict[str, Any] | None = None,
         history: Sequence[HistoryChange] = (),
+        events: Sequence[LoggedEvent] = (),
     ) -> int: ...
 
     def load_state(self, key: str) -> Any | None: ...
+
+
+class Digests(Protocol):
+    """What the pipeline needs of the digests (:class:`printfleet.digests.DigestRunner`)."""
+
+    def next_due(self) -> datetime | None: ...
+
+    def collect(self, now: datetime, view: FleetView) -> tuple[list[Delivery], dict[str, Any]]: ...
 
 
 class Rules(Protocol):
@@ -74,9 +85,10 @@ class _Pending:
     deliveries: list[Delivery] = field(default_factory=list)
     state: dict[str, Any] = field(default_factory=dict)
     history: list[HistoryChange] = field(default_factory=list)
+    events: list[LoggedEvent] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.snapshots or self.deliveries or self.state or self.history)
+        return bool(self.snapshots or self.deliveries or self.state or self.history or self.events)
 
 
 class Pipeline:
@@ -94,6 +106,7 @@ class Pipeline:
         on_committed: Callable[[set[str]], None] = lambda sinks: None,
         on_view: Callable[[FleetView], None] = lambda view: None,
         on_event: Callable[[ChangeEvent], None] = lambda event: None,
+        digests: Digests | None = None,
     ) -> None:
         self._store = store
         self._rules = rules
@@ -104,6 +117,7 @@ class Pipeline:
         self._on_committed = on_committed
         self._on_view = on_view
         self._on_event = on_event
+        self._digests = digests
         self._view = FleetView()
         self._pending = _Pending()
         self._store_failing = False
@@ -136,7 +150,11 @@ class Pipeline:
         state = dict(cycle.state)
         state["rules"] = self._rules.state()
         persisted = self._commit(
-            cycle.snapshot, deliveries, state, history=history_changes(cycle.events)
+            cycle.snapshot,
+            deliveries,
+            state,
+            history=history_changes(cycle.events),
+            events=logged_events(cycle.events),
         )
         # Announced only after the commit: an event logged as detected is then durable. A
         # kill -9 before the commit re-detects it from the stored snapshot after the restart,
@@ -175,15 +193,23 @@ class Pipeline:
         )
 
     async def tick(self) -> None:
-        """Fire due rule timers (hold-downs, repeats, grouped batches)."""
+        """Fire due rule timers (hold-downs, repeats, grouped batches) and due digests."""
         now = self._clock.now()
         decisions: list[Decision] = []
         deliveries = self._rules.tick(now, trace=decisions)
         self._count_matches()
+        state: dict[str, Any] = {"rules": self._rules.state()}
+        if self._digests is not None:
+            # In a thread: at 10,000 printers reading a day of history and events and
+            # summing them takes a second or two, which the event loop (polls, deliveries)
+            # should not wait for. The store serialises its own use; the view is immutable.
+            digests, digest_state = await asyncio.to_thread(self._digests.collect, now, self._view)
+            deliveries.extend(digests)
+            state.update(digest_state)
         # Any decision may have changed the engine's state (a hold-down that fired into a
         # hold silence sends nothing but must survive a restart), so persist it then too.
-        if deliveries or self._pending or decisions:
-            self._commit(None, deliveries, {"rules": self._rules.state()})
+        if deliveries or self._pending or decisions or len(state) > 1:
+            self._commit(None, deliveries, state)
         self._log_decisions(decisions)
 
     def _log_decisions(self, decisions: list[Decision], **context: str) -> None:
@@ -205,9 +231,12 @@ class Pipeline:
                 self._log.debug(f"rule.{d.outcome}", **fields)
 
     async def run_timers(self, *, max_sleep: float = 30.0) -> None:
-        """Tick the rule engine whenever a timer is due (runs until cancelled)."""
+        """Tick the rule engine whenever a timer or a digest is due (runs until cancelled)."""
         while True:
-            deadline = self._rules.next_deadline()
+            deadlines = [self._rules.next_deadline()]
+            if self._digests is not None:
+                deadlines.append(self._digests.next_due())
+            deadline = min((d for d in deadlines if d is not None), default=None)
             now = self._clock.now()
             delay = max_sleep if deadline is None else (deadline - now).total_seconds()
             await self._clock.sleep(min(max(delay, 0.0), max_sleep))
@@ -240,6 +269,7 @@ class Pipeline:
         state: dict[str, Any],
         *,
         history: Sequence[HistoryChange] = (),
+        events: Sequence[LoggedEvent] = (),
     ) -> bool:
         """Commit what is pending plus this; ``False`` when the store failed (kept in memory)."""
         pending = self._pending
@@ -251,12 +281,14 @@ class Pipeline:
             list(pending.deliveries),
             dict(pending.state),
             list(pending.history),
+            list(pending.events),
         )
         if snapshot is not None:
             pending.snapshots[snapshot.source] = snapshot
         pending.deliveries.extend(deliveries)
         pending.state.update(state)
         pending.history.extend(history)
+        pending.events.extend(events)
         sinks: set[str] = set()
         committed = False
         try:
@@ -271,6 +303,7 @@ class Pipeline:
                     deliveries=pending.deliveries if index == 0 else (),
                     state=pending.state if index == 0 else None,
                     history=pending.history if index == 0 else (),
+                    events=pending.events if index == 0 else (),
                 )
                 if index == 0:
                     committed = True
@@ -278,6 +311,7 @@ class Pipeline:
                     pending.deliveries = []
                     pending.state = {}
                     pending.history = []
+                    pending.events = []
                 if snap is not None:
                     del pending.snapshots[snap.source]
         except StoreError as err:

@@ -79,6 +79,7 @@ from printfleet.core.codec import (
     snapshot_to_json,
 )
 from printfleet.core.delivery import Delivery
+from printfleet.core.digest import EVENT_LOG_RETENTION, LoggedEvent
 from printfleet.core.events import json_text
 from printfleet.core.history import HistoryChange, HistoryTotal, PrintRecord, Rating
 from printfleet.core.identifiers import SURROGATES
@@ -99,6 +100,8 @@ log = structlog.get_logger("printfleet.store")
 FILENAME: Final = "state.sqlite3"
 #: How many delivered ids are remembered, so the same decision is never enqueued twice.
 DELIVERED_LOG_CAP: Final = 10_000
+#: The event log is pruned at most this often (a DELETE over its time index).
+EVENT_LOG_PRUNE_EVERY: Final = timedelta(hours=1)
 #: Print history records read per query by :meth:`Store.iter_print_history`.
 HISTORY_BATCH: Final = 1000
 #: A printer whose only change is its heartbeat (``last_seen_at``) is rewritten this rarely.
@@ -151,6 +154,7 @@ class Store:
         self._clock = clock
         self._lock = threading.RLock()
         self._known: dict[str, _Known] = {}
+        self._pruned_at: datetime | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -251,9 +255,11 @@ class Store:
         deliveries: Sequence[Delivery] = (),
         state: Mapping[str, Any] | None = None,
         history: Sequence[HistoryChange] = (),
+        events: Sequence[LoggedEvent] = (),
     ) -> int:
         """Atomically store ``snapshot`` (replacing its source's), enqueue ``deliveries``, set
-        ``state`` keys (a ``None`` value deletes the key) and apply ``history`` in order.
+        ``state`` keys (a ``None`` value deletes the key), apply ``history`` in order and
+        append ``events`` to the event log (older than 35 days are pruned, at most hourly).
 
         A delivery whose id is already queued, dead-lettered or recently delivered is ignored,
         so committing the same decision twice never sends it twice. Likewise a
@@ -287,6 +293,13 @@ class Store:
             (_text_key(key), None if value is None else _dumps(value))
             for key, value in (state or {}).items()
         ]
+        event_rows = [
+            (_us(e.time), e.type, e.source, _text_key(e.subject), _dumps(dict(e.details)))
+            for e in events
+        ]
+        prune = bool(event_rows) and (
+            self._pruned_at is None or self._clock.now() - self._pruned_at >= EVENT_LOG_PRUNE_EVERY
+        )
         known: _Known | None = None
         with self._transaction("commit") as conn:
             if snapshot is not None:
@@ -308,9 +321,56 @@ class Store:
                 _refresh_head(conn, sink, key, now)
             self._write_state(conn, state_rows)
             _write_history(conn, history)
+            if event_rows:
+                conn.executemany(
+                    "INSERT INTO event_log (time, type, source, subject, details) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    event_rows,
+                )
+            if prune:
+                conn.execute(
+                    "DELETE FROM event_log WHERE time < ?",
+                    (_us(self._clock.now() - EVENT_LOG_RETENTION),),
+                )
+        if prune:
+            self._pruned_at = self._clock.now()
         if snapshot is not None and known is not None:
             self._known[snapshot.source] = known
         return added
+
+    def logged_events(
+        self, *, since: datetime, until: datetime, types: Sequence[str] = ()
+    ) -> list[LoggedEvent]:
+        """Event-log rows with ``since <= time < until`` (of ``types``, if given), oldest first.
+
+        Raises:
+            StoreError: the database cannot be read.
+        """
+        query = "SELECT time, type, source, subject, details FROM event_log "
+        query += "WHERE time >= ? AND time < ?"
+        params: list[Any] = [_us(since), _us(until)]
+        if types:
+            query += f" AND type IN ({', '.join('?' for _ in types)})"
+            params.extend(types)
+        with self._read("read the event log") as conn:
+            rows = conn.execute(query + " ORDER BY time, seq", params).fetchall()
+        return [_logged(r) for r in rows]
+
+    def last_logged_events(self, *, before: datetime, types: Sequence[str]) -> list[LoggedEvent]:
+        """The latest event-log row of ``types`` before ``before``, one per source and subject.
+
+        Raises:
+            StoreError: the database cannot be read.
+        """
+        marks = ", ".join("?" for _ in types)
+        # SQLite takes the bare columns of a MAX() aggregate from the row holding the maximum.
+        query = (
+            "SELECT MAX(time), type, source, subject, details FROM event_log "  # noqa: S608
+            f"WHERE time < ? AND type IN ({marks}) GROUP BY source, subject"
+        )
+        with self._read("read the event log") as conn:
+            rows = conn.execute(query, [_us(before), *types]).fetchall()
+        return [_logged(r) for r in rows]
 
     def _write_snapshot(self, conn: sqlite3.Connection, snapshot: Snapshot) -> _Known:
         source = snapshot.source
@@ -895,6 +955,11 @@ def _entry(row: Sequence[Any]) -> OutboxEntry:
         enqueued_at=_from_us(enqueued_at),
         dead_at=None if dead_at is None else _from_us(dead_at),
     )
+
+
+def _logged(row: Sequence[Any]) -> LoggedEvent:
+    time, kind, source, subject, details = row
+    return LoggedEvent(str(kind), str(source), str(subject), _from_us(time), json.loads(details))
 
 
 def _us(value: datetime) -> int:

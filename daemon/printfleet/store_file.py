@@ -112,6 +112,20 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             PRIMARY KEY (source, serial, outcome, material)
         ) WITHOUT ROWID""",
     ),
+    (
+        # The digests' event log (printfleet.core.digest.LOGGED_TYPES only): offline spans and
+        # warnings over a period. Written in the poll commit, pruned after 35 days.
+        """CREATE TABLE event_log (
+            seq     INTEGER PRIMARY KEY,
+            time    INTEGER NOT NULL,   -- microseconds since the epoch, UTC
+            type    TEXT NOT NULL,
+            source  TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            details TEXT NOT NULL       -- JSON object
+        )""",
+        "CREATE INDEX event_log_time ON event_log (time)",
+        "CREATE INDEX event_log_subject ON event_log (source, subject, time)",
+    ),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 

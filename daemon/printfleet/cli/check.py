@@ -16,6 +16,7 @@ from typing import Any, TextIO
 from printfleet.config import Settings
 from printfleet.config.loader import problem_at
 from printfleet.config.secrets import loose_secret_files, permission_warning
+from printfleet.core.digest_schedule import split_zone
 from printfleet.core.rules.model import RuleSet
 from printfleet.errors import EXIT_OK, ConfigError, Problem
 from printfleet.logs import redact
@@ -93,6 +94,12 @@ def print_summary(
     width = max((len(r.name) for r in settings.receiver), default=0)
     lines.extend(f"    {r.name:<{width}}  {r.kind}" for r in settings.receiver)
     lines.append(f"  rules      {describe_rules(rule_set)}")
+    if settings.digest:
+        lines.append(f"  digests    {len(settings.digest)}")
+        width = max(len(d.name) for d in settings.digest)
+        for d in settings.digest:
+            when, zone = split_zone(d.schedule, settings.rules.timezone)
+            lines.append(f"    {d.name:<{width}}  to {d.receiver}, {when} {zone}")
     mqtt = settings.mqtt
     lines.append(
         f"  mqtt       {safe_url(mqtt.url)} (topic prefix {mqtt.topic_prefix}, qos {mqtt.qos})"

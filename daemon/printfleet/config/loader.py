@@ -52,7 +52,7 @@ from printfleet.config.toml_lines import (
     undecodable_line_of,
 )
 from printfleet.core.sizes import parse_size
-from printfleet.errors import ConfigError, Problem
+from printfleet.errors import ConfigError, Problem, did_you_mean
 from printfleet.logs import register_secret
 
 DEFAULT_CONFIG = Path("/etc/printfleet/config.toml")
@@ -166,6 +166,8 @@ class _Loader:
         self._check_duplicate_names(data)
         self._resolve_paths(data)
         settings = self._validate(data)
+        if settings is not None:
+            self._check_references(settings)
         if self.problems:
             self.problems.sort(key=lambda p: (p.file != self.file, p.line or 0))
             raise ConfigError(self.problems)
@@ -380,6 +382,20 @@ class _Loader:
             )
 
     # -- validation -----------------------------------------------------------------------
+
+    def _check_references(self, settings: Settings) -> None:
+        """Names one table uses of another: a digest's receiver must be a [[receiver]]."""
+        receivers = [r.name for r in settings.receiver]
+        for i, digest in enumerate(settings.digest):
+            if digest.receiver not in receivers:
+                close = did_you_mean(digest.receiver, receivers)
+                hint = f"did you mean {close!r}? " if close else ""
+                known = ", ".join(receivers) if receivers else "(none: add a [[receiver]])"
+                self._add(
+                    ("digest", i, "receiver"),
+                    f"unknown receiver {digest.receiver!r}",
+                    f"{hint}use the name of a [[receiver]]: {known}",
+                )
 
     def _validate(self, data: dict[str, Any]) -> Settings | None:
         try:

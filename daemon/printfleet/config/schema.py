@@ -33,6 +33,8 @@ from pydantic import (
 )
 
 from printfleet.config.toml_lines import Loc
+from printfleet.core.digest import DIGEST_MATCH_FIELDS
+from printfleet.core.digest_schedule import DigestSchedule
 from printfleet.core.durations import parse_duration
 from printfleet.core.sizes import format_size, parse_size
 from printfleet.errors import did_you_mean
@@ -431,6 +433,59 @@ class ReceiverConfig(Section):
         return self
 
 
+class DigestConfig(Section):
+    """A periodic summary sent to one receiver (``[[digest]]``; see README "Daily digest")."""
+
+    name: str = Field(
+        description="Unique digest name; in the message's CloudEvent source and subject.",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+    )
+    receiver: str = Field(description="The [[receiver]] (by name) the digest is sent to.")
+    schedule: str = Field(
+        description="When it is sent, e.g. 'Mon-Fri 07:30 Europe/Berlin' or '07:30' (daily, "
+        "in [rules] timezone). Each message covers the time since the previous scheduled one."
+    )
+    match: dict[str, str | tuple[str, ...]] = Field(
+        default_factory=dict,
+        description="Only printers whose fields match these globs, as in a silence's match "
+        "(source, vendor, serial, subject, name, group, model); empty: the whole fleet.",
+    )
+    title: str | None = Field(
+        None, max_length=200, description="Message title (default 'Digest <name>')."
+    )
+
+    @field_validator("schedule")
+    @classmethod
+    def _valid_schedule(cls, value: str) -> str:
+        try:
+            DigestSchedule.parse(value)
+        except ValueError as err:
+            raise InvalidValue(str(err), "write e.g. 'Mon-Fri 07:30 Europe/Berlin'") from None
+        return value
+
+    @field_validator("match")
+    @classmethod
+    def _known_fields(
+        cls, value: dict[str, str | tuple[str, ...]]
+    ) -> dict[str, str | tuple[str, ...]]:
+        unknown = sorted(set(value) - set(DIGEST_MATCH_FIELDS))
+        if unknown:
+            raise InvalidValue(
+                f"unknown match field {unknown[0]!r}",
+                f"{did_you_mean_hint(unknown[0])}use {', '.join(DIGEST_MATCH_FIELDS)}",
+            )
+        return value
+
+    def globs(self) -> dict[str, tuple[str, ...]]:
+        """``match`` with every value as a tuple of globs."""
+        return {k: (v,) if isinstance(v, str) else tuple(v) for k, v in self.match.items()}
+
+
+def did_you_mean_hint(word: str) -> str:
+    close = did_you_mean(word, DIGEST_MATCH_FIELDS)
+    return f"did you mean {close!r}? " if close else ""
+
+
 class LimitsConfig(Section):
     """Caps on everything read from outside, so no vendor, receiver or file can exhaust us."""
 
@@ -498,6 +553,9 @@ class Settings(Section):
         (), description="Notification targets ([[receiver]] tables)."
     )
     rules: RulesConfig = Field(default_factory=RulesConfig)
+    digest: tuple[DigestConfig, ...] = Field(
+        (), description="Periodic summaries ([[digest]] tables)."
+    )
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
 
     @model_validator(mode="after")
@@ -505,6 +563,7 @@ class Settings(Section):
         for kind, names in (
             ("source", [s.name for s in self.source]),
             ("receiver", [r.name for r in self.receiver]),
+            ("digest", [d.name for d in self.digest]),
         ):
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:

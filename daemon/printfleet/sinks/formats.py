@@ -359,6 +359,12 @@ def render(
     """
     if kind == "webhook":
         return cloudevent_body(payload), CLOUDEVENTS_CONTENT_TYPE
+    if payload.get("kind") == "digest":
+        from printfleet.sinks.digest_formats import BUILDERS  # it builds on this module
+
+        # A digest has no pictures; kinds without a digest layout render it as any notice.
+        if kind in BUILDERS:
+            return _compact(BUILDERS[kind](payload)), JSON_CONTENT_TYPE
     builders = {"slack": slack_message, "teams": teams_message, "discord": discord_message}
     try:
         build = builders[kind]

@@ -167,6 +167,7 @@ def test_a_fresh_database_has_the_table_and_an_older_one_gains_it(tmp_path: Path
     conn = sqlite3.connect(path)
     conn.execute("DROP TABLE print_history")
     conn.execute("DROP TABLE print_totals")
+    conn.execute("DROP TABLE event_log")  # migration 3, after print history
     conn.execute("PRAGMA user_version = 1")  # as printfleet 0.x before print history
     conn.close()
     with Store.open(path) as reopened:

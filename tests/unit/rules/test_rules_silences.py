@@ -226,7 +226,13 @@ class _RecordingStore:
         self.deliveries: list[Any] = []
 
     def commit(
-        self, *, snapshot: Any = None, deliveries: Any = (), state: Any = None, history: Any = ()
+        self,
+        *,
+        snapshot: Any = None,
+        deliveries: Any = (),
+        state: Any = None,
+        history: Any = (),
+        events: Any = (),
     ) -> int:
         self.deliveries.extend(deliveries)
         return len(deliveries)

@@ -40,6 +40,8 @@ _SCHEDULE_HELP = (
     "write e.g. 'Sat 00:00-Mon 06:00' (one span), 'Mon-Fri 22:00-06:00' (each of those days, "
     "may cross midnight), '22:00-06:00' (every day) or 'Mon,Wed 12:00-13:00'"
 )
+_POINT_RE = re.compile(rf"^(?:(.+?)\s+)?{_TIME}$")
+_POINT_HELP = "write e.g. 'Mon-Fri 07:30', '07:30' (every day) or 'Mon,Thu 18:00'"
 
 
 _FULL_DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -109,6 +111,37 @@ def parse_schedule(text: str) -> tuple[tuple[int, int], ...]:
         else:
             windows.append((start, end))
     return tuple(sorted(windows))
+
+
+def parse_times(text: str) -> tuple[int, ...]:
+    """Weekly points in time as minutes since Monday 00:00, sorted: ``'Mon-Fri 07:30'``,
+    ``'07:30'`` (every day), ``'Mon,Thu 18:00'``; the day words of :func:`parse_schedule`.
+
+    The digests' schedules; the same day and time grammar as silence windows, one time
+    instead of a span.
+
+    Raises:
+        ValueError: saying which forms are accepted.
+    """
+    text = text.strip()
+    match = _POINT_RE.match(text)
+    if match is None:
+        raise ValueError(f"invalid schedule '{text}'; {_POINT_HELP}")
+    days_text, hours, minutes = match.groups()
+    minute = _minutes(hours, minutes)
+    if minute == 1440:
+        raise ValueError(f"invalid time '{hours}:{minutes}'; use 00:00 to 23:59")
+    days = _day_set(days_text) if days_text else range(7)
+    return tuple(sorted({day * 1440 + minute for day in days}))
+
+
+def zone(name: str) -> tzinfo:
+    """The IANA time zone ``name``.
+
+    Raises:
+        ValueError: naming an example of a valid zone.
+    """
+    return _zone(name)
 
 
 def _zone(name: str) -> tzinfo:
