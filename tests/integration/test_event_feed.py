@@ -193,7 +193,7 @@ async def test_what_happens_between_two_polls_is_reported_once_from_the_feed(
             e
             for e in of(again, *FEED_TYPES, EventType.VENDOR_EVENT)
             if e.details.get("witness") == "feed"
-            and e.details["vendor_event"]["created_at"] <= resumed["time"].isoformat()
+            and datetime.fromisoformat(e.details["vendor_event"]["created_at"]) <= resumed["time"]
         ]
 
 

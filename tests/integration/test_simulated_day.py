@@ -34,7 +34,7 @@ import itertools
 import statistics
 from collections import defaultdict
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from tests.simtime import FORMLABS_PRINTERS, Detection, FleetRun, run_fleet
