@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+from printfleet.cli.rules import rules_test
+from printfleet.config import DaemonConfig, RulesConfig, Settings
 from printfleet.core.events import ChangeEvent, EventType, Severity, to_cloudevent
 from printfleet.core.feed import (
     MAX_SEEN_IDS,
@@ -323,3 +327,31 @@ def test_memory_is_bounded_and_survives_garbage() -> None:
     assert memory.seen == {}
     assert WitnessMemory.from_state({"prints": {"x": "garbage"}, "seen": [1]}).prints == {}
     assert WitnessMemory.from_state("nonsense").to_state() == WitnessMemory().to_state()
+
+
+def test_the_default_pack_logs_vendor_events_and_a_when_can_pick_a_type(tmp_path: Path) -> None:
+    """``default-vendor-event`` matches (log-only, no receiver) and renders the vendor's
+    label and text; ``data.vendor_event.type`` is what a notifying rule filters on."""
+    event = Cycles().cycle(5, records=[feed(1, FeedKind.OTHER, 4)])[0]
+    (tmp_path / "events.jsonl").write_text(json.dumps(to_cloudevent(event)) + "\n")
+    (tmp_path / "pick.toml").write_text(
+        '[[rule]]\nname = "pick"\non = ["vendor.event"]\n'
+        "when = \"data.vendor_event.type == 'SOMETHING_NEW'\"\nnotify = []\n"
+        'title = "{data.vendor_event.type}"\n'
+        '[[rule]]\nname = "other"\non = ["vendor.event"]\n'
+        "when = \"data.vendor_event.type == 'REMOTE_JOB_EXPIRED'\"\nnotify = []\n"
+    )
+    default = Path(__file__).parents[3] / "rules" / "default.toml"
+    settings = Settings(
+        daemon=DaemonConfig(state_dir=tmp_path / "state"),
+        rules=RulesConfig(packs=(str(default), str(tmp_path / "pick.toml"))),
+    )
+    out = io.StringIO()
+    assert rules_test(settings, tmp_path / "events.jsonl", out) == 0
+    text = out.getvalue()
+    assert "default-vendor-event  log-only" in text
+    assert "title:    Fox: label" in text
+    assert "text:     text (SOMETHING_NEW)" in text
+    assert "pick                  log-only" in text
+    assert "other" not in text
+    assert "summary: 1 events; 2 log-only" in text
