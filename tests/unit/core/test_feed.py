@@ -30,6 +30,7 @@ from printfleet.core.model import (
     frozen_mapping,
     iso,
 )
+from printfleet.sources.formlabs import MAX_FEED_RECORDS, _capped_feed
 from printfleet.sources.formlabs_map import (
     FEED_MESSAGE_CHARS,
     FEED_TYPE_CHARS,
@@ -355,3 +356,20 @@ def test_the_default_pack_logs_vendor_events_and_a_when_can_pick_a_type(tmp_path
     assert "pick                  log-only" in text
     assert "other" not in text
     assert "summary: 1 events; 2 log-only" in text
+
+
+def test_a_read_takes_at_most_the_cap_and_the_cursor_stops_before_the_rest() -> None:
+    """More entries than MAX_FEED_RECORDS: the oldest are kept and the watermark ends just
+    before the first one left out, so the next read starts there (re-reads dedupe by id)."""
+    records = [feed(i, FeedKind.OTHER, i / 60) for i in range(MAX_FEED_RECORDS + 20)]
+    kept, resume = _capped_feed(list(reversed(records)), since=T0 - timedelta(seconds=1))
+    assert [r.id for r in kept] == [r.id for r in records[:MAX_FEED_RECORDS]]
+    assert resume is not None
+    assert kept[-1].created_at <= resume < records[MAX_FEED_RECORDS].created_at
+    few, none = _capped_feed(records[:3], since=T0)
+    assert none is None
+    assert len(few) == 3
+    # All in one instant: taking them all is the only way forward.
+    burst = [feed(i, FeedKind.OTHER, 1) for i in range(MAX_FEED_RECORDS + 5)]
+    everything, no_resume = _capped_feed(burst, since=at(1) - timedelta(microseconds=1))
+    assert (len(everything), no_resume) == (len(burst), None)
