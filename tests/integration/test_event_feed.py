@@ -27,6 +27,7 @@ from printfleet.metrics.observer import Metrics
 from printfleet.poller import Cycle, SourcePoller
 from printfleet.simulator import Simulator, SimulatorConfig
 from printfleet.sources.formlabs import FormlabsSource
+from printfleet.sources.http.client import RetryPolicy
 from printfleet.testing import FakeClock
 
 START = datetime(2026, 12, 1, 8, tzinfo=UTC)
@@ -74,7 +75,9 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
 
 
 def source(sim: Simulator, client: httpx.AsyncClient, clock: FakeClock) -> FormlabsSource:
+    # One try per request: a failed poll fails at once (nothing waits on the fake clock).
     return FormlabsSource(
+        retry=RetryPolicy(attempts=1),
         name="lab",
         client_id=sim.formlabs_client_id,
         client_secret=SecretStr(sim.formlabs_client_secret),
@@ -229,4 +232,33 @@ async def test_a_change_polling_saw_first_is_not_told_again_by_the_feed(
         assert [(e.type, e.details["witness"]) for e in mine] == [
             (EventType.PRINT_PAUSED, "poll"),
             (EventType.PRINT_RESUMED, "poll"),
+        ]
+
+
+async def test_a_pause_and_resume_inside_an_outage_are_reported_after_it(
+    scouted: dict[str, Any], client: httpx.AsyncClient
+) -> None:
+    """The API answers 503 from before the pause until after the resume: after
+    ``source.recovered`` the feed tells the pause and the resume that polling never saw."""
+    clock = FakeClock(START)
+    resumed = scouted["resumed"]
+    with Simulator(CONFIG, now=clock.now) as sim:
+        watch = Watch(sim, client, clock)
+        await watch.poll_at(START + timedelta(minutes=1))
+        await watch.poll_at(scouted["pausing"] - timedelta(seconds=30))
+        sim.faults.formlabs.outage = "503"
+        down = await watch.poll_at(scouted["pausing"] + timedelta(seconds=5))
+        assert [e.type for e in down] == [EventType.SOURCE_UNREACHABLE]
+        assert await watch.poll_at(resumed["time"] - timedelta(seconds=5)) == []
+        sim.faults.formlabs.outage = None
+        events = await watch.poll_at(resumed["time"] + timedelta(seconds=30))
+        assert events[0].type is EventType.SOURCE_RECOVERED
+        pair = [
+            (e.type, e.details["witness"])
+            for e in of(events, EventType.PRINT_PAUSED, EventType.PRINT_RESUMED)
+            if e.print is not None and e.print.id == resumed["print_id"]
+        ]
+        assert pair == [
+            (EventType.PRINT_PAUSED, "feed"),
+            (EventType.PRINT_RESUMED, "feed"),
         ]
