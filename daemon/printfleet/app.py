@@ -313,6 +313,7 @@ class Daemon:
                     watermark=watermark,
                     observer=self.metrics,
                     outage=store.load_state(f"outage:{source.name}"),
+                    feed_memory=store.load_state(f"feed:{source.name}"),
                 )
             )
         return EXIT_OK

@@ -20,6 +20,7 @@ import structlog
 from printfleet.clock import Clock
 from printfleet.core.diff import carry_forward, diff, source_event, unresolved_prints
 from printfleet.core.events import ChangeEvent, EventType
+from printfleet.core.feed import FeedRecord, WitnessMemory, reconcile
 from printfleet.core.fleet import AccountHealth
 from printfleet.core.model import (
     PrinterStatus,
@@ -63,6 +64,8 @@ UNKNOWN_VALUE_CHARS = 40
 UNKNOWN_LOG_LIMIT = 100
 FIELD_PRINTER_STATUS = "printer.status"
 FIELD_PRINT_STATUS = "print.status"
+#: ``printfleet_unknown_status_total{field=...}`` of a feed type the adapter does not know.
+FIELD_EVENT_TYPE = "event.type"
 
 
 class SourcePoller:
@@ -72,6 +75,8 @@ class SourcePoller:
         previous: the last good snapshot restored from the store (``None`` on first start).
         watermark: the history watermark restored from the store.
         outage: the open outage restored from the store (``state`` key ``outage:<source>``).
+        feed_memory: what each witness (poll, feed) already reported, restored from the
+            store (``state`` key ``feed:<source>``; see :mod:`printfleet.core.feed`).
         handle: called once per cycle; must persist the snapshot and deliveries atomically.
     """
 
@@ -87,6 +92,7 @@ class SourcePoller:
         watermark: datetime | None = None,
         observer: Observer = NULL_OBSERVER,
         outage: Mapping[str, Any] | None = None,
+        feed_memory: Any = None,
     ) -> None:
         self._source = source
         self._handle = handle
@@ -113,6 +119,8 @@ class SourcePoller:
             )
         self._log = structlog.get_logger("printfleet.poller").bind(source=source.name)
         self._unknown_logged: set[tuple[str, str]] = set()
+        self._memory = WitnessMemory.from_state(feed_memory)
+        self._memory_state = self._memory.to_state()
 
     @property
     def name(self) -> str:
@@ -147,7 +155,14 @@ class SourcePoller:
             self._first_poll_at = self._clock.monotonic()
         # What a cycle changes in the poller is only kept once the pipeline took the cycle:
         # a poll that crashes half-way must leave the poller as if it had not run.
-        kept = (self._outage, self._watermark, self._last_history_at, self._health)
+        kept = (
+            self._outage,
+            self._watermark,
+            self._last_history_at,
+            self._health,
+            self._memory,
+            self._memory_state,
+        )
         try:
             cycle = await self._fetch_cycle(now)
             await self._handle(cycle)
@@ -170,7 +185,14 @@ class SourcePoller:
             # Anything else is a bug or an input nobody foresaw (a mapper, the differ, the
             # store choking on one vendor value). It fails this poll of this source like a
             # response we could not understand; the daemon and the other sources go on.
-            (self._outage, self._watermark, self._last_history_at, self._health) = kept
+            (
+                self._outage,
+                self._watermark,
+                self._last_history_at,
+                self._health,
+                self._memory,
+                self._memory_state,
+            ) = kept
             self._observer.poll_done(self.name, time.perf_counter() - started, ok=False)
             self._observer.poll_failed(self.name, "crashed")
             self._last_outcome = "crashed"
@@ -214,16 +236,44 @@ class SourcePoller:
         )
         return decision.delay_s
 
+    def _kept(self) -> tuple[Any, ...]:
+        return (
+            self._outage,
+            self._watermark,
+            self._last_history_at,
+            self._health,
+            self._memory,
+            self._memory_state,
+        )
+
+    def _restore(self, kept: tuple[Any, ...]) -> None:
+        (
+            self._outage,
+            self._watermark,
+            self._last_history_at,
+            self._health,
+            self._memory,
+            self._memory_state,
+        ) = kept
+
     async def _handle_failure(self, cycle: Cycle, kept: tuple[Any, ...]) -> None:
         """Hand a failure cycle on; if that fails too, forget the outage it opened, so the
         next failure announces it again (its ``source.unreachable`` is not lost)."""
         try:
             await self._handle(cycle)
         except BaseException:
-            (self._outage, self._watermark, self._last_history_at, self._health) = kept
+            (
+                self._outage,
+                self._watermark,
+                self._last_history_at,
+                self._health,
+                self._memory,
+                self._memory_state,
+            ) = kept
             raise
 
     async def _fetch_cycle(self, now: datetime) -> Cycle:
+        feed: Sequence[FeedRecord] = ()
         current = _keep_unreadable(self._previous, await self._source.fetch_printers())
         lookups = [
             PrintLookup(
@@ -245,6 +295,7 @@ class SourcePoller:
                 else None
             )
             batch = await self._source.fetch_runs(since=since, lookups=lookups)
+            feed = batch.feed
             if history_due:
                 self._last_history_at = now
                 if batch.watermark is not None:
@@ -270,7 +321,22 @@ class SourcePoller:
             self._log.info("source.recovered", failures=self._health.consecutive_failures)
             self._outage = None
             state[f"outage:{self.name}"] = None
-        events.extend(diff(self._previous, current, now, self._diff))
+        # The differ's events and the vendor feed's, each real change once (core.feed).
+        merged = reconcile(
+            diff(self._previous, current, now, self._diff),
+            feed,
+            self._memory,
+            previous=self._previous,
+            current=current,
+            now=now,
+        )
+        events.extend(merged.events)
+        self._memory = merged.memory
+        memory_state = merged.memory.to_state()
+        if memory_state != self._memory_state:
+            state[f"feed:{self.name}"] = memory_state
+            self._memory_state = memory_state
+        self._report_unmapped(feed)
         for skipped in current.skipped:
             self._observer.record_skipped(self.name, skipped.kind)
         if current.skipped:
@@ -309,6 +375,23 @@ class SourcePoller:
             if key not in self._unknown_logged and len(self._unknown_logged) < UNKNOWN_LOG_LIMIT:
                 self._unknown_logged.add(key)
                 self._log.warning("source.unknown_status", field=field, value=value)
+
+    def _report_unmapped(self, feed: Sequence[FeedRecord]) -> None:
+        """Count every feed entry of a type the adapter does not know; log each type once."""
+        for record in feed:
+            if record.known:
+                continue
+            value = record.type[:UNKNOWN_VALUE_CHARS]
+            self._observer.unknown_status(self.name, FIELD_EVENT_TYPE, value)
+            key = (FIELD_EVENT_TYPE, value)
+            if key not in self._unknown_logged and len(self._unknown_logged) < UNKNOWN_LOG_LIMIT:
+                self._unknown_logged.add(key)
+                self._log.warning(
+                    "feed.unmapped_type",
+                    value=value,
+                    label=record.type_label[:UNKNOWN_VALUE_CHARS],
+                    hint="passed on as vendor.event; please report the type",
+                )
 
     def _failure_cycle(self, err: SourceError, now: datetime) -> Cycle:
         kind = _error_kind(err)

@@ -34,7 +34,7 @@ import itertools
 import statistics
 from collections import defaultdict
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from tests.simtime import FORMLABS_PRINTERS, Detection, FleetRun, run_fleet
@@ -52,6 +52,9 @@ DRAIN = timedelta(minutes=15)
 # about 310/h on this fleet (250 printer polls + 60 history fetches), so it has to stretch.
 BUDGET_PER_HOUR = 240
 OFFLINE_AFTER = timedelta(minutes=5)
+
+#: Detections the event feed made (``details["witness"] == "feed"``), by type.
+FEED_TYPES = ("material.low", "print.paused", "print.resumed")
 
 SCORED = frozenset(
     {
@@ -146,27 +149,16 @@ def scored_truth(run: FleetRun) -> list[GroundTruthEvent]:
 
 
 def unobservable(run: FleetRun) -> dict[GroundTruthEvent, str]:
-    """Ground truth no poller of this API could report, with the reason.
+    """Ground truth no poller of this API could report, with the reason (none left today).
 
-    * ``material.low`` for a cartridge the operator replaced in the same simulated second it
-      crossed the threshold (the simulator swaps cartridges that cannot feed the next job when
-      the printer is cleared, which can be the instant the print ended): no printer record
-      ever shows it low. ``/cartridges/`` shows it out of any printer (``inside_printer`` empty)
-      with ``last_modified`` equal to the crossing. (The ``/events/`` feed has a ``RESIN_LOW``
-      entry for it, which printfleet does not turn into ``material.low``: it judges levels of
-      cartridges in printers.)
+    Polling alone misses a ``material.low`` for a cartridge the operator replaced in the same
+    simulated second it crossed the threshold (the simulator swaps cartridges that cannot
+    feed the next job when the printer is cleared): no printer record ever shows it low. The
+    ``/events/`` feed has a ``RESIN_LOW`` entry for it, which printfleet reads as a second
+    witness (``witness: "feed"``), so that case is scored like any other now; so are pauses
+    that polling could not see (see :func:`test_the_feed_reports_what_polling_missed`).
     """
-    removed_at: dict[str, datetime] = {}
-    for record in run.cartridges:
-        if not record.get("inside_printer") and record.get("last_modified"):
-            stamp = str(record["last_modified"]).replace("Z", "+00:00")
-            removed_at[str(record["serial"])] = datetime.fromisoformat(stamp)
-    reasons: dict[GroundTruthEvent, str] = {}
-    for t in scored_truth(run):
-        low = t.kind.value == "material.low" and t.detail is not None
-        if low and removed_at.get(t.detail or "") == t.time:
-            reasons[t] = "cartridge replaced the instant it ran low"
-    return reasons
+    return {}
 
 
 def before_the_day(run: FleetRun, d: Detection) -> bool:
@@ -245,3 +237,18 @@ def test_unobservable_ground_truth_is_rare(day: FleetRun) -> None:
     assert len(unobservable(day)) <= 0.02 * len(scored)
     earlier = [d for d in day.detections if before_the_day(day, d)]
     assert len(earlier) <= 0.01 * len(scored)
+
+
+def test_the_feed_reports_what_polling_missed(day: FleetRun) -> None:
+    """Every feed-witnessed event is a real transition polling had not reported, and the
+    feed's unmapped entries (``CARTRIDGE_SWAPPED``) reach users as ``vendor.event``."""
+    pairs, _, _ = match(day)
+    by_feed = [d for _, d in pairs if d.event.details.get("witness") == "feed"]
+    assert {d.event.type.value for d in by_feed} <= set(FEED_TYPES)
+    # The cartridges swapped the instant they ran low are only in the feed.
+    assert any(d.event.type.value == "material.low" for d in by_feed)
+    vendor = [d for d in day.detections if d.event.type.value == "vendor.event"]
+    assert vendor, "the simulator writes CARTRIDGE_SWAPPED entries, which printfleet does not map"
+    assert {d.event.details["vendor_event"]["type"] for d in vendor} == {"CARTRIDGE_SWAPPED"}
+    ids = [d.event.details["vendor_event"]["id"] for d in vendor]
+    assert len(ids) == len(set(ids))  # each feed entry once

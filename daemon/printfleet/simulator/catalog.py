@@ -49,7 +49,12 @@ FILLING = "FILLING"
 PRINTER_PHASE_WORDS = frozenset({FILLING, PREHEAT, PRECOAT, POSTCOAT, PAUSING, ABORTING})
 
 # --- Formlabs event types and their labels, formlabs.md §6.10 ------------------------------------
+#: An event type of the simulator's own (formlabs.md documents none for cartridges): what a
+#: daemon does not map must still reach users (printfleet: ``vendor.event``).
+CARTRIDGE_SWAPPED = "CARTRIDGE_SWAPPED"
+
 EVENT_LABELS: dict[str, str] = {
+    CARTRIDGE_SWAPPED: "Cartridge Swapped",
     "PRINT_START": "Print Started",
     "PRINT_FINISHED": "Print finished",
     "PRINT_ERROR": "Print error",

@@ -328,6 +328,16 @@ class Engine:
                 p.cartridges[index] = fresh
                 p.account.cartridges.append(fresh)
                 p.touch(t)
+                # formlabs.md §6.10 documents no cartridge event type; the simulator writes
+                # one the daemon cannot know, so its unmapped-type path (vendor.event) is fed.
+                self._event(
+                    p,
+                    t,
+                    catalog.CARTRIDGE_SWAPPED,
+                    f"{cartridge.display_name} cartridge {cartridge.serial} in "
+                    f"{p.alias or p.serial} was replaced by {fresh.serial}",
+                    cartridge=fresh.serial,
+                )
 
     # --- churn ----------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from printfleet.simulator.carbon import CarbonApi
 from printfleet.simulator.clock import SimClock, utc
@@ -205,6 +206,26 @@ class Simulator:
         with self._lock:
             self._engine.advance_to(int(self._clock.now().timestamp()))
             return list(self._engine.truth)
+
+    @property
+    def feed(self) -> list[dict[str, Any]]:
+        """Every Formlabs ``/events/`` entry written so far, oldest first, as plain facts
+        (``id``, ``time``, ``type``, ``printer``, ``print_id``, ``cartridge``): what the
+        vendor's feed witnessed, for tests scoring the daemon's second witness."""
+        with self._lock:
+            self._engine.advance_to(int(self._clock.now().timestamp()))
+            return [
+                {
+                    "id": e.id,
+                    "time": datetime.fromtimestamp(e.created_at, UTC),
+                    "type": e.type,
+                    "printer": e.printer,
+                    "print_id": e.run.guid if e.run is not None else None,
+                    "cartridge": e.cartridge,
+                }
+                for account in self._engine.accounts["formlabs"]
+                for e in account.events
+            ]
 
     @property
     def requests(self) -> list[RequestRecord]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from printfleet.core.feed import FeedRecord
 from printfleet.core.model import (
     Material,
     Print,
@@ -33,11 +34,14 @@ class RunBatch:
     """Print runs learned from the vendor's history (and lookups), keyed by print id.
 
     ``watermark`` is the ``since`` to pass next time so nothing is missed and little is repeated.
+    ``feed`` holds the vendor's event-feed entries read with the history (oldest first; empty
+    for vendors without a feed), the second witness of :mod:`printfleet.core.feed`.
     """
 
     runs: Mapping[str, Print] = field(default_factory=empty_mapping)
     skipped: tuple[SkippedRecord, ...] = ()
     watermark: datetime | None = None
+    feed: tuple[FeedRecord, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

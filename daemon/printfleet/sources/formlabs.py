@@ -19,6 +19,7 @@ from pydantic import SecretStr
 
 from printfleet.clock import Clock
 from printfleet.config.schema import FORMLABS_BASE_URL
+from printfleet.core.feed import FeedRecord
 from printfleet.core.model import Print, SkippedRecord, Snapshot, Vendor, iso
 from printfleet.core.prints import shifted
 from printfleet.errors import AuthFailed, BadResponse, RateLimited, SourceUnavailable
@@ -43,6 +44,9 @@ RENEW_RETRY_S = 60.0
 DEFAULT_LIFETIME_S = 3600.0
 #: Longest access token accepted (Formlabs' are ~30 characters; JWTs run to a few KB).
 MAX_TOKEN_LENGTH = 8192
+#: Most feed entries passed on per history read; the watermark then stops before the first
+#: one left out, so the rest come with the next read (nothing skipped, the outbox not flooded).
+MAX_FEED_RECORDS = 500
 
 
 class FormlabsToken:
@@ -301,6 +305,7 @@ class FormlabsSource(HttpSource):
         """
         runs: dict[str, Print] = {}
         skipped: list[SkippedRecord] = []
+        feed: list[FeedRecord] = []
         watermark = since
         if since is not None:
             params: Params = [("date__gt", iso(since)), ("per_page", PER_PAGE)]
@@ -311,6 +316,15 @@ class FormlabsSource(HttpSource):
             skipped.extend(event_skipped)
             if newest is not None and newest > since:
                 watermark = newest
+            feed, capped_at = _capped_feed(formlabs_map.map_feed(events), since)
+            if capped_at is not None:
+                watermark = capped_at
+                self._log.warning(
+                    "feed.capped",
+                    kept=len(feed),
+                    limit=MAX_FEED_RECORDS,
+                    resume_after=iso(capped_at),
+                )
         else:
             watermark = self._http.server_now()
         for serial, after in _lookup_windows(lookups).items():
@@ -326,7 +340,12 @@ class FormlabsSource(HttpSource):
             runs.update(found)
             skipped.extend(bad)
         skipped_all = dedupe_skipped(skipped)
-        return RunBatch(runs=MappingProxyType(runs), skipped=skipped_all, watermark=watermark)
+        return RunBatch(
+            runs=MappingProxyType(runs),
+            skipped=skipped_all,
+            watermark=watermark,
+            feed=tuple(feed),
+        )
 
     async def fetch_inventory(self) -> Inventory:
         """Every tank and cartridge: all pages of ``/tanks/`` and ``/cartridges/``."""
@@ -389,6 +408,21 @@ class FormlabsSource(HttpSource):
                 raise BadResponse(self._name, f"GET {endpoint} answered no page object")
             page = result.body
         return [*by_key.values(), *keyless]
+
+
+def _capped_feed(
+    records: list[FeedRecord], since: datetime
+) -> tuple[list[FeedRecord], datetime | None]:
+    """The oldest :data:`MAX_FEED_RECORDS` records, and the watermark to resume from when
+    some were left out (just before the first one left out, so entries sharing its second
+    are read again and deduplicated by id); ``None`` when nothing was left out."""
+    ordered = sorted(records, key=lambda r: (r.created_at, r.id))
+    if len(ordered) <= MAX_FEED_RECORDS:
+        return ordered, None
+    resume = ordered[MAX_FEED_RECORDS].created_at - timedelta(microseconds=1)
+    if resume <= since:  # more than the cap within one instant: take them all, or never progress
+        return ordered, None
+    return ordered[:MAX_FEED_RECORDS], resume
 
 
 def _lookup_windows(lookups: Sequence[PrintLookup]) -> dict[str, datetime | None]:

@@ -25,6 +25,7 @@ from printfleet.core.alerts import (
     ALERT_TANK_MIXER_MISSING,
     ALERT_WAITING_FOR_RESOLUTION,
 )
+from printfleet.core.feed import FeedKind, FeedRecord
 from printfleet.core.model import (
     EMPTY,
     Material,
@@ -562,3 +563,95 @@ def _tank_from(tank: Mapping[str, Any]) -> Tank:
         layers_printed=layers,
         first_filled_at=parse_time(tank.get("first_fill_date")),
     )
+
+
+# -- the event feed as a witness (formlabs.md §6.7, §6.10, §7) -----------------------------
+
+#: Feed types printfleet reports itself (the same events the differ makes).
+FEED_KINDS: Final[Mapping[str, FeedKind]] = {
+    "RESIN_LOW": FeedKind.MATERIAL_LOW,
+    "PRINT_PAUSED": FeedKind.PAUSED,
+    "PRINT_RESUMED": FeedKind.RESUMED,
+    # Told by the nested print run (print.*), the printer list (printer.added/removed) or
+    # the run's WAITING_FOR_RESOLUTION status (printer.alert): never twice.
+    "PRINT_START": FeedKind.COVERED,
+    "PRINT_FINISHED": FeedKind.COVERED,
+    "PRINT_ABORTED": FeedKind.COVERED,
+    "PRINT_ERROR": FeedKind.COVERED,
+    "MANY_PRINT_ERRORS": FeedKind.COVERED,
+    "PRINT_RESOLUTION_REQUEST": FeedKind.COVERED,
+    "PRINT_RESOLUTION": FeedKind.COVERED,
+    "PRINTER_REGISTERED": FeedKind.COVERED,
+    "PRINTER_DEREGISTERED": FeedKind.COVERED,
+}
+#: Documented types with no printfleet event of their own: passed on as ``vendor.event``
+#: without the "unmapped type" warning (formlabs.md §6.10 lists them; the list is open).
+FEED_DOCUMENTED_OTHER: Final = frozenset(
+    {
+        "PRINTING_REPORT",
+        "GROUP_INVITATION",
+        "AUTO_ADD_USER_TO_GROUP",
+        "USER_REMOVED_FROM_GROUP",
+        "YEAR_IN_REVIEW_EMAIL",
+        "REMOTE_JOB_EXPIRED",
+        "PRINT_NOTIFICATION",
+        "FUSE_EMAIL_VOTING",
+        "PASSWORD_RESET",
+    }
+)
+#: Vendor text caps (the feed is outside input): longer values are cut, never refused.
+FEED_TYPE_CHARS: Final = 64
+FEED_LABEL_CHARS: Final = 120
+FEED_MESSAGE_CHARS: Final = 500
+FEED_ID_CHARS: Final = 64
+
+
+def map_feed(records: Any) -> list[FeedRecord]:
+    """Feed records from ``/events/`` results (the same list :func:`map_events` reads).
+
+    A record without an ``id``, a ``type`` or a readable ``created_at`` cannot be deduplicated
+    or placed in time and is left out (:func:`map_events` already reports unreadable ones).
+    Every type the adapter does not know is kept raw (``known=False``) and becomes
+    ``vendor.event``: never mapped to an outcome.
+
+    Raises:
+        BadResponse: ``records`` is not a list (or a page object with ``results``).
+    """
+    items = records_of(records, source=SOURCE, what="events", list_key="results")
+    found: list[FeedRecord] = []
+    for value in items:
+        event = as_mapping(value)
+        if event is None:
+            continue
+        ident = as_str(event.get("id"))
+        kind_raw = event.get("type")
+        try:
+            created = parse_time(event.get("created_at"))
+        except Exception:  # a time nobody can read: skipped like a keyless record
+            created = None
+        if ident is None or not isinstance(kind_raw, str) or not kind_raw or created is None:
+            continue
+        code = kind_raw[:FEED_TYPE_CHARS]
+        kind = FEED_KINDS.get(code)
+        known = kind is not None or code in FEED_DOCUMENTED_OTHER
+        run = as_mapping(event.get("print_run"))
+        found.append(
+            FeedRecord(
+                id=ident[:FEED_ID_CHARS],
+                type=code,
+                kind=kind or FeedKind.OTHER,
+                created_at=created,
+                type_label=_cut(event.get("type_label"), FEED_LABEL_CHARS),
+                message=_cut(event.get("message"), FEED_MESSAGE_CHARS),
+                printer_serial=as_str(event.get("printer")),
+                print_id=as_str(run.get("guid")) if run is not None else None,
+                cartridge=as_str(event.get("cartridge")),
+                tank=as_str(event.get("tank")),
+                known=known,
+            )
+        )
+    return found
+
+
+def _cut(value: Any, limit: int) -> str:
+    return value[:limit] if isinstance(value, str) else ""

@@ -307,6 +307,22 @@ def test_formlabs_events_never_crash_or_drop(records: list[Any]) -> None:
 
 
 @SETTINGS
+@given(records=records_from(FORMLABS_EVENTS))
+def test_formlabs_feed_never_crashes_and_caps_vendor_text(records: list[Any]) -> None:
+    """Every mutated event is a feed record or left out (no id, type or time); texts are
+    capped and the type is kept raw."""
+    feed = formlabs_map.map_feed(records)
+    assert len(feed) <= len(records)
+    for record in feed:
+        assert record.id
+        assert record.type
+        assert len(record.type) <= formlabs_map.FEED_TYPE_CHARS
+        assert len(record.type_label) <= formlabs_map.FEED_LABEL_CHARS
+        assert len(record.message) <= formlabs_map.FEED_MESSAGE_CHARS
+        check_time(record.created_at)
+
+
+@SETTINGS
 @given(tanks=records_from(FORMLABS_TANKS), cartridges=records_from(FORMLABS_CARTRIDGES))
 def test_formlabs_inventory_never_crashes_or_drops(tanks: list[Any], cartridges: list[Any]) -> None:
     """Every mutated tank and cartridge becomes an item or a skipped record."""
@@ -468,6 +484,7 @@ TOP_LEVEL_MAPPERS: dict[str, tuple[str, Callable[[Any], object]]] = {
         body, source="lab", now=_NOW, offline_after=timedelta(minutes=5))),
     "formlabs prints": ("results", formlabs_map.map_prints),
     "formlabs events": ("results", formlabs_map.map_events),
+    "formlabs feed": ("results", formlabs_map.map_feed),
     "formlabs tanks": ("results", lambda body: formlabs_map.map_inventory(body, [])),
     "formlabs cartridges": ("results", lambda body: formlabs_map.map_inventory([], body)),
     "carbon printers": ("printers", lambda body: carbon_map.map_printers(
