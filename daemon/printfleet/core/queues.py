@@ -53,6 +53,7 @@ __all__ = [
 MAX_QUEUE_ITEMS: Final = 10_000
 
 _BLOCKING_FOLDED: Final = frozenset(a.casefold() for a in BLOCKING_ALERTS)
+_BUSY: Final = frozenset({PrintStatus.PREPARING, PrintStatus.PRINTING, PrintStatus.ABORTING})
 
 
 def carbon_queues(printers: Iterable[Printer], as_of: datetime) -> dict[str, Queue]:
@@ -89,9 +90,16 @@ def queued_for(snapshot: Snapshot) -> dict[str, int]:
 
 
 def _blocking(printer: Printer) -> list[str]:
-    """The blocking alerts ``printer`` shows (a print waiting for resolution counts too)."""
-    found = [a for a in printer.alerts if a.casefold() in _BLOCKING_FOLDED]
+    """The blocking alerts ``printer`` shows (a print waiting for resolution counts too).
+
+    None while it is offline (its alerts are stale; ``printer.offline`` says so already) or
+    busy with a print (Formlabs reads "not ready to print" all through a print: a printer
+    working on a job is not what keeps the queue waiting).
+    """
     run = printer.current_print
+    if not printer.online or (run is not None and run.status in _BUSY):
+        return []
+    found = [a for a in printer.alerts if a.casefold() in _BLOCKING_FOLDED]
     if (
         run is not None
         and run.status is PrintStatus.WAITING

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import math
-from urllib.parse import quote
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any, Unpack
+from urllib.parse import quote
 
 from pydantic import SecretStr
 
