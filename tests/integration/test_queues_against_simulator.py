@@ -121,7 +121,8 @@ async def test_fleet_control_queues_are_fetched_and_counted(
         assert queue.items == len(items)
         assert set(queue.printers) == set(serials)
         oldest = min(item.created_at for item in items)
-        assert queue.oldest_at is not None and int(queue.oldest_at.timestamp()) == oldest
+        assert queue.oldest_at is not None
+        assert int(queue.oldest_at.timestamp()) == oldest
         assert queue.name == "Prototyping Lab"
     assert batch.skipped == ()
 
@@ -156,7 +157,8 @@ async def test_queue_polling_follows_its_interval_and_produces_events(
     group_id = next(iter(sim.fleet_control_groups()))
     run = Run(formlabs(sim, client, clock), clock)
     first = await run.poll()
-    assert first.snapshot is not None and group_id in first.snapshot.queues
+    assert first.snapshot is not None
+    assert group_id in first.snapshot.queues
     reads = sim.request_count("formlabs", f"{API}/groups/{group_id}/queue/")
     sim.set_queue(group_id, 12)
     second = await run.poll(timedelta(seconds=15))  # not due: carried, not read

@@ -251,7 +251,7 @@ class Simulator:
         with self._lock:
             self._engine.advance_to(int(self._clock.now().timestamp()))
             target = self._engine.accounts["formlabs"][account]
-            groups = {g.id: [] for g in target.groups if g.has_fleet_control}
+            groups: dict[str, list[str]] = {g.id: [] for g in target.groups if g.has_fleet_control}
             for printer in target.printers.values():
                 if printer.group is not None and printer.group.id in groups:
                     groups[printer.group.id].append(printer.serial)
