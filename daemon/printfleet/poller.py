@@ -334,11 +334,14 @@ class SourcePoller:
             return replace(current, queues=previous)
         try:
             batch = await self._source.fetch_queues()
-        except (AuthFailed, RateLimited):
-            raise
+        except AuthFailed:
+            raise  # the credentials themselves: the whole source is down
         except SourceError as err:
+            # Including a 429: the printer state of this cycle is good and is kept; the
+            # budget's pause then holds back the next fetches anyway.
             self._last_queue_at = now
-            self._log.warning("queue.fetch_failed", error=_error_kind(err), message=str(err))
+            kind = "rate_limited" if isinstance(err, RateLimited) else _error_kind(err)
+            self._log.warning("queue.fetch_failed", error=kind, message=str(err))
             return replace(current, queues=previous)
         if batch is None:
             self._queues_inline = True

@@ -9,7 +9,7 @@ from printfleet.core.events import EventType
 from printfleet.core.model import Queue, Snapshot, Vendor
 from printfleet.core.polling import PollPolicy
 from printfleet.core.thresholds import DiffSettings
-from printfleet.errors import SourceUnavailable
+from printfleet.errors import RateLimited, SourceUnavailable
 from printfleet.poller import Cycle, SourcePoller
 from printfleet.sources.base import BudgetStatus, Inventory, QueueBatch, RunBatch
 from printfleet.testing import FakeClock
@@ -108,3 +108,23 @@ async def test_a_costly_read_stretches_the_queue_interval() -> None:
     await clock.advance(15 * 60)
     await poller.poll_once()
     assert source.reads == 2
+
+
+async def test_a_rate_limited_queue_read_keeps_the_cycle_and_the_last_queues() -> None:
+    clock = FakeClock()
+    cycles: list[Cycle] = []
+
+    async def handle(cycle: Cycle) -> None:
+        cycles.append(cycle)
+
+    source = QueueSource(clock, [batch(3), RateLimited("lab", "429", retry_after=30)])
+    poller = SourcePoller(
+        source, handle=handle, clock=clock, policy=PollPolicy(), diff_settings=DiffSettings()
+    )
+    await poller.poll_once()
+    await clock.advance(300)
+    await poller.poll_once()
+    assert len(cycles) == 2
+    assert cycles[-1].snapshot is not None
+    assert cycles[-1].snapshot.queues["g1"].items == 3
+    assert poller.last_outcome == "ok"
