@@ -29,7 +29,7 @@ from printfleet.core.model import (
     without_raw,
 )
 from printfleet.core.polling import Budget, PollPolicy, is_due, next_poll, queue_delay
-from printfleet.core.queues import with_queue_alerts
+from printfleet.core.queues import apply_queues
 from printfleet.core.thresholds import DiffSettings
 from printfleet.errors import AuthFailed, BadResponse, RateLimited, SourceError
 from printfleet.observe import NULL_OBSERVER, Observer
@@ -279,7 +279,7 @@ class SourcePoller:
         current = await self._with_queues(current, now)
         self._report_unknown(current)
         current = carry_forward(self._previous, current, now, self._diff)
-        current = with_queue_alerts(current)
+        current = apply_queues(current)
         events: list[ChangeEvent] = []
         state: dict[str, object] = {}
         if self._outage is not None:

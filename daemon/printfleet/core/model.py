@@ -274,6 +274,8 @@ class Printer:
     tank: Tank | None = None
     # Open vendor alerts (Carbon status.alerts, Formlabs attention states), sorted, deduplicated.
     alerts: tuple[str, ...] = ()
+    # Jobs waiting for this printer: Carbon its own prints.queue_length; Formlabs the jobs in
+    # its Fleet Control group's queue (core.queues.apply_queues; None outside one).
     queue_length: int | None = None
     # Formlabs ``ready_to_print`` and ``build_platform_contents``, the vendor's words as sent.
     ready_to_print: str | None = None

@@ -15,7 +15,7 @@ Pure, like the differ it extends: everything is judged from two snapshots.
   in between, and a carried queue must not grow older than what was seen.
 * The costly silent state of a farm, a printer that cannot start its next job while jobs wait
   for it, is a *printer alert* (:data:`~printfleet.core.alerts.ALERT_BLOCKED_WITH_QUEUE`)
-  that :func:`with_queue_alerts` derives into ``Printer.alerts`` before the diff; the differ's
+  that :func:`apply_queues` derives into ``Printer.alerts`` before the diff; the differ's
   usual alert raise/clear then announces it, once, with :func:`blocked_details`.
 
 Event ids: ``event_id(source, queue key, type, previous.taken_at)``, the occurrence mark the
@@ -35,17 +35,25 @@ from printfleet.core.alerts import (
     BLOCKING_ALERTS,
 )
 from printfleet.core.events import DEFAULT_SEVERITY, ChangeEvent, EventType, Severity, event_id
-from printfleet.core.model import Printer, PrintStatus, Queue, Snapshot, frozen_mapping, iso
+from printfleet.core.model import (
+    Printer,
+    PrintStatus,
+    Queue,
+    Snapshot,
+    Vendor,
+    frozen_mapping,
+    iso,
+)
 from printfleet.core.thresholds import DiffSettings
 
 __all__ = [
     "MAX_QUEUE_ITEMS",
+    "apply_queues",
     "blocked_details",
     "carbon_queues",
     "is_backlogged",
     "queue_events",
     "queued_for",
-    "with_queue_alerts",
 ]
 
 #: A queue counts at most this many jobs. Vendor counts are untrusted input; no farm queues
@@ -109,27 +117,35 @@ def _blocking(printer: Printer) -> list[str]:
     return sorted(found)
 
 
-def with_queue_alerts(snapshot: Snapshot) -> Snapshot:
-    """``snapshot`` with :data:`ALERT_BLOCKED_WITH_QUEUE` on every printer that shows a
-    blocking alert while jobs wait for it, and off every other printer.
+def apply_queues(snapshot: Snapshot) -> Snapshot:
+    """``snapshot`` with each printer's queue facts derived from ``snapshot.queues``:
+
+    * :data:`ALERT_BLOCKED_WITH_QUEUE` on every printer that shows a blocking alert while
+      jobs wait for it, and off every other printer;
+    * on Formlabs, ``Printer.queue_length`` = the jobs in its Fleet Control group's queue
+      (None outside one), so the printer's retained MQTT state and event payloads say what
+      waits for it, as Carbon's own ``queue_length`` does.
 
     Idempotent, and the same object when nothing changes (the unchanged-printer fast paths
     downstream compare by identity).
     """
     waiting = queued_for(snapshot)
+    derive_length = snapshot.vendor is Vendor.FORMLABS
     changed: dict[str, Printer] | None = None
     for serial, printer in snapshot.printers.items():
         blocked = waiting.get(serial, 0) > 0 and bool(_blocking(printer))
         has = ALERT_BLOCKED_WITH_QUEUE in printer.alerts
-        if blocked == has:
+        length = waiting.get(serial) if derive_length else printer.queue_length
+        if blocked == has and length == printer.queue_length:
             continue
-        if blocked:
+        alerts = printer.alerts
+        if blocked and not has:
             alerts = tuple(sorted({*printer.alerts, ALERT_BLOCKED_WITH_QUEUE}))
-        else:
+        elif has and not blocked:
             alerts = tuple(a for a in printer.alerts if a != ALERT_BLOCKED_WITH_QUEUE)
         if changed is None:
             changed = dict(snapshot.printers)
-        changed[serial] = dataclasses.replace(printer, alerts=alerts)
+        changed[serial] = dataclasses.replace(printer, alerts=alerts, queue_length=length)
     if changed is None:
         return snapshot
     return dataclasses.replace(snapshot, printers=frozen_mapping(changed))

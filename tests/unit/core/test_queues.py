@@ -4,6 +4,7 @@ while jobs wait (a printer.alert raised and cleared like the others)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -28,12 +29,13 @@ from printfleet.core.model import (
 )
 from printfleet.core.queues import (
     MAX_QUEUE_ITEMS,
+    apply_queues,
     carbon_queues,
     is_backlogged,
     queue_events,
-    with_queue_alerts,
 )
 from printfleet.core.thresholds import DiffSettings
+from printfleet.sinks.mqtt.topics import state_payload
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 STEP = timedelta(minutes=5)
@@ -68,7 +70,7 @@ def queue(items: int, *, at: datetime = T0, oldest: timedelta | None = None) -> 
 
 
 def snap(at: datetime, *printers: Printer, queues: tuple[Queue, ...] = ()) -> Snapshot:
-    return with_queue_alerts(
+    return apply_queues(
         Snapshot(
             source="lab",
             vendor=Vendor.FORMLABS,
@@ -255,9 +257,9 @@ def test_an_offline_printer_is_not_blocked() -> None:
     assert ALERT_BLOCKED_WITH_QUEUE not in gone.printers["F1"].alerts
 
 
-def test_with_queue_alerts_is_idempotent_and_keeps_identity_when_unchanged() -> None:
+def test_apply_queues_is_idempotent_and_keeps_identity_when_unchanged() -> None:
     s = snap(T0, printer("F1", ALERT_NEEDS_CONFIRMATION), printer("F2"), queues=(queue(5),))
-    assert with_queue_alerts(s) is s
+    assert apply_queues(s) is s
     assert s.printers["F1"].alerts == (ALERT_BLOCKED_WITH_QUEUE, ALERT_NEEDS_CONFIRMATION)
 
 
@@ -266,7 +268,7 @@ def test_carbon_printer_blocked_by_its_own_queue_length() -> None:
         printer("C1", ALERT_NEEDS_CONFIRMATION), vendor=Vendor.CARBON, queue_length=2
     )
     s = Snapshot("f", Vendor.CARBON, T0, {"C1": c}, queues=carbon_queues([c], T0))
-    assert ALERT_BLOCKED_WITH_QUEUE in with_queue_alerts(s).printers["C1"].alerts
+    assert ALERT_BLOCKED_WITH_QUEUE in apply_queues(s).printers["C1"].alerts
 
 
 # --- persistence --------------------------------------------------------------------------
@@ -286,3 +288,17 @@ def test_thresholds_are_validated() -> None:
         DiffSettings(queue_backlog_items=0)
     with pytest.raises(ValueError, match="queue_backlog_age"):
         DiffSettings(queue_backlog_age=timedelta(0))
+
+
+def test_formlabs_printers_carry_their_group_queue_length_into_the_retained_state() -> None:
+    s = snap(T0, printer("F1"), printer("F9"), queues=(queue(3),))
+    assert s.printers["F1"].queue_length == 3
+    assert s.printers["F9"].queue_length is None  # in no Fleet Control group
+    state = json.loads(state_payload(s.printers["F1"]))
+    assert state["queue_length"] == 3
+    gone = snap(T0 + STEP, s.printers["F1"])
+    assert gone.printers["F1"].queue_length is None
+    # Carbon's own queue_length is the vendor's and stays as sent.
+    c = dataclasses.replace(printer("C1"), vendor=Vendor.CARBON, queue_length=2)
+    carbon = Snapshot("f", Vendor.CARBON, T0, {"C1": c}, queues={})
+    assert apply_queues(carbon).printers["C1"].queue_length == 2
