@@ -73,6 +73,7 @@ def poll_policy(settings: Settings) -> PollPolicy:
         active_interval=p.active_interval,
         idle_interval=p.idle_interval,
         history_interval=p.history_interval,
+        queue_interval=p.queue_interval,
     )
 
 

@@ -29,7 +29,8 @@ from printfleet.core.model import (
     frozen_mapping,
     without_raw,
 )
-from printfleet.core.polling import Budget, PollPolicy, is_due, next_poll
+from printfleet.core.polling import Budget, PollPolicy, is_due, next_poll, queue_delay
+from printfleet.core.queues import apply_queues
 from printfleet.core.thresholds import DiffSettings
 from printfleet.errors import AuthFailed, BadResponse, RateLimited, SourceError
 from printfleet.observe import NULL_OBSERVER, Observer
@@ -107,6 +108,12 @@ class SourcePoller:
         )
         self._last_change_at: datetime | None = None
         self._last_history_at: datetime | None = None
+        # Queues with endpoints of their own (Formlabs): when last read, and the wait until
+        # the next read (``queue_delay``). ``_queues_inline``: the source's printer fetch
+        # carries its queues (Carbon), so there is nothing to read or carry.
+        self._last_queue_at: datetime | None = None
+        self._queue_wait = policy.queue_interval
+        self._queues_inline = False
         self._first_poll_at: float | None = None
         self._last_outcome: str | None = None
         # The open outage ({"since", "kind", "changes"}), persisted with every cycle that
@@ -155,14 +162,7 @@ class SourcePoller:
             self._first_poll_at = self._clock.monotonic()
         # What a cycle changes in the poller is only kept once the pipeline took the cycle:
         # a poll that crashes half-way must leave the poller as if it had not run.
-        kept = (
-            self._outage,
-            self._watermark,
-            self._last_history_at,
-            self._health,
-            self._memory,
-            self._memory_state,
-        )
+        kept = self._kept()
         try:
             cycle = await self._fetch_cycle(now)
             await self._handle(cycle)
@@ -185,14 +185,7 @@ class SourcePoller:
             # Anything else is a bug or an input nobody foresaw (a mapper, the differ, the
             # store choking on one vendor value). It fails this poll of this source like a
             # response we could not understand; the daemon and the other sources go on.
-            (
-                self._outage,
-                self._watermark,
-                self._last_history_at,
-                self._health,
-                self._memory,
-                self._memory_state,
-            ) = kept
+            self._restore(kept)
             self._observer.poll_done(self.name, time.perf_counter() - started, ok=False)
             self._observer.poll_failed(self.name, "crashed")
             self._last_outcome = "crashed"
@@ -244,6 +237,8 @@ class SourcePoller:
             self._health,
             self._memory,
             self._memory_state,
+            self._last_queue_at,
+            self._queue_wait,
         )
 
     def _restore(self, kept: tuple[Any, ...]) -> None:
@@ -254,6 +249,8 @@ class SourcePoller:
             self._health,
             self._memory,
             self._memory_state,
+            self._last_queue_at,
+            self._queue_wait,
         ) = kept
 
     async def _handle_failure(self, cycle: Cycle, kept: tuple[Any, ...]) -> None:
@@ -262,14 +259,7 @@ class SourcePoller:
         try:
             await self._handle(cycle)
         except BaseException:
-            (
-                self._outage,
-                self._watermark,
-                self._last_history_at,
-                self._health,
-                self._memory,
-                self._memory_state,
-            ) = kept
+            self._restore(kept)
             raise
 
     async def _fetch_cycle(self, now: datetime) -> Cycle:
@@ -303,8 +293,10 @@ class SourcePoller:
             if batch.runs or batch.skipped:
                 runs = {**batch.runs, **current.runs}
                 current = replace(current, runs=runs, skipped=current.skipped + batch.skipped)
+        current = await self._with_queues(current, now)
         self._report_unknown(current)
         current = carry_forward(self._previous, current, now, self._diff)
+        current = apply_queues(current)
         events: list[ChangeEvent] = []
         state: dict[str, object] = {}
         if self._outage is not None:
@@ -362,6 +354,45 @@ class SourcePoller:
             health=self._health,
             state=state,
         )
+
+    async def _with_queues(self, current: Snapshot, now: datetime) -> Snapshot:
+        """``current`` with the source's queues: read when due, else carried from the last
+        snapshot. A failed queue read keeps the last queues (and is retried when next due):
+        printer state was read fine, and a queue endpoint failing is no source outage."""
+        if self._queues_inline:
+            return current
+        previous = self._previous.queues if self._previous is not None else current.queues
+        if not is_due(self._last_queue_at, now, self._queue_wait):
+            return replace(current, queues=previous)
+        try:
+            batch = await self._source.fetch_queues()
+        except AuthFailed:
+            raise  # the credentials themselves: the whole source is down
+        except SourceError as err:
+            # Including a 429: the printer state of this cycle is good and is kept; the
+            # budget's pause then holds back the next fetches anyway.
+            self._last_queue_at = now
+            kind = "rate_limited" if isinstance(err, RateLimited) else _error_kind(err)
+            self._log.warning("queue.fetch_failed", error=kind, message=str(err))
+            return replace(current, queues=previous)
+        if batch is None:
+            self._queues_inline = True
+            return current
+        self._last_queue_at = now
+        status = self._source.budget()
+        self._queue_wait = queue_delay(
+            self._policy,
+            batch.requests,
+            Budget(status.remaining, status.capacity, status.window_s),
+        )
+        self._log.info(
+            "queue.polled",
+            queues=len(batch.queues),
+            items=sum(q.items for q in batch.queues.values()),
+            requests=batch.requests,
+            next_in_s=round(self._queue_wait.total_seconds()),
+        )
+        return replace(current, queues=batch.queues, skipped=current.skipped + batch.skipped)
 
     def _report_unknown(self, fetched: Snapshot) -> None:
         """Count every status word the mappers did not know, and log each word once.

@@ -87,6 +87,7 @@ from printfleet.core.model import (
     EMPTY,
     Print,
     Printer,
+    Queue,
     Snapshot,
     frozen_mapping,
     iso,
@@ -142,6 +143,7 @@ class _Known:
     printers: Mapping[str, Printer]
     runs: Mapping[str, Print]
     vendor: str
+    queues: Mapping[str, Queue]
 
 
 class Store:
@@ -233,7 +235,9 @@ class Store:
             self._known.pop(source, None)
             return None
         snapshot = replace(base, taken_at=_from_us(row[0]), printers=frozen_mapping(printers))
-        self._known[source] = _Known(printers, snapshot.runs, snapshot.vendor.value)
+        self._known[source] = _Known(
+            printers, snapshot.runs, snapshot.vendor.value, snapshot.queues
+        )
         return snapshot
 
     def load_state(self, key: str) -> Any | None:
@@ -411,6 +415,7 @@ class Store:
             known is not None
             and known.vendor == snapshot.vendor.value
             and known.runs == snapshot.runs
+            and known.queues == snapshot.queues
         ):
             conn.execute("UPDATE snapshot SET taken_at = ? WHERE source = ?", (taken_at, source))
         else:
@@ -419,7 +424,7 @@ class Store:
                 "INSERT OR REPLACE INTO snapshot (source, taken_at, body) VALUES (?, ?, ?)",
                 (source, taken_at, _dumps(snapshot_to_json(base))),
             )
-        return _Known(held, snapshot.runs, snapshot.vendor.value)
+        return _Known(held, snapshot.runs, snapshot.vendor.value, snapshot.queues)
 
     def _write_state(
         self, conn: sqlite3.Connection, rows: Sequence[tuple[str, str | None]]

@@ -70,6 +70,9 @@ class ScriptedSource:
     async def fetch_inventory(self) -> Inventory:
         return Inventory()
 
+    async def fetch_queues(self) -> None:
+        return None
+
     def budget(self) -> BudgetStatus:
         return BudgetStatus(remaining=100.0, capacity=100.0, window_s=3600.0)
 

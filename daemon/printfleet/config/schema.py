@@ -301,6 +301,12 @@ class PollConfig(Section):
     history_interval: Duration = Field(
         timedelta(seconds=60), description="Interval for print history / vendor events."
     )
+    queue_interval: Duration = Field(
+        timedelta(minutes=5),
+        description="Interval for Formlabs Fleet Control queues (GET /groups/ plus one request "
+        "per Fleet Control group); stretched so queues never take more than a tenth of the "
+        "request budget. Carbon queue lengths come with every printer poll.",
+    )
     offline_after: Duration = Field(
         timedelta(minutes=5),
         description="A printer whose last vendor heartbeat is older than this is offline "
@@ -324,6 +330,14 @@ class ThresholdsConfig(Section):
     )
     tank_max_age: Duration = Field(
         timedelta(days=365), description="tank.attention when a tank was first filled longer ago."
+    )
+    queue_backlog_items: int = Field(
+        10, ge=1, description="queue.backlog when a job queue holds at least this many jobs."
+    )
+    queue_backlog_age: Duration = Field(
+        timedelta(hours=2),
+        description="queue.backlog when a queue's oldest job has waited at least this long "
+        "(Formlabs Fleet Control queues; Carbon reports no job times).",
     )
 
     @field_validator("progress_milestones")

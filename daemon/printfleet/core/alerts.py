@@ -24,6 +24,9 @@ ALERT_NOT_READY: Final = "not ready to print"
 # Form Auto / Form Cell harvest_status FORM_CELL_HARVEST_FAILED / _ABORTED on the current run.
 ALERT_HARVEST_FAILED: Final = "harvest failed"
 ALERT_HARVEST_ABORTED: Final = "harvest aborted"
+# Derived, not sent by a vendor: one of BLOCKING_ALERTS while the printer's queue (its
+# Formlabs Fleet Control group's, or its own Carbon queue) holds jobs (core.queues).
+ALERT_BLOCKED_WITH_QUEUE: Final = "blocked with jobs queued"
 
 #: Alerts that mean the printer cannot start its next job until a person acts. A printer
 #: showing one of these while its queue holds jobs is the costly silent state of a farm.

@@ -23,6 +23,7 @@ from printfleet.core.model import (
     Printer,
     PrinterStatus,
     PrintStatus,
+    Queue,
     SkippedRecord,
     Snapshot,
     Tank,
@@ -42,6 +43,8 @@ __all__ = [
     "print_to_json",
     "printer_from_json",
     "printer_to_json",
+    "queue_from_json",
+    "queue_to_json",
     "snapshot_from_json",
     "snapshot_to_json",
     "tank_from_json",
@@ -66,6 +69,19 @@ def snapshot_to_json(snapshot: Snapshot, *, with_raw: bool = False) -> dict[str,
         "skipped": [
             {"kind": s.kind, "record_id": s.record_id, "reason": s.reason} for s in snapshot.skipped
         ],
+        "queues": {key: queue_to_json(q) for key, q in snapshot.queues.items()},
+    }
+
+
+def queue_to_json(queue: Queue) -> dict[str, Any]:
+    """One job queue (a Formlabs group's or a Carbon printer's)."""
+    return {
+        "key": queue.key,
+        "name": queue.name,
+        "items": queue.items,
+        "printers": list(queue.printers),
+        "oldest_at": iso(queue.oldest_at),
+        "as_of": iso(queue.as_of),
     }
 
 
@@ -194,6 +210,11 @@ def snapshot_from_json(data: Mapping[str, Any]) -> Snapshot:
         )
         for s in data.get("skipped") or ()
     )
+    queues_data = data.get("queues") or {}  # absent in snapshots stored before queues existed
+    queues: dict[str, Queue] = {}
+    for value in queues_data.values() if isinstance(queues_data, Mapping) else queues_data:
+        queue = queue_from_json(value)
+        queues[queue.key] = queue
     return Snapshot(
         source=str(_required(data, "source", "snapshot")),
         vendor=_vendor(_required(data, "vendor", "snapshot")),
@@ -201,6 +222,19 @@ def snapshot_from_json(data: Mapping[str, Any]) -> Snapshot:
         printers=frozen_mapping(printers),
         runs=frozen_mapping(runs),
         skipped=skipped,
+        queues=frozen_mapping(queues),
+    )
+
+
+def queue_from_json(data: Mapping[str, Any]) -> Queue:
+    """The queue ``data`` describes (see :func:`queue_to_json`)."""
+    return Queue(
+        key=str(_required(data, "key", "queue")),
+        name=str(_get(data, "name", data["key"])),
+        items=int(_get(data, "items", 0)),
+        printers=tuple(str(s) for s in data.get("printers") or ()),
+        oldest_at=_dt(data.get("oldest_at")),
+        as_of=_dt(data.get("as_of")),
     )
 
 

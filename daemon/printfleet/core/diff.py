@@ -72,6 +72,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from printfleet.core.alerts import ALERT_BLOCKED_WITH_QUEUE
 from printfleet.core.events import (
     DEFAULT_SEVERITY,
     Change,
@@ -105,6 +106,7 @@ from printfleet.core.prints import (
     views_of,
     with_serial,
 )
+from printfleet.core.queues import blocked_details, queue_events
 from printfleet.core.thresholds import DiffSettings
 
 __all__ = [
@@ -145,6 +147,7 @@ def diff(
     differ = _Differ(previous, current, now, settings)
     differ.compare_printers()
     differ.compare_runs()
+    differ.events.extend(queue_events(previous, current, settings))
     return differ.ordered()
 
 
@@ -418,6 +421,10 @@ class _Differ:
         self, printer: Printer, text: str, *, raised: bool, run: Print | None = None
     ) -> None:
         state = "raised" if raised else "cleared"
+        details: dict[str, Any] = {"alert": text, "state": state}
+        if text == ALERT_BLOCKED_WITH_QUEUE:
+            # Which alert blocks it and how many jobs wait: what the person sent over needs.
+            details.update(blocked_details(printer, self.cur))
         self._emit(
             EventType.PRINTER_ALERT,
             printer,
@@ -429,7 +436,7 @@ class _Differ:
             self.mark,
             run=run,
             severity=Severity.WARNING if raised else Severity.INFO,
-            details={"alert": text, "state": state},
+            details=details,
         )
 
     def _materials(self, pp: Printer, cp: Printer) -> None:

@@ -65,6 +65,7 @@ DEFAULT_SEVERITY: Mapping[EventType, Severity] = {
     EventType.PRINT_ABORTED: Severity.WARNING,
     EventType.MATERIAL_LOW: Severity.WARNING,
     EventType.TANK_ATTENTION: Severity.WARNING,
+    EventType.QUEUE_BACKLOG: Severity.WARNING,
     EventType.SOURCE_UNREACHABLE: Severity.WARNING,
     EventType.SOURCE_AUTH_FAILED: Severity.CRITICAL,
 }

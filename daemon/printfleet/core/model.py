@@ -274,6 +274,8 @@ class Printer:
     tank: Tank | None = None
     # Open vendor alerts (Carbon status.alerts, Formlabs attention states), sorted, deduplicated.
     alerts: tuple[str, ...] = ()
+    # Jobs waiting for this printer: Carbon its own prints.queue_length; Formlabs the jobs in
+    # its Fleet Control group's queue (core.queues.apply_queues; None outside one).
     queue_length: int | None = None
     # Formlabs ``ready_to_print`` and ``build_platform_contents``, the vendor's words as sent.
     ready_to_print: str | None = None
@@ -332,6 +334,37 @@ class SkippedRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class Queue:
+    """A job queue waiting for printers: a Formlabs Fleet Control group's, or one Carbon
+    printer's own (``prints.queue_length``).
+
+    ``key`` is what the queue is known by in ``Snapshot.queues``, event subjects and metric
+    labels: the Formlabs group id, or the Carbon printer serial (a Carbon queue belongs to one
+    printer). ``items`` is the number of queued jobs (capped by the adapter); ``oldest_at`` the
+    creation time of the oldest one (None when the vendor does not say: Carbon). ``as_of`` is
+    when the queue was read: it is fetched less often than printer state and carried between
+    fetches, so the age of its oldest job is judged at ``as_of``, not at a later snapshot.
+    """
+
+    key: str
+    name: str
+    items: int
+    printers: tuple[str, ...] = ()  # serials of the printers that take jobs from this queue
+    oldest_at: datetime | None = None
+    as_of: datetime | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "group": self.key,
+            "name": self.name,
+            "items": self.items,
+            "oldest_at": iso(self.oldest_at),
+            "printers": list(self.printers),
+            "as_of": iso(self.as_of),
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """Everything one source knew at one moment.
 
@@ -339,6 +372,9 @@ class Snapshot:
     vendor's print history keyed by print id; the differ uses them to learn the outcome of a
     print that left the printer between two polls. ``runs_complete`` says whether ``runs``
     was refreshed in this fetch (history is fetched less often than printer state).
+    ``queues`` holds the job queues keyed by :attr:`Queue.key` (Formlabs Fleet Control
+    groups, fetched every ``[poll] queue_interval`` and carried in between; Carbon printers'
+    own queues, read with every printer fetch).
     """
 
     source: str
@@ -347,6 +383,7 @@ class Snapshot:
     printers: Mapping[str, Printer]
     runs: Mapping[str, Print] = field(default_factory=empty_mapping)
     skipped: tuple[SkippedRecord, ...] = field(default=(), compare=False)
+    queues: Mapping[str, Queue] = field(default_factory=empty_mapping)
 
     def as_dict(self, *, with_raw: bool = False) -> dict[str, Any]:
         return {
@@ -363,6 +400,7 @@ class Snapshot:
                 for p in self.printers.values()
             ],
             "runs": [r.as_dict(with_raw=with_raw) for r in self.runs.values()],
+            "queues": [q.as_dict() for q in self.queues.values()],
             "skipped": [
                 {"kind": s.kind, "id": s.record_id, "reason": s.reason} for s in self.skipped
             ],

@@ -32,6 +32,10 @@ class PollPolicy:
     active_interval: timedelta = timedelta(seconds=5)
     idle_interval: timedelta = timedelta(seconds=60)
     history_interval: timedelta = timedelta(seconds=60)
+    # Formlabs Fleet Control queues (``[poll] queue_interval``); see :func:`queue_delay`.
+    queue_interval: timedelta = timedelta(minutes=5)
+    # The most of the request budget queue reads may take, on average.
+    queue_share: float = 0.1
     # The poll aimed at a print's estimated end lands this long after it (clock skew, rounding).
     eta_margin: timedelta = timedelta(seconds=1)
     # A print past its estimated end by up to this keeps the source on the active interval:
@@ -199,3 +203,20 @@ def _outcomes(snapshot: Snapshot, now: datetime, window: timedelta) -> tuple[boo
 def is_due(last: datetime | None, now: datetime, interval: timedelta) -> bool:
     """Whether a resource fetched at ``last`` should be fetched again at ``now``."""
     return last is None or now - last >= interval
+
+
+def queue_delay(policy: PollPolicy, requests: int, budget: Budget | None) -> timedelta:
+    """The wait before the next queue read, which cost ``requests`` last time.
+
+    ``queue_interval``, stretched so queue reads (``1 + Fleet Control groups`` requests on
+    Formlabs) average at most ``queue_share`` of the budget: 1350/h and a 10% share allow
+    135 queue requests an hour, i.e. 10 groups every 5 minutes, or 100 groups every 45.
+    Queues move on the scale of jobs (minutes to hours) and back a 2 h backlog threshold, so
+    a slower queue never delays printer state, which keeps the rest of the budget.
+    """
+    if budget is None or budget.capacity <= 0 or budget.window_s <= 0 or policy.queue_share <= 0:
+        return policy.queue_interval
+    stretched = timedelta(
+        seconds=max(0, requests) * budget.window_s / (budget.capacity * policy.queue_share)
+    )
+    return max(policy.queue_interval, stretched)

@@ -29,6 +29,10 @@ class ThresholdValues(Protocol):
     def tank_max_layers(self) -> int: ...
     @property
     def tank_max_age(self) -> timedelta: ...
+    @property
+    def queue_backlog_items(self) -> int: ...
+    @property
+    def queue_backlog_age(self) -> timedelta: ...
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -49,6 +53,9 @@ class DiffSettings:
     tank_max_layers: int = 75000
     tank_max_age: timedelta = timedelta(days=365)
     run_retention: timedelta = timedelta(hours=6)
+    # queue.backlog: this many jobs waiting, or the oldest waiting this long (core.queues).
+    queue_backlog_items: int = 10
+    queue_backlog_age: timedelta = timedelta(hours=2)
 
     def __post_init__(self) -> None:
         if any(not 0 < m < 1 for m in self.milestones):
@@ -64,6 +71,10 @@ class DiffSettings:
             raise ValueError(f"tank_max_age must be positive: {self.tank_max_age}")
         if self.run_retention < timedelta(0):
             raise ValueError(f"run_retention must be >= 0: {self.run_retention}")
+        if self.queue_backlog_items < 1:
+            raise ValueError(f"queue_backlog_items must be >= 1: {self.queue_backlog_items}")
+        if self.queue_backlog_age <= timedelta(0):
+            raise ValueError(f"queue_backlog_age must be positive: {self.queue_backlog_age}")
 
     @classmethod
     def from_config(
@@ -76,5 +87,7 @@ class DiffSettings:
             material_low_ml=thresholds.material_low_ml,
             tank_max_layers=thresholds.tank_max_layers,
             tank_max_age=thresholds.tank_max_age,
+            queue_backlog_items=thresholds.queue_backlog_items,
+            queue_backlog_age=thresholds.queue_backlog_age,
             run_retention=run_retention,
         )

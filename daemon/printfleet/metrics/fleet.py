@@ -246,6 +246,12 @@ OUTBOX_DEAD = Family(
     "Deliveries in the dead-letter table, per sink.",
     ("sink",),
 )
+QUEUE_ITEMS = Family(
+    "printfleet_queue_items",
+    "Jobs waiting in a queue: a Formlabs Fleet Control group's (group = its id) or a Carbon "
+    "printer's own (group = the printer serial).",
+    ("source", "group"),
+)
 
 PRINTER_FAMILIES: Final = (
     PRINTER_INFO,
@@ -256,7 +262,14 @@ PRINTER_FAMILIES: Final = (
     PRINT_LAYERS,
     MATERIAL_REMAINING,
 )
-SOURCE_FAMILIES: Final = (SOURCE_UP, SOURCE_LAST_SUCCESS, API_BUDGET, OUTBOX_PENDING, OUTBOX_DEAD)
+SOURCE_FAMILIES: Final = (
+    SOURCE_UP,
+    SOURCE_LAST_SUCCESS,
+    API_BUDGET,
+    OUTBOX_PENDING,
+    OUTBOX_DEAD,
+    QUEUE_ITEMS,
+)
 _STATUSES: Final = tuple(PrinterStatus)
 
 #: One sample: (family index, label values, value).
@@ -420,7 +433,13 @@ class FleetCollector(Collector):
         budget: list[Row] = [((n,), float(b.remaining)) for n, b in self._budgets().items()]
         pending, dead = self._outbox()
         sinks = tuple(self._sinks())
-        return [up, last, budget, outbox_rows(pending, sinks), outbox_rows(dead, sinks)]
+        # Read from the current snapshots: a queue that is gone has no series.
+        queues: list[Row] = [
+            ((safe_text(source), safe_text(key)), float(queue.items))
+            for source, snapshot in view.snapshots.items()
+            for key, queue in snapshot.queues.items()
+        ]
+        return [up, last, budget, outbox_rows(pending, sinks), outbox_rows(dead, sinks), queues]
 
 
 def _printer_text(source: str, printer: Printer) -> tuple[str, ...]:

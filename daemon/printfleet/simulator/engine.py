@@ -15,7 +15,7 @@ import heapq
 import itertools
 from datetime import UTC, datetime
 
-from printfleet.simulator import catalog
+from printfleet.simulator import catalog, queues
 from printfleet.simulator.config import VENDORS, SimulatorConfig
 from printfleet.simulator.factory import Factory
 from printfleet.simulator.fleet import (
@@ -201,6 +201,7 @@ class Engine:
         if profile.queued_phase:
             run.created_at = t  # a Formlabs run exists once it is sent to the printer
             p.account.add_run(run)
+            queues.take(p.account, p.group, t)  # a Fleet Control group's printer takes a job
         run.timeline = plan_run(run, t, p.rng, profile, self._odds)
         p.run = run
         p.phase = RUNNING

@@ -11,7 +11,7 @@ import itertools
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from printfleet.simulator import catalog
+from printfleet.simulator import catalog, queues
 from printfleet.simulator.config import SimulatorConfig
 from printfleet.simulator.fleet import Account, Cartridge, Group, Printer, Run, Tank, User
 from printfleet.simulator.lifecycle import print_duration
@@ -69,6 +69,7 @@ class Factory:
                 Group(rng.uuid4(), group_name, now - rng.randint(30 * DAY, 400 * DAY), i == 0)
                 for i, group_name in enumerate(catalog.GROUP_NAMES[:3])
             ]
+            queues.seed(account, Rng(derive_seed(self._config.seed, "queue", vendor, index)), now)
             return account
         # Carbon keeps no copy of the secret; playing Carbon, the simulator keeps the public half.
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)

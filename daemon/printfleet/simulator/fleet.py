@@ -259,6 +259,19 @@ class Printer:
         return max(tick, self.changed_at)
 
 
+@dataclass(frozen=True, slots=True)
+class QueueItem:
+    """A Formlabs Fleet Control queue item (``DeveloperAPIMyCloudQueueItems``)."""
+
+    id: str
+    name: str
+    volume_ml: float
+    material_name: str
+    created_at: int
+    username: str
+    machine_types: tuple[str, ...]
+
+
 @dataclass(slots=True, eq=False)
 class Account:
     """One vendor account (one set of credentials) and everything it owns."""
@@ -277,6 +290,9 @@ class Account:
     tanks: list[Tank] = field(default_factory=list)
     groups: list[Group] = field(default_factory=list)
     users: list[User] = field(default_factory=list)
+    # Fleet Control queues by group id, oldest item first (simulator.queues).
+    queues: dict[str, list[QueueItem]] = field(default_factory=dict)
+    queue_rng: Rng | None = None
     membership_version: int = 0
     sorted_cache: tuple[int, list[Printer]] | None = None
 

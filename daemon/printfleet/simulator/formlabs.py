@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlencode
 
-from printfleet.simulator import catalog
+from printfleet.simulator import catalog, queues
 from printfleet.simulator import formlabs_render as render
 from printfleet.simulator.config import SimulatorConfig
 from printfleet.simulator.engine import Engine
@@ -260,9 +260,12 @@ class FormlabsApi:
             body = [render.group_record(g, account.users, members[g.id]) for g in account.groups]
             return json_response(200, body)
         if name == "group_queue":
-            if not any(g.id == params["group"] for g in account.groups):
+            group = next((g for g in account.groups if g.id == params["group"]), None)
+            if group is None:
                 return json_response(404, NOT_FOUND)
-            return json_response(200, [])  # Fleet Control queues are not simulated
+            # Always empty unless the group has Fleet Control on (formlabs.md §5).
+            items = account.queues.get(group.id, []) if group.has_fleet_control else []
+            return json_response(200, [queues.record(item) for item in items])
         raise AssertionError(f"unrouted view {name!r}")  # pragma: no cover
 
     def _printer_bytes(self, printer: Printer, now: int) -> bytes:

@@ -12,11 +12,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from printfleet.simulator import queues
 from printfleet.simulator.carbon import CarbonApi
 from printfleet.simulator.clock import SimClock, utc
 from printfleet.simulator.config import SimulatorConfig
 from printfleet.simulator.engine import Engine
 from printfleet.simulator.faults import Faults
+from printfleet.simulator.fleet import QueueItem
 from printfleet.simulator.formlabs import FormlabsApi
 from printfleet.simulator.gateway import Gateway, RequestRecord, VendorApi
 from printfleet.simulator.population import populate
@@ -264,6 +266,33 @@ class Simulator:
             self._engine.advance_to(int(self._clock.now().timestamp()))
             target = self._engine.accounts[vendor][account]
             return self._engine.add_printer(vendor, target).serial
+
+    def fleet_control_groups(self, account: int = 0) -> dict[str, list[str]]:
+        """Formlabs Fleet Control group ids with the serials of their printers, right now."""
+        with self._lock:
+            self._engine.advance_to(int(self._clock.now().timestamp()))
+            target = self._engine.accounts["formlabs"][account]
+            groups: dict[str, list[str]] = {g.id: [] for g in target.groups if g.has_fleet_control}
+            for printer in target.printers.values():
+                if printer.group is not None and printer.group.id in groups:
+                    groups[printer.group.id].append(printer.serial)
+            return groups
+
+    def queue_items(self, group_id: str, account: int = 0) -> list[QueueItem]:
+        """The jobs waiting in a Formlabs Fleet Control group's queue, oldest first."""
+        with self._lock:
+            self._engine.advance_to(int(self._clock.now().timestamp()))
+            return list(self._engine.accounts["formlabs"][account].queues.get(group_id, []))
+
+    def set_queue(self, group_id: str, count: int, *, age_s: int = 0, account: int = 0) -> None:
+        """Replace a Formlabs group's queue with ``count`` jobs created ``age_s`` ago."""
+        with self._lock:
+            now = int(self._clock.now().timestamp())
+            self._engine.advance_to(now)
+            target = self._engine.accounts["formlabs"][account]
+            group = next(g for g in target.groups if g.id == group_id)
+            target.queues[group_id] = []
+            queues.add(target, group, now - age_s, count)
 
     def remove_printer(self, vendor: str, serial: str) -> None:
         """Deregister a printer now (ground truth ``printer.removed``)."""

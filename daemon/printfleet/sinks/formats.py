@@ -155,13 +155,26 @@ def notice(payload: Mapping[str, Any]) -> Notice:
     if severity not in _HEX:
         severity = "info"
     subjects, count = _group(payload.get("group"))
-    who = (_text(printer.get("name")) if printer is not None else None) or subject or account
+    # A Formlabs group's queue event has no printer; its subject is the group id (a uuid),
+    # so the group's name is what a person recognises.
+    queue = data.get("queue") if isinstance(data.get("queue"), Mapping) else None
+    queue_name = _text(queue.get("name")) if queue is not None else None
+    who = (
+        (_text(printer.get("name")) if printer is not None else None)
+        or queue_name
+        or subject
+        or account
+    )
     title = _text(payload.get("title")) or (
         f"{count}x {_humanize(event_type)}" if subjects else f"{who}: {_humanize(event_type)}"
     )
     text = _text(payload.get("text"))
     if text is None:
         text = _describe(data, print_name)
+        if not text and queue is not None:
+            oldest = _text(queue.get("oldest_at"))
+            since = f", oldest since {oldest}" if oldest else ""
+            text = _clean(f"jobs queued: {queue.get('items')}{since}")
     return Notice(
         title=title,
         text=text,

@@ -11,6 +11,7 @@ from printfleet.core.feed import FeedRecord
 from printfleet.core.model import (
     Material,
     Print,
+    Queue,
     SkippedRecord,
     Snapshot,
     Tank,
@@ -56,6 +57,18 @@ class Inventory:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueBatch:
+    """Job queues read from a vendor's queue endpoints, keyed by :attr:`Queue.key`.
+
+    ``requests`` is what reading them cost (the poller stretches the queue interval with it).
+    """
+
+    queues: Mapping[str, Queue] = field(default_factory=empty_mapping)
+    skipped: tuple[SkippedRecord, ...] = ()
+    requests: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class BudgetStatus:
     """How much of the vendor's request budget is left (for metrics and the scheduler)."""
 
@@ -94,6 +107,11 @@ class Source(Protocol):
 
     async def fetch_inventory(self) -> Inventory:
         """Tanks and cartridges (empty for vendors without them)."""
+        ...
+
+    async def fetch_queues(self) -> QueueBatch | None:
+        """Job queues from endpoints of their own (Formlabs Fleet Control groups), or ``None``
+        when the printer fetch already carries them in ``Snapshot.queues`` (Carbon)."""
         ...
 
     def budget(self) -> BudgetStatus:

@@ -21,10 +21,11 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from printfleet.clock import Clock
 from printfleet.config.schema import CARBON_BASE_URL
 from printfleet.core.model import Print, SkippedRecord, Snapshot, Vendor, iso
+from printfleet.core.queues import carbon_queues
 from printfleet.errors import BadResponse
 from printfleet.logs import register_secret
 from printfleet.sources import carbon_map
-from printfleet.sources.base import Inventory, PrintLookup, RunBatch
+from printfleet.sources.base import Inventory, PrintLookup, QueueBatch, RunBatch
 from printfleet.sources.http.base import HttpSource, PageGuard, dedupe_skipped
 from printfleet.sources.http.budget import RequestBudget
 from printfleet.sources.http.client import HttpOptions, Params
@@ -217,13 +218,16 @@ class CarbonSource(HttpSource):
             now=self._http.server_now(),
             offline_after=self._offline_after,
         )
+        taken_at = self._clock.now()
         return Snapshot(
             source=self._name,
             vendor=Vendor.CARBON,
-            taken_at=self._clock.now(),
+            taken_at=taken_at,
             printers=MappingProxyType(printers),
             runs=MappingProxyType(runs),
             skipped=tuple(skipped),
+            # Each printer's own queue, from the queue_length it already sent: no request.
+            queues=MappingProxyType(carbon_queues(printers.values(), taken_at)),
         )
 
     async def _confirm_carbon(self, printers_url: str) -> None:
@@ -296,6 +300,13 @@ class CarbonSource(HttpSource):
     async def fetch_inventory(self) -> Inventory:
         """Carbon exposes no tanks or cartridges: always empty, no request."""
         return Inventory()
+
+    async def fetch_queues(self) -> QueueBatch | None:
+        """``None``: each printer's ``queue_length`` comes with :meth:`fetch_printers`.
+
+        ``GET /printers/queues`` would add the queued print ids, which nothing here needs.
+        """
+        return None
 
     # -- cursor pagination -----------------------------------------------------------------
 

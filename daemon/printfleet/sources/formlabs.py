@@ -14,22 +14,23 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any, Unpack
+from urllib.parse import quote
 
 from pydantic import SecretStr
 
 from printfleet.clock import Clock
 from printfleet.config.schema import FORMLABS_BASE_URL
 from printfleet.core.feed import FeedRecord
-from printfleet.core.model import Print, SkippedRecord, Snapshot, Vendor, iso
+from printfleet.core.model import Print, Queue, SkippedRecord, Snapshot, Vendor, iso
 from printfleet.core.prints import shifted
 from printfleet.errors import AuthFailed, BadResponse, RateLimited, SourceUnavailable
 from printfleet.logs import register_secret
-from printfleet.sources import formlabs_map
-from printfleet.sources.base import Inventory, PrintLookup, RunBatch
+from printfleet.sources import formlabs_map, formlabs_queues
+from printfleet.sources.base import Inventory, PrintLookup, QueueBatch, RunBatch
 from printfleet.sources.http.base import HttpSource, PageGuard, dedupe_skipped, follow_link
 from printfleet.sources.http.budget import RequestBudget
 from printfleet.sources.http.client import HttpOptions, Params, VendorHttp
-from printfleet.sources.mapping import RecordStream
+from printfleet.sources.mapping import RecordStream, records_of
 
 DEFAULT_BASE_URL = FORMLABS_BASE_URL  # the config default; written once, in config.schema
 API = "/developer/v1"
@@ -225,6 +226,8 @@ class FormlabsSource(HttpSource):
         self._unnamed_materials: set[str] = set()
         # Picture links dropped so far, by (vendor field, reason); each pair is logged once.
         self.rejected_pictures: dict[tuple[str, str], int] = {}
+        # Pages ``_walk`` fetched after the first (the queue fetch reports what it cost).
+        self._http_requests_walked = 0
         self._auth = FormlabsToken(
             self._http,
             token_url=f"{self._base}{API}/o/token/",
@@ -354,6 +357,47 @@ class FormlabsSource(HttpSource):
         cartridges = await self._list("/cartridges/", page, key="serial")
         return formlabs_map.map_inventory(tanks, cartridges)
 
+    async def fetch_queues(self) -> QueueBatch:
+        """``GET /groups/``, then ``GET /groups/{id}/queue/`` for each Fleet Control group.
+
+        Groups without Fleet Control cost nothing more (their queue is always empty). A 404
+        for a queue means the group went away between the two calls: it is skipped, not an
+        error. Costs ``1 + groups`` requests (plus pages, should ``/groups/`` paginate as in
+        API 0.1.0).
+        """
+        url = f"{self._base}{API}/groups/"
+        result = await self._http.request("GET", url, endpoint="/groups/", auth=self._auth)
+        requests = 1
+        body = result.body
+        if isinstance(body, dict) and "results" in body:
+            self._http_requests_walked = 0
+            body = await self._walk(body, result.url, "/groups/", key="id")
+            requests += self._http_requests_walked
+        records = records_of(body, source=self._name, what="groups", list_key="results")
+        groups, skipped = formlabs_queues.fleet_groups(records)
+        queues: dict[str, Queue] = {}
+        for group in groups:
+            answer = await self._http.request(
+                "GET",
+                f"{url}{quote(group.id, safe='')}/queue/",
+                endpoint="/groups/{id}/queue/",
+                auth=self._auth,
+                accept=(404,),
+            )
+            requests += 1
+            if answer.status == 404:
+                skipped.append(SkippedRecord(formlabs_queues.KIND_GROUP, group.id, "queue gone"))
+                continue
+            items = records_of(
+                answer.body, source=self._name, what="queue items", list_key="results"
+            )
+            queue, bad = formlabs_queues.map_queue(group, items, self._clock.now())
+            queues[queue.key] = queue
+            skipped.extend(bad)
+        return QueueBatch(
+            queues=MappingProxyType(queues), skipped=tuple(skipped), requests=requests
+        )
+
     # -- pagination ------------------------------------------------------------------------
 
     async def _list(
@@ -404,6 +448,7 @@ class FormlabsSource(HttpSource):
             url = follow_link(url, link, self._base)
             guard.next_page(url)
             result = await self._http.request("GET", url, endpoint=endpoint, auth=self._auth)
+            self._http_requests_walked += 1
             if not isinstance(result.body, dict):
                 raise BadResponse(self._name, f"GET {endpoint} answered no page object")
             page = result.body

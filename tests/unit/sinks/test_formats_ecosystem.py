@@ -7,7 +7,7 @@ the official Adaptive Cards 1.4.0 JSON schema, Discord's documented limits.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -29,8 +29,24 @@ from printfleet.core.events import (
     json_bytes,
     to_cloudevent,
 )
-from printfleet.core.model import Print, Printer, PrinterStatus, PrintStatus, Vendor
-from printfleet.sinks.formats import discord_message, render, slack_message, teams_message
+from printfleet.core.model import (
+    Print,
+    Printer,
+    PrinterStatus,
+    PrintStatus,
+    Queue,
+    Snapshot,
+    Vendor,
+)
+from printfleet.core.queues import queue_events
+from printfleet.core.thresholds import DiffSettings
+from printfleet.sinks.formats import (
+    discord_message,
+    notice,
+    render,
+    slack_message,
+    teams_message,
+)
 
 T0 = datetime(2026, 11, 23, 10, 15, 2, tzinfo=UTC)
 
@@ -247,3 +263,18 @@ def test_an_empty_subject_is_left_out_of_the_cloudevent() -> None:
     event = make_event(serial="")
     assert "subject" not in to_cloudevent(event)
     assert cloudevent_problems(encode_event(event)) == []
+
+
+def test_queue_events_without_a_printer_validate_and_name_the_group() -> None:
+    """A Formlabs group's queue.backlog has no printer: the notice names the group."""
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    queue = Queue("3f6c2a1e", "Prototyping Lab", 1, ("A",), t0 - timedelta(hours=1), t0)
+    later = Queue("3f6c2a1e", "Prototyping Lab", 12, ("A",), t0 - timedelta(hours=1), t0)
+    before = Snapshot("lab", Vendor.FORMLABS, t0, {}, queues={queue.key: queue})
+    after = Snapshot("lab", Vendor.FORMLABS, t0, {}, queues={later.key: later})
+    (event,) = queue_events(before, after, DiffSettings())
+    payload = payload_for(event)
+    assert all_problems(payload) == {}
+    shown = notice(payload)
+    assert shown.title == "Prototyping Lab: queue backlog"
+    assert shown.text == "jobs queued: 12, oldest since 2025-12-31T23:00:00Z"
