@@ -628,6 +628,11 @@ class _Differ:
         outcome = _OUTCOME.get(cv.status)
         if outcome is None or cv.verdict is None:
             return  # only an ended print has an outcome to be judged against
+        given = aware(cv.verdict_at)
+        if given is not None and given < self.old_cutoff:
+            # Rated long before the snapshot we compare with, and first seen now (a state
+            # stored before ratings were read, a record that showed no rating): old news.
+            return
         machine = outcome.value.removeprefix("print.")
         # The costly surprise: the printer said FINISHED, the person says the parts are bad.
         surprise = cv.status is PrintStatus.FINISHED and cv.verdict == VERDICT_FAILURE
@@ -635,7 +640,8 @@ class _Differ:
             EventType.PRINT_RATED,
             printer,
             subject,
-            self.cur.taken_at,
+            # When it was rated, as the vendor says; never before the print ended.
+            max(self._time(cv.verdict_at), self._time(cv.finished_at)),
             cv.id,
             cv.verdict,
             key=cv.id,

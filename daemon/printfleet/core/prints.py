@@ -103,6 +103,7 @@ def with_verdict_of(view: Print, other: Print | None) -> Print:
         verdict=other.verdict,
         verdict_note=view.verdict_note or other.verdict_note,
         verdict_by=view.verdict_by or other.verdict_by,
+        verdict_at=other.verdict_at,
     )
 
 

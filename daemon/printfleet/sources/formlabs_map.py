@@ -418,6 +418,8 @@ def _print(value: Any, printer_serial: str | None, raw: Mapping[str, Any] | None
     elapsed_ms = as_float(record.get("elapsed_duration_ms"))
     estimated_ms = as_float(record.get("estimated_duration_ms"))
     verdict, verdict_raw = _verdict(record.get("print_run_success"))
+    rating = as_mapping(record.get("print_run_success"))
+    verdict_at = parse_time(rating.get("created_at")) if verdict and rating is not None else None
     note = as_mapping(record.get("note"))
     note_text = as_str(note.get("note")) if note is not None else None
     note_by = _user(note.get("author")) if note is not None else None
@@ -446,6 +448,7 @@ def _print(value: Any, printer_serial: str | None, raw: Mapping[str, Any] | None
         # person it names about the outcome, so it stands for "by" when there is a note.
         verdict_by=note_by,
         verdict_raw=verdict_raw,
+        verdict_at=verdict_at,
         harvest_status=as_str(record.get("harvest_status")),
         raw=frozen_mapping(record) if raw is None else raw,
     )

@@ -248,6 +248,28 @@ def test_the_id_is_stable_for_the_same_rating() -> None:
     assert [e.id for e in first] == [e.id for e in again]
 
 
+def test_the_event_is_dated_when_the_rating_was_given() -> None:
+    given = at(150)
+    good = run(verdict="SUCCESS", verdict_at=given)
+    assert [e.time for e in rated(play(snap(at(0), run()), snap(at(181), good)))] == [given]
+    # A rating time ahead of the snapshot is not believed; one before the print ended neither.
+    ahead = run(verdict="SUCCESS", verdict_at=at(9))
+    assert [e.time for e in rated(play(snap(at(0), run()), snap(at(2), ahead)))] == [at(2)]
+    early = run(verdict="SUCCESS", verdict_at=T0 - timedelta(hours=3))
+    assert early.finished_at is not None
+    events = rated(play(snap(at(0), run()), snap(at(2), early)))
+    assert [e.time for e in events] == [early.finished_at]
+
+
+def test_an_old_rating_first_seen_is_not_news() -> None:
+    """A state kept before ratings were read (or a record that showed none) then the full
+    record: a rating given days ago is not announced; one given since is."""
+    old = run(verdict="FAILURE", verdict_at=T0 - timedelta(days=2))
+    assert rated(play(snap(at(0), run()), snap(at(1), old))) == []
+    fresh = run(verdict="FAILURE", verdict_at=T0 - timedelta(hours=1))
+    assert len(rated(play(snap(at(0), run()), snap(at(1), fresh)))) == 1
+
+
 # --- parts on the platform: the existing alert machinery -----------------------------------
 
 

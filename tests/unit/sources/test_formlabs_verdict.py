@@ -83,6 +83,13 @@ def test_the_samples_rated_prints_read_as_rated() -> None:
     assert {"SUCCESS", "FAILURE", None} <= verdicts
 
 
+def test_the_rating_time_is_read() -> None:
+    run = map_print(print_record(print_run_success=rating("SUCCESS")))
+    assert run.verdict_at == datetime(2025, 6, 18, 15, 0, tzinfo=UTC)
+    unrated = map_print(print_record(print_run_success=rating("UNKNOWN")))
+    assert unrated.verdict_at is None
+
+
 def test_note_text_and_author_become_verdict_note_and_by() -> None:
     note = {
         "print_run": "x",
