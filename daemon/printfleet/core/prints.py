@@ -95,9 +95,21 @@ def pick(live: Print | None, recorded: Print | None) -> Print | None:
 
 
 def with_verdict_of(view: Print, other: Print | None) -> Print:
-    """``view``, with ``other``'s verdict (note, rater) when ``view`` has none."""
-    if view.verdict is not None or other is None or other.verdict is None:
+    """``view``, with ``other``'s verdict (note, rater) when ``view`` has none, or when both
+    have one and ``other``'s was given later (a stale record must not undo a re-rating)."""
+    if other is None or other.verdict is None:
         return view
+    if view.verdict is not None:
+        mine, theirs = aware(view.verdict_at), aware(other.verdict_at)
+        if mine is None or theirs is None or theirs <= mine:
+            return view
+        return dataclasses.replace(
+            view,
+            verdict=other.verdict,
+            verdict_note=other.verdict_note,
+            verdict_by=other.verdict_by,
+            verdict_at=other.verdict_at,
+        )
     return dataclasses.replace(
         view,
         verdict=other.verdict,

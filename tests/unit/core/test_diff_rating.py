@@ -270,6 +270,22 @@ def test_an_old_rating_first_seen_is_not_news() -> None:
     assert len(rated(play(snap(at(0), run()), snap(at(1), fresh)))) == 1
 
 
+def test_a_stale_record_does_not_undo_a_re_rating() -> None:
+    """Rated FAILURE, re-rated SUCCESS on the printer; an older history record (the events
+    feed) still says FAILURE: the later rating stands, no second FAILURE."""
+    failure = run(verdict="FAILURE", verdict_at=at(1))
+    success = run(verdict="SUCCESS", verdict_at=at(3))
+    events = rated(
+        play(
+            snap(at(0), run()),
+            snap(at(2), failure),
+            snap(at(4), success),
+            snap(at(5), success, runs=[failure]),
+        )
+    )
+    assert [e.details["verdict"] for e in events] == ["FAILURE", "SUCCESS"]
+
+
 # --- parts on the platform: the existing alert machinery -----------------------------------
 
 
