@@ -23,6 +23,7 @@ from printfleet.core.events import ChangeEvent, EventType
 from printfleet.core.feed import FeedRecord, WitnessMemory, reconcile
 from printfleet.core.fleet import AccountHealth
 from printfleet.core.model import (
+    Print,
     PrinterStatus,
     PrintStatus,
     Snapshot,
@@ -67,6 +68,7 @@ FIELD_PRINTER_STATUS = "printer.status"
 FIELD_PRINT_STATUS = "print.status"
 #: ``printfleet_unknown_status_total{field=...}`` of a feed type the adapter does not know.
 FIELD_EVENT_TYPE = "event.type"
+FIELD_PRINT_RUN_SUCCESS = "print_run_success"
 
 
 class SourcePoller:
@@ -471,12 +473,18 @@ def unknown_statuses(snapshot: Snapshot) -> list[tuple[str, str]]:
         if printer.status is PrinterStatus.UNKNOWN and printer.status_raw:
             found.append((FIELD_PRINTER_STATUS, printer.status_raw[:UNKNOWN_VALUE_CHARS]))
         run = printer.current_print
-        if run is not None and run.status is PrintStatus.UNKNOWN and run.status_raw:
-            found.append((FIELD_PRINT_STATUS, run.status_raw[:UNKNOWN_VALUE_CHARS]))
+        if run is not None:
+            _unknown_of_run(run, found)
     for run in snapshot.runs.values():
-        if run.status is PrintStatus.UNKNOWN and run.status_raw:
-            found.append((FIELD_PRINT_STATUS, run.status_raw[:UNKNOWN_VALUE_CHARS]))
+        _unknown_of_run(run, found)
     return found
+
+
+def _unknown_of_run(run: Print, found: list[tuple[str, str]]) -> None:
+    if run.status is PrintStatus.UNKNOWN and run.status_raw:
+        found.append((FIELD_PRINT_STATUS, run.status_raw[:UNKNOWN_VALUE_CHARS]))
+    if run.verdict_raw:
+        found.append((FIELD_PRINT_RUN_SUCCESS, run.verdict_raw[:UNKNOWN_VALUE_CHARS]))
 
 
 def _keep_unreadable(previous: Snapshot | None, current: Snapshot) -> Snapshot:

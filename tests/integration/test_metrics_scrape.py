@@ -45,6 +45,7 @@ CONTRACT: dict[str, set[str]] = {
     "printfleet_print_layers": {"source", "serial", "kind"},
     "printfleet_material_remaining_ratio": {"source", "serial", "slot"},
     "printfleet_prints_total": {"source", "serial", "result"},
+    "printfleet_print_verdicts_total": {"source", "result", "verdict"},
     "printfleet_events_total": {"source", "type"},
     "printfleet_source_up": {"source"},
     "printfleet_source_last_success_timestamp_seconds": {"source"},

@@ -13,6 +13,9 @@ Scoring (each transition kind maps one-to-one onto the printfleet event type of 
   guid, which is printfleet's print id;
 * printer events (``offline``, ``online``, ``added``, ``removed``) match on (type, serial),
   occurrences paired in time order;
+* ``print.rated`` matches on (type, serial, print id) like the other print events, and the
+  verdict must agree (the simulator's ``detail`` is the event's ``verdict``): a person rates
+  a run while it is still the printer's current run, hours after its outcome at most;
 * ``material.low`` matches on (type, serial, cartridge serial): the simulator records one per
   cartridge crossing 15 % (``detail``), the differ emits one per cartridge crossing
   ``material_low_ratio`` (0.15) with the cartridge in ``details["cartridge"]``.
@@ -64,6 +67,7 @@ SCORED = frozenset(
         "print.finished",
         "print.failed",
         "print.aborted",
+        "print.rated",
         "printer.offline",
         "printer.online",
         "printer.added",
@@ -221,6 +225,18 @@ def test_every_reported_transition_happened(day: FleetRun) -> None:
     """Precision is 100%: no scored event lacks a real transition behind it."""
     _, _, extra = match(day)
     assert extra == []
+
+
+def test_ratings_carry_the_verdict_the_person_gave(day: FleetRun) -> None:
+    """Each paired print.rated says the verdict the simulator recorded, and the day has some
+    of each (the share of FINISHED prints rated FAILURE is the costly surprise)."""
+    pairs, _, _ = match(day)
+    rated = [(t, d) for t, d in pairs if t.kind.value == "print.rated"]
+    assert rated
+    assert [(t.detail, d.event.details["verdict"]) for t, d in rated] == [
+        (t.detail, t.detail) for t, _ in rated
+    ]
+    assert {t.detail for t, _ in rated} == {"SUCCESS", "FAILURE"}
 
 
 def test_events_are_reported_after_their_transition(day: FleetRun) -> None:

@@ -99,6 +99,10 @@ def _describe(event: ChangeEvent) -> str:
         text = run.name
         if run.message and event.type in (EventType.PRINT_FAILED, EventType.PRINT_ABORTED):
             text += f" — {run.message}"
+        if event.type == EventType.PRINT_RATED:
+            text += f" {details.get('verdict')} (printer: {details.get('machine_outcome')})"
+            if details.get("note"):
+                text += f" — {details['note']}"
         return text
     if "alert" in details:
         return f"{details.get('state', '')}: {details['alert']}"

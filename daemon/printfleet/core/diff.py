@@ -105,11 +105,14 @@ from printfleet.core.prints import (
     start_time,
     views_of,
     with_serial,
+    with_verdict_of,
 )
 from printfleet.core.queues import blocked_details, queue_events
 from printfleet.core.thresholds import DiffSettings
 
 __all__ = [
+    "VERDICT_FAILURE",
+    "VERDICT_SUCCESS",
     "WAITING_ALERT",
     "carry_forward",
     "diff",
@@ -119,6 +122,10 @@ __all__ = [
 
 #: ``printer.alert`` text raised while a print waits for an operator's resolution.
 WAITING_ALERT = "waiting for resolution"
+
+#: ``Print.verdict`` values (a person's rating of an ended print).
+VERDICT_SUCCESS = "SUCCESS"
+VERDICT_FAILURE = "FAILURE"
 
 # Outcome event per terminal print status.
 _OUTCOME: Mapping[PrintStatus, EventType] = {
@@ -182,6 +189,13 @@ def carry_forward(
         cv = cur_index.view(pv.id, serial)
         if pv.status.is_terminal:
             if cv is not None and cv.status.is_terminal:
+                if pv.verdict is None or cv.verdict is not None:
+                    continue
+                # Shown again without its rating (a summary record): the rating stays known,
+                # so it is neither lost from the stored state nor announced a second time.
+                if runs is None:
+                    runs = dict(current.runs)
+                runs[pv.id] = with_serial(with_verdict_of(cv, pv), serial)
                 continue
             ref = end_time(pv)
         elif has_started(pv):
@@ -532,8 +546,16 @@ class _Differ:
             serial = self.cur_index.serial_of(pid) or self.prev_index.serial_of(pid)
         pv = self.prev_index.view(pid, serial)
         if pv is not None:
-            if pv == cv or pv.status.is_terminal:
-                return  # nothing new, or its outcome was reported: terminal is final
+            if pv == cv:
+                return  # nothing new
+            if pv.status.is_terminal:
+                # Its outcome was reported: terminal is final. Only a person's rating, which
+                # comes hours later, is still news about it.
+                if cv.verdict is not None and cv.verdict != pv.verdict:
+                    where = serial or cv.printer_serial or pv.printer_serial
+                    printer = self._host(where)
+                    self._rated(pv, cv, printer, printer.serial if printer else (where or ""))
+                return
         elif cv.status.is_terminal or not is_live:
             end = end_time(cv)
             if end is not None and end < self.old_cutoff:
@@ -598,6 +620,48 @@ class _Differ:
                 run=cv,
                 changes=status_change,
             )
+            # Rated before we saw the outcome (a late history record): the outcome, then it.
+            if cv.verdict is not None and (pv is None or cv.verdict != pv.verdict):
+                self._rated(pv, cv, printer, subject)
+
+    def _rated(self, pv: Print | None, cv: Print, printer: Printer | None, subject: str) -> None:
+        """``print.rated``: a person's verdict on an ended print, new or changed.
+
+        Keyed by print and verdict, so a rating seen again (another record of the same print,
+        a re-run diff) repeats its id and a changed rating is a new event. A print nobody
+        rated never gets one; a rating withdrawn (back to unrated) is not announced, since
+        the summary records that omit the rating look just the same.
+        """
+        outcome = _OUTCOME.get(cv.status)
+        if outcome is None or cv.verdict is None:
+            return  # only an ended print has an outcome to be judged against
+        given = aware(cv.verdict_at)
+        if given is not None and given < self.old_cutoff:
+            # Rated long before the snapshot we compare with, and first seen now (a state
+            # stored before ratings were read, a record that showed no rating): old news.
+            return
+        machine = outcome.value.removeprefix("print.")
+        # The costly surprise: the printer said FINISHED, the person says the parts are bad.
+        surprise = cv.status is PrintStatus.FINISHED and cv.verdict == VERDICT_FAILURE
+        self._emit(
+            EventType.PRINT_RATED,
+            printer,
+            subject,
+            # When it was rated, as the vendor says; never before the print ended.
+            max(self._time(cv.verdict_at), self._time(cv.finished_at)),
+            cv.id,
+            cv.verdict,
+            key=cv.id,
+            run=cv,
+            changes={"verdict": Change(pv.verdict if pv is not None else None, cv.verdict)},
+            details={
+                "verdict": cv.verdict,
+                "note": cv.verdict_note,
+                "by": cv.verdict_by,
+                "machine_outcome": machine,
+            },
+            severity=Severity.WARNING if surprise else Severity.INFO,
+        )
 
     def _live(
         self, pid: str, pv: Print | None, cv: Print, printer: Printer | None, subject: str

@@ -211,6 +211,12 @@ class Print:
     verdict: str | None = None
     verdict_note: str | None = None  # the note's text, when someone wrote one
     verdict_by: str | None = None  # who rated or wrote the note
+    # A rating word the mapper does not know (never a verdict): for the poller to log and count
+    # once per fetch. Not a fact about the print, so not part of == and not stored.
+    verdict_raw: str | None = field(default=None, compare=False)
+    # When the rating was given (PrintRunSuccess.created_at), as the vendor says: dates the
+    # print.rated event and tells a new rating from an old one first seen. Not stored.
+    verdict_at: datetime | None = field(default=None, compare=False)
     harvest_status: str | None = None  # Form Auto / Form Cell, the vendor's word as sent
     # Signed links that expire (and change on every fetch): not part of ==, fetched fresh at
     # delivery time by the sinks that show pictures.

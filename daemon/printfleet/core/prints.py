@@ -27,6 +27,7 @@ __all__ = [
     "start_time",
     "views_of",
     "with_serial",
+    "with_verdict_of",
 ]
 
 # A vendor estimate longer than this is nonsense; it must not overflow datetime arithmetic.
@@ -80,13 +81,42 @@ def pick(live: Print | None, recorded: Print | None) -> Print | None:
     """One view of a print from its printer (live) and the history (recorded).
 
     An outcome wins (history first: it is the vendor's record, the printer may lag); otherwise
-    the live view wins, since a non-terminal history record may be stale.
+    the live view wins, since a non-terminal history record may be stale. A person's rating
+    is kept from whichever view has one: a summary record (``previous_print_run``) or an
+    earlier copy does not carry it, and "not said" must not read as "unrated again".
     """
     if live is None:
         return recorded
     if recorded is not None and recorded.status.is_terminal:
-        return recorded
+        return with_verdict_of(recorded, live)
+    if recorded is not None:
+        return with_verdict_of(live, recorded)
     return live
+
+
+def with_verdict_of(view: Print, other: Print | None) -> Print:
+    """``view``, with ``other``'s verdict (note, rater) when ``view`` has none, or when both
+    have one and ``other``'s was given later (a stale record must not undo a re-rating)."""
+    if other is None or other.verdict is None:
+        return view
+    if view.verdict is not None:
+        mine, theirs = aware(view.verdict_at), aware(other.verdict_at)
+        if mine is None or theirs is None or theirs <= mine:
+            return view
+        return dataclasses.replace(
+            view,
+            verdict=other.verdict,
+            verdict_note=other.verdict_note,
+            verdict_by=other.verdict_by,
+            verdict_at=other.verdict_at,
+        )
+    return dataclasses.replace(
+        view,
+        verdict=other.verdict,
+        verdict_note=view.verdict_note or other.verdict_note,
+        verdict_by=view.verdict_by or other.verdict_by,
+        verdict_at=other.verdict_at,
+    )
 
 
 def views_of(snapshot: Snapshot) -> Iterator[tuple[str | None, Print]]:

@@ -3,10 +3,9 @@
 :class:`Metrics` implements :class:`~printfleet.observe.Observer`. Components call it as
 things happen; it keeps counters and histograms (``api_requests_total``,
 ``api_request_duration_seconds``, ``poll_duration_seconds``, ``events_total``,
-``prints_total``, ``rule_matches_total``, ``deliveries_total``, ``records_skipped_total``,
-``unknown_status_total``,
-``poll_failures_total``, ``task_restarts_total``, ``resin_used_ml_total``,
-``print_duration_seconds``)
+``prints_total``, ``print_verdicts_total``, ``rule_matches_total``, ``deliveries_total``,
+``records_skipped_total``, ``unknown_status_total``, ``poll_failures_total``,
+``task_restarts_total``, ``resin_used_ml_total``, ``print_duration_seconds``)
 plus ``build_info``, all on a :class:`~prometheus_client.CollectorRegistry` the application
 owns (never the global default registry). ``prints_total`` is kept by a
 :class:`~printfleet.metrics.fleet.PrintCounters` collector (see there for why).
@@ -39,6 +38,8 @@ POLL_BUCKETS: Final = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 UNKNOWN_VALUE_SERIES: Final = 50
 UNKNOWN_OTHER: Final = "(other)"
 POLL_FAILURE_KINDS: Final = ("auth", "unavailable", "bad_response", "rate_limited", "crashed")
+#: The ``verdict`` label values of ``printfleet_print_verdicts_total`` (Print.verdict, lower case).
+VERDICT_LABELS: Final = ("success", "failure")
 
 
 class Metrics:
@@ -107,6 +108,16 @@ class Metrics:
         self.prints = PrintCounters()
         registry.register(self.prints)
         self.history = HistoryMetrics(registry)
+        # A companion to prints_total, not a label on it: prints_total counts at the outcome,
+        # when nobody has rated the print yet, and a counter cannot move a print from
+        # "unrated" to "failure" hours later. Per source, not per printer (6 series a source
+        # rather than 6 a printer); per-printer ratings are in the print.rated events.
+        self.print_verdicts = Counter(
+            "printfleet_print_verdicts",
+            "Ratings people gave ended prints (print.rated), by machine result and verdict.",
+            ["source", "result", "verdict"],
+            registry=registry,
+        )
         self.rule_matches = Counter(
             "printfleet_rule_matches",
             "Times a rule fired for an event.",
@@ -156,13 +167,19 @@ class Metrics:
 
     def track_tasks(self, sources: Iterable[str], tasks: Iterable[str]) -> None:
         """Create every source's ``poll_failures_total`` and every task's ``task_restarts_total``
-        series at 0, so the first failure shows in ``increase()`` and alerts."""
+        series at 0, so the first failure shows in ``increase()`` and alerts; likewise every
+        source's ``print_verdicts_total`` series, so the first rating counts."""
+        sources = tuple(sources)
         for source in sources:
             for kind in POLL_FAILURE_KINDS:
                 self.poll_failures.labels(source, kind)
         for task in tasks:
             self.task_restarts.labels(task)
         self.history.track(sources)
+        for source in sources:
+            for result in PRINT_RESULTS.values():
+                for verdict in VERDICT_LABELS:
+                    self.print_verdicts.labels(source, result, verdict)
 
     def event_emitted(self, event: ChangeEvent) -> None:
         self.events.labels(event.source, event.type.value).inc()
@@ -175,6 +192,11 @@ class Metrics:
         elif event.type is EventType.PRINTER_REMOVED:
             self.prints.remove(event.source, event.subject)
             self.history.remove(event.source, event.subject)
+        elif event.type is EventType.PRINT_RATED:
+            result_label = event.details.get("machine_outcome")
+            verdict = str(event.details.get("verdict") or "").lower()
+            if result_label in PRINT_RESULTS.values() and verdict in VERDICT_LABELS:
+                self.print_verdicts.labels(event.source, result_label, verdict).inc()
 
     def restore_history(
         self, source: str, totals: Iterable[HistoryTotal], serials: Container[str]

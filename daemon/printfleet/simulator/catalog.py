@@ -251,3 +251,9 @@ def consumable_serial(prefix: str, index: int, salt: int) -> str:
 def carbon_print_id(index: int, salt: int, letters: str) -> str:
     """Seven upper-case alphanumerics like ``KT7Q3MA``; unique per index."""
     return letters + _base36(_scramble(index, 36**5, salt), 5)
+
+
+# Formlabs HarvestStatusEnum (formlabs.md §6.10) words the simulator sends.
+HARVEST_FINISHED = "FORM_CELL_HARVEST_FINISHED"
+HARVEST_FAILED = "FORM_CELL_HARVEST_FAILED"
+HARVEST_ABORTED = "FORM_CELL_HARVEST_ABORTED"

@@ -86,6 +86,18 @@ class SimulatorConfig:
     formlabs_note_share: float = 0.2
     """Share of print runs that someone annotates after they end (``note`` a ``PrintRunNote``);
     the others keep ``note: null``."""
+    formlabs_verdict_failure_share: float = 0.15
+    """Share of rated FINISHED prints a person rates FAILURE (``print_run_success``); the rest
+    SUCCESS. Failed and aborted prints are always rated FAILURE. Which prints get rated at all
+    (30 %) is part of the seeded history."""
+    formlabs_form_auto_share: float = 0.2
+    """Share of single-cartridge printers with a Form Auto: their runs carry
+    ``form_auto_serial`` and, once ended, ``harvest_status``."""
+    formlabs_harvest_failed_share: float = 0.1
+    """Share of finished Form Auto runs whose harvest fails (``FORM_CELL_HARVEST_FAILED``):
+    the run stays on the printer, parts on the platform, until a person clears it."""
+    formlabs_not_ready_share: float = 0.08
+    """Share of idle gaps with a spell of ``READY_TO_PRINT_NOT_READY``."""
     formlabs_legacy_share: float = 0.2
     """Share of print runs rendered in the 0.8.0 shape, which still carries the boolean
     ``probably_finished`` that 0.8.1 dropped (§6.6, §6.12: removed fields may still be sent)."""
@@ -114,4 +126,8 @@ _SHARES = (
     "formlabs_ungrouped_share",
     "formlabs_note_share",
     "formlabs_legacy_share",
+    "formlabs_verdict_failure_share",
+    "formlabs_form_auto_share",
+    "formlabs_harvest_failed_share",
+    "formlabs_not_ready_share",
 )

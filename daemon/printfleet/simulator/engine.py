@@ -35,6 +35,7 @@ from printfleet.simulator.lifecycle import (
     HOUR,
     MAINT_END,
     MAINT_START,
+    MINUTE,
     PROFILES,
     START_RUN,
     Odds,
@@ -47,6 +48,9 @@ from printfleet.simulator.truth import GroundTruthEvent, TruthKind
 
 SEGMENT = "seg"
 CLEAR = "clear"
+RATE = "rate"  # a person rates the ended run still on the printer (arg: the run's seq)
+NOT_READY_ON = "not_ready_on"
+NOT_READY_OFF = "not_ready_off"
 LOW_FRACTION = 0.15  # RESIN_LOW below 15 % of a cartridge's initial volume
 CHURN_MEAN_S = 6 * HOUR
 
@@ -163,6 +167,11 @@ class Engine:
             self._clear(p, t)
         elif action == START_RUN:
             self._start_run(p, t)
+        elif action == RATE:
+            self._rate(p, t, arg)
+        elif action in (NOT_READY_ON, NOT_READY_OFF):
+            p.not_ready = action == NOT_READY_ON
+            p.touch(t)
         elif action == GO_OFFLINE:
             p.frozen_obs = p.observed_at(t, self.config.heartbeat_s)
             p.online = False
@@ -198,6 +207,8 @@ class Engine:
         p.next_run = None
         run.tank = p.tank.serial if p.tank else None
         run.cartridges = tuple(c.serial for c in p.cartridges)
+        run.form_auto = self._form_auto(p)
+        p.not_ready = False
         if profile.queued_phase:
             run.created_at = t  # a Formlabs run exists once it is sent to the printer
             p.account.add_run(run)
@@ -247,18 +258,71 @@ class Engine:
             run.message = p.rng.choice(catalog.ERROR_MESSAGES)
         if profile.materials:
             self._consume(p, run, t)
-        if p.rng.chance(0.3):  # someone rates the print later (print_run_success / feedback)
+        rated = p.rng.chance(0.3)  # someone rates the print later (print_run_success / feedback)
+        if rated:
             run.verdict = "SUCCESS" if run.status == catalog.FINISHED else "FAILURE"
             run.verdict_at = t + p.rng.randint(600, 3 * 3600)
         kind, event_type, verb = _TERMINAL_TRUTH[run.status]
         self._record(p, t, kind, run)
         self._run_event(p, t, event_type, run, verb)
         linger = linger_s(run.status, p.rng, profile)
+        if profile.linger:
+            linger = self._aftercare(p, run, t, linger, rated)
         if linger:
             p.phase = LINGER
             p.agenda.append((t + linger, CLEAR, 0))
         else:
             self._clear(p, t)
+
+    def _aftercare(self, p: Printer, run: Run, t: int, linger: int, rated: bool) -> int:
+        """A Formlabs run after its end: harvest, rating, and how long it stays on the printer.
+
+        Drawn from the run's own stream, so the printer's stream (and with it every seeded
+        timeline) stays what it was; only the clearing of a rated or stuck run comes later.
+        A rated run is rated while it is still the printer's current run (the parts still on
+        the platform) and cleared 5-40 minutes after, so its rating is visible to a poller
+        in ``current_print_run``. Returns the linger time.
+        """
+        side = Rng(derive_seed(self.config.seed, "aftercare", run.guid))
+        config = self.config
+        if run.form_auto is not None:
+            if run.status == catalog.ERROR:
+                run.harvest = catalog.HARVEST_FAILED
+            elif run.status == catalog.ABORTED:
+                run.harvest = catalog.HARVEST_ABORTED
+            elif side.chance(config.formlabs_harvest_failed_share):
+                run.harvest = catalog.HARVEST_FAILED
+            else:
+                run.harvest = catalog.HARVEST_FINISHED
+            if run.harvest != catalog.HARVEST_FINISHED:
+                # The Form Auto stopped: parts stay until someone frees them.
+                linger = max(linger, side.randint(10 * MINUTE, 60 * MINUTE))
+        if rated and run.verdict_at is not None:
+            if run.status == catalog.FINISHED and side.chance(
+                config.formlabs_verdict_failure_share
+            ):
+                run.verdict = "FAILURE"
+            if run.note is not None:
+                run.note_delay_s = run.verdict_at - t  # the note comes with the rating
+            linger = max(linger, run.verdict_at - t + side.randint(5 * MINUTE, 40 * MINUTE))
+            p.agenda.append((run.verdict_at, RATE, run.seq))
+        return linger
+
+    def _rate(self, p: Printer, t: int, seq: int) -> None:
+        run = p.run
+        if run is None or run.seq != seq or run.verdict is None:
+            return  # pragma: no cover - a rated run is cleared only after its rating
+        p.touch(t)
+        self._record(p, t, TruthKind.PRINT_RATED, run, detail=run.verdict)
+
+    def _form_auto(self, p: Printer) -> str | None:
+        """The serial of the printer's Form Auto, for a seeded share of single-cartridge ones."""
+        if p.vendor != "formlabs" or p.model.dual_cartridge:
+            return None
+        rng = Rng(derive_seed(self.config.seed, "form-auto", p.serial))
+        if not rng.chance(self.config.formlabs_form_auto_share):
+            return None
+        return f"FA{p.serial[-6:]}"
 
     def _clear(self, p: Printer, t: int) -> None:
         p.last_run = p.run
@@ -275,9 +339,25 @@ class Engine:
             self._swap_cartridges(p, t, p.next_run)
         if profile.maintenance and p.rng.chance(0.05):
             p.alerts = (p.rng.choice(catalog.CARBON_ALERTS),)
-        p.agenda.extend(
-            (when, action, 0) for when, action in plan_gap(t, p.rng, profile, self._odds)
-        )
+        items = [(when, action, 0) for when, action in plan_gap(t, p.rng, profile, self._odds)]
+        if profile.linger:
+            items = self._not_ready_spell(p, t, items)
+        p.agenda.extend(items)
+
+    def _not_ready_spell(
+        self, p: Printer, t: int, items: list[tuple[int, str, int]]
+    ) -> list[tuple[int, str, int]]:
+        """``items`` (a gap's agenda) with, on a seeded share of gaps, a spell in which the
+        Formlabs printer says READY_TO_PRINT_NOT_READY; it ends before the next run starts."""
+        side = Rng(derive_seed(self.config.seed, "not-ready", p.serial, t))
+        end = items[-1][0]  # START_RUN
+        if end - t < 4 * MINUTE or not side.chance(self.config.formlabs_not_ready_share):
+            return items
+        begin = t + side.randint(1 * MINUTE, (end - t) // 2)
+        done = min(end - 1, begin + side.randint(3 * MINUTE, 20 * MINUTE))
+        spell = [(begin, NOT_READY_ON, 0), (done, NOT_READY_OFF, 0)]
+        # Stable: at equal times the gap's own actions come first.
+        return sorted(items + spell, key=lambda item: item[0])
 
     # --- consumables ----------------------------------------------------------------------------
 

@@ -92,6 +92,8 @@ class Run:
     note: str | None = None  # Formlabs PrintRunNote text, shown note_delay_s after the run ends
     note_delay_s: int = 0
     legacy: bool = False  # Formlabs: rendered in the 0.8.0 shape (with probably_finished)
+    form_auto: str | None = None  # Formlabs: serial of the Form Auto that harvests this run
+    harvest: str | None = None  # Formlabs harvest_status once the run ended (Form Auto only)
 
     @property
     def estimated_s(self) -> int:
@@ -233,6 +235,8 @@ class Printer:
     cache: tuple[tuple[object, ...], bytes] | None = None  # (render key, rendered JSON)
     # Formlabs single-cartridge printer sending cartridge_status as a one-element list.
     cartridge_list: bool = False
+    # Formlabs: a spell of READY_TO_PRINT_NOT_READY in an idle gap (no job can start).
+    not_ready: bool = False
 
     def touch(self, t: int, *, visible: bool = True) -> None:
         """Record a change (drops cached JSON); ``visible`` changes also move last_modified."""

@@ -12,6 +12,10 @@ Documented variants, each on a seeded share of records (``SimulatorConfig.formla
 ``group: null`` (printers in no group, their runs and events); ``note`` a ``PrintRunNote`` once
 someone annotates an ended run, else null; the 0.8.0 run shape with ``probably_finished``.
 Always null here: ``print_run_success`` until a verdict, events' ``print_run`` on resin events.
+After a run ends: ``build_platform_contents`` is ``POST_PRINT`` while it stays on the printer
+(rated runs stay until rated and cleared; a Form Auto that harvested shows ``CONFIRMED_CLEAR``);
+runs on Form Auto printers carry ``form_auto_serial`` and, once ended, ``harvest_status``;
+idle gaps sometimes show ``READY_TO_PRINT_NOT_READY``.
 ``form_cell`` stays null: no simulated printer sits in a Form Cell, and ``FormCell.status``
 values are undocumented, so any we sent would be invented.
 """
@@ -28,6 +32,7 @@ from printfleet.simulator.rng import Rng, derive_seed
 from printfleet.simulator.wire import JsonObject, dumps, iso_seconds
 
 CDN = "https://cdn.example.com/formlabs"
+FORM_AUTO_FIRMWARE = "1.4.2"
 _PRINTING_STATES = frozenset(
     {
         catalog.PREPRINT,
@@ -132,9 +137,10 @@ def run_record(
     }
     if full:
         record["cloud_queue_item"] = None
-    record["form_auto_serial"] = None
-    record["form_auto_fw_version"] = None
-    record["harvest_status"] = None
+    record["form_auto_serial"] = run.form_auto
+    record["form_auto_fw_version"] = FORM_AUTO_FIRMWARE if run.form_auto else None
+    # Set once the run has ended (run.harvest is decided then): null while it prints.
+    record["harvest_status"] = run.harvest if end is not None and end <= sample else None
     if full:
         record["parts"] = _parts(run)
     if run.legacy:
@@ -297,10 +303,16 @@ def printer_record(
     supported = not p.model.dual_cartridge
     if not supported:
         platform, ready = "BUILD_PLATFORM_CONTENTS_NOT_SUPPORTED", "READY_TO_PRINT_NOT_SUPPORTED"
+    elif p.phase == LINGER and run is not None and run.harvest == catalog.HARVEST_FINISHED:
+        # The Form Auto took the parts off: nothing for a person to clear.
+        platform, ready = "BUILD_PLATFORM_CONTENTS_CONFIRMED_CLEAR", "READY_TO_PRINT_READY"
     elif p.phase == LINGER:
+        # Parts on the platform until someone harvests them (and rates the print, often).
         platform, ready = "BUILD_PLATFORM_CONTENTS_POST_PRINT", "READY_TO_PRINT_NEEDS_CONFIRMATION"
     elif p.phase == RUNNING:
         platform, ready = "BUILD_PLATFORM_CONTENTS_UNCONFIRMED", "READY_TO_PRINT_NOT_READY"
+    elif p.not_ready:
+        platform, ready = "BUILD_PLATFORM_CONTENTS_CONFIRMED_CLEAR", "READY_TO_PRINT_NOT_READY"
     else:
         platform, ready = "BUILD_PLATFORM_CONTENTS_CONFIRMED_CLEAR", "READY_TO_PRINT_READY"
     temperature = 29.0 + (p.key % 20) / 10 + (5.0 if printing else 0.0) + (obs // 30 % 7) / 10

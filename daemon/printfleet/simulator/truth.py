@@ -10,6 +10,9 @@ Times are the instants the transition happened on the simulator clock:
 - ``printer.offline``: the printer stopped pinging (Formlabs ``last_pinged_at`` freezes, Carbon
   ``printer_state`` becomes ``OFFLINE``); a daemon can only notice after its own threshold.
 - ``printer.online``: it pinged again. ``printer.added`` / ``printer.removed``: fleet churn.
+- ``print.rated``: a person rated an ended Formlabs run (``print_run_success``); ``detail`` is
+  the verdict (SUCCESS or FAILURE). The run is still on its printer then (the operator rates
+  it while the parts are on the platform), and is cleared 5-40 minutes later.
 - ``material.low``: a Formlabs cartridge fell below 15 % (``RESIN_LOW`` event); ``detail`` holds the
   cartridge serial. Carbon exposes no resin level, so it never has this kind.
 
@@ -38,6 +41,7 @@ class TruthKind(StrEnum):
     PRINTER_ADDED = "printer.added"
     PRINTER_REMOVED = "printer.removed"
     MATERIAL_LOW = "material.low"
+    PRINT_RATED = "print.rated"
 
 
 @dataclass(frozen=True, slots=True)

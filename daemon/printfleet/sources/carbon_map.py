@@ -126,6 +126,7 @@ def map_print(raw: Any) -> Print:
     origin = as_mapping(record.get("origin")) or EMPTY
     config = as_mapping(record.get("config")) or EMPTY
     feedback = as_mapping(record.get("feedback")) or EMPTY
+    metrics = as_mapping(record.get("metrics")) or EMPTY
     elapsed = None
     if started is not None and finished is not None and finished >= started:
         elapsed = (finished - started).total_seconds()
@@ -143,6 +144,8 @@ def map_print(raw: Any) -> Print:
         material=as_str(config.get("resin_name")),
         message=as_str(feedback.get("feedback_message")) if status in _UNSUCCESSFUL else None,
         user=as_str(record.get("printed_by")),
+        # What the print used, not the job's estimate (carbon.md §5: PrintMetrics).
+        volume_ml=_non_negative(as_float(metrics.get("consumed_resin_volume_ml"))),
         raw=frozen_mapping(record),
     )
 

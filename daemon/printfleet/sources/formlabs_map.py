@@ -20,7 +20,11 @@ from printfleet.core.alerts import (
     ALERT_BUILD_PLATFORM_DIRTY,
     ALERT_BUILD_PLATFORM_MISSING,
     ALERT_CAMERA_DISCONNECTED,
+    ALERT_HARVEST_ABORTED,
+    ALERT_HARVEST_FAILED,
     ALERT_NEEDS_CONFIRMATION,
+    ALERT_NOT_READY,
+    ALERT_PARTS_ON_PLATFORM,
     ALERT_TANK_MISSING,
     ALERT_TANK_MIXER_MISSING,
     ALERT_WAITING_FOR_RESOLUTION,
@@ -91,7 +95,30 @@ _ATTENTION: Final = (
     ),
     ("tank_mixer_state", "TANK_MIXER_STATE_MISSING", ALERT_TANK_MIXER_MISSING),
     ("camera_status", "DISCONNECTED", ALERT_CAMERA_DISCONNECTED),
+    # Raised at once, as the printer says it: the parts of the last job are still on the
+    # platform. Whether that is news after 5 minutes or 2 hours is the rule's `for`.
+    (
+        "build_platform_contents",
+        "BUILD_PLATFORM_CONTENTS_POST_PRINT",
+        ALERT_PARTS_ON_PLATFORM,
+    ),
 )
+
+#: ``ready_to_print`` while the printer cannot take a job. Printers send it all through a
+#: print too (formlabs-samples.json: a PRINTING Form 4 says NOT_READY), so it is an alert
+#: only while no run is active: otherwise every print would raise and clear it.
+_NOT_READY: Final = "READY_TO_PRINT_NOT_READY"
+
+#: Form Auto / Form Cell ``harvest_status`` of the current run that need a person.
+_HARVEST_ALERTS: Final[Mapping[str, str]] = {
+    "FORM_CELL_HARVEST_FAILED": ALERT_HARVEST_FAILED,
+    "FORM_CELL_HARVEST_ABORTED": ALERT_HARVEST_ABORTED,
+}
+
+#: ``print_run_success.print_run_success`` words that are a person's verdict. ``UNKNOWN`` is
+#: the vendor's "not rated"; any other word is not ours to guess (kept in ``verdict_raw``).
+VERDICTS: Final = frozenset({"SUCCESS", "FAILURE"})
+_UNRATED: Final = "UNKNOWN"
 
 
 def map_printers(
@@ -303,6 +330,13 @@ def _printer(
     run = as_mapping(run_value)
     if run is not None and run.get("status") == "WAITING_FOR_RESOLUTION":
         alerts.add(ALERT_WAITING_FOR_RESOLUTION)
+    if status.get("ready_to_print") == _NOT_READY and (
+        current is None or not current.status.is_active
+    ):
+        alerts.add(ALERT_NOT_READY)
+    harvest = _HARVEST_ALERTS.get(current.harvest_status or "") if current is not None else None
+    if harvest is not None:
+        alerts.add(harvest)
     if tank is None and formlabs_is_resin_printer(code):
         alerts.add(ALERT_TANK_MISSING)
     # Only a run we track (it has a guid) may set the printer's status: one we cannot name
@@ -327,6 +361,8 @@ def _printer(
         materials=_materials(record.get("cartridge_status")),
         tank=tank,
         alerts=tuple(sorted(alerts)),
+        ready_to_print=as_str(status.get("ready_to_print")),
+        build_platform_contents=as_str(status.get("build_platform_contents")),
         raw=raw_record(record),
     )
 
@@ -383,6 +419,12 @@ def _print(value: Any, printer_serial: str | None, raw: Mapping[str, Any] | None
     layers_total = as_int(record.get("layer_count"))
     elapsed_ms = as_float(record.get("elapsed_duration_ms"))
     estimated_ms = as_float(record.get("estimated_duration_ms"))
+    verdict, verdict_raw = _verdict(record.get("print_run_success"))
+    rating = as_mapping(record.get("print_run_success"))
+    verdict_at = parse_time(rating.get("created_at")) if verdict and rating is not None else None
+    note = as_mapping(record.get("note"))
+    note_text = as_str(note.get("note")) if note is not None else None
+    note_by = _user(note.get("author")) if note is not None else None
     return Print(
         id=guid,
         name=as_str(record.get("name")) or guid,
@@ -403,6 +445,15 @@ def _print(value: Any, printer_serial: str | None, raw: Mapping[str, Any] | None
         user=_user(record.get("user")),
         thumbnail_url=picture_url(_thumbnail_value(record)),
         photo_url=picture_url(record.get("post_print_photo_url")),
+        volume_ml=_non_negative(as_float(record.get("volume_ml"))),
+        verdict=verdict,
+        verdict_note=note_text,
+        # The API names no rater (PrintRunSuccess has no user): the note's author is the one
+        # person it names about the outcome, so it stands for "by" when there is a note.
+        verdict_by=note_by,
+        verdict_raw=verdict_raw,
+        verdict_at=verdict_at,
+        harvest_status=as_str(record.get("harvest_status")),
         raw=frozen_mapping(record) if raw is None else raw,
     )
 
@@ -428,6 +479,31 @@ def rejected_pictures(runs: Iterable[Print]) -> dict[tuple[str, str], int]:
             if reason is not None:
                 counts[key, reason] = counts.get((key, reason), 0) + 1
     return counts
+
+
+def _verdict(value: Any) -> tuple[str | None, str | None]:
+    """``(verdict, unknown word)`` from a ``PrintRunSuccess``.
+
+    Null, absent, not an object, no word, or ``UNKNOWN`` read as unrated ``(None, None)``.
+    A word other than SUCCESS/FAILURE is never a verdict: ``(None, word)``, for the poller
+    to log and count (``printfleet_unknown_status_total{field="print_run_success"}``).
+    """
+    rating = as_mapping(value)
+    if rating is None:
+        return None, None
+    word = rating.get("print_run_success")
+    if not isinstance(word, str):
+        return None, None if word is None else raw_text(word) or None
+    word = word.strip()
+    if word in VERDICTS:
+        return word, None
+    if word == _UNRATED or not word:
+        return None, None
+    return None, word
+
+
+def _non_negative(value: float | None) -> float | None:
+    return None if value is None else max(0.0, value)
 
 
 def _material_name(record: Mapping[str, Any]) -> str | None:

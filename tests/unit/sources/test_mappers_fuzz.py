@@ -209,6 +209,10 @@ def check_time(value: datetime | None) -> None:
 
 def check_print(run: Print) -> None:
     assert run.id
+    # A rating is one of the two words or nothing; whatever else was sent is never a verdict.
+    assert run.verdict in (None, "SUCCESS", "FAILURE")
+    assert run.verdict is None or run.verdict_raw is None
+    assert run.volume_ml is None or run.volume_ml >= 0.0
     assert run.progress is None or 0.0 <= run.progress <= 1.0
     assert run.remaining_s is None or run.remaining_s >= 0.0
     assert run.elapsed_s is None or run.elapsed_s >= 0.0
@@ -546,3 +550,41 @@ def test_parse_time_round_trips_iso_text(value: datetime) -> None:
         assert parse_time(value.isoformat()) is None
         return
     assert parse_time(value.isoformat()) == instant
+
+
+# --- print_run_success: an unknown word is never a verdict ---------------------------------------
+
+RATING_WORDS = st.sampled_from(
+    ["SUCCESS", "FAILURE", "UNKNOWN", "success", "Failure", " SUCCESS", "FAILED", "PASS", ""]
+) | st.text(max_size=12)
+
+
+@SETTINGS
+@given(
+    rating=st.none()
+    | JSON_VALUES
+    | st.fixed_dictionaries(
+        {"print_run": st.text(max_size=8), "print_run_success": RATING_WORDS | JSON_VALUES}
+    ),
+    note=st.none()
+    | JSON_VALUES
+    | st.fixed_dictionaries({"note": JSON_VALUES, "author": JSON_VALUES}),
+)
+def test_formlabs_verdict_is_only_ever_the_two_documented_words(rating: Any, note: Any) -> None:
+    """Whatever ``print_run_success`` holds, the verdict is SUCCESS or FAILURE exactly when
+    the word (trimmed) is one of them; any other word is kept for counting, never mapped."""
+    record = {**FORMLABS["list_prints"]["body"]["results"][0], "print_run_success": rating}
+    record["note"] = note
+    run = formlabs_map.map_print(record)
+    word = rating.get("print_run_success") if isinstance(rating, dict) else None
+    text = word.strip() if isinstance(word, str) else None
+    if text in ("SUCCESS", "FAILURE"):
+        assert (run.verdict, run.verdict_raw) == (text, None)
+    else:
+        assert run.verdict is None
+        # Unrated (null, no word, "", UNKNOWN) leaves nothing to report; any other value is
+        # kept as text for the unknown-status log and counter.
+        unrated = word is None or text in ("", "UNKNOWN")
+        assert (run.verdict_raw is None) is unrated
+    assert run.verdict_note is None or isinstance(run.verdict_note, str)
+    check_print(run)

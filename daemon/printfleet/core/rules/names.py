@@ -38,6 +38,11 @@ DETAIL_NAMES: tuple[str, ...] = (
     "state",
     # print.progress
     "milestone",
+    # print.rated
+    "verdict",
+    "note",
+    "by",
+    "machine_outcome",
     # material.low
     "slot",
     "material",

@@ -27,6 +27,7 @@ _DEFAULT_TITLES: Mapping[str, str] = MappingProxyType(
         "print.finished": "{name}: {print} finished",
         "print.failed": "{name}: {print} failed",
         "print.aborted": "{name}: {print} aborted",
+        "print.rated": "{name}: {print} rated {verdict}",
         "material.low": "{name}: resin low",
         "tank.attention": "{name}: tank needs attention",
         "source.unreachable": "{source}: vendor API unreachable",
@@ -49,6 +50,7 @@ GROUP_PHRASES: Mapping[str, str] = MappingProxyType(
         "print.finished": "prints finished",
         "print.failed": "prints failed",
         "print.aborted": "prints aborted",
+        "print.rated": "prints rated",
         "material.low": "printers low on resin",
         "tank.attention": "tanks need attention",
         "source.unreachable": "sources unreachable",
@@ -72,6 +74,7 @@ def default_title(names: Mapping[str, Any]) -> str:
         "progress": f"{progress:.0%}" if isinstance(progress, int | float) else NO_VALUE,
         "alert": str(names.get("alert") or "alert"),
         "source": str(names.get("source") or NO_VALUE),
+        "verdict": str(names.get("verdict") or NO_VALUE).lower(),
     }
     pattern = _DEFAULT_TITLES.get(str(names.get("type")), "{name}: " + str(names.get("type")))
     return pattern.format_map(values)
