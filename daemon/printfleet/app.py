@@ -36,6 +36,7 @@ from printfleet.config.secrets import report_secret_file_permissions, secret_fil
 from printfleet.core.events import ChangeEvent
 from printfleet.core.fleet import FleetView
 from printfleet.core.model import Snapshot
+from printfleet.core.pictures import is_loopback_http
 from printfleet.core.polling import PollPolicy
 from printfleet.core.rules.acks import ACKS_KEY, acks_from_state
 from printfleet.core.rules.engine import RuleEngine
@@ -565,7 +566,11 @@ class Daemon:
             config_file=self.config_file or Path("<settings>"),
             reply_max_size=self.settings.limits.reply_max_size,
             pictures=(
-                PictureFetcher(self.picture_links, client=self._client)
+                PictureFetcher(
+                    self.picture_links,
+                    client=self._client,
+                    allow_plain_loopback=_only_local_sources(self.settings),
+                )
                 if receiver.pictures
                 else None
             ),
@@ -696,3 +701,11 @@ def run_daemon(settings: Settings, *, config_file: Path) -> int:
         return asyncio.run(Daemon(settings, config_file=config_file).run())
     except _AuthRejectedAtStartup:
         return EXIT_AUTH
+
+
+def _only_local_sources(settings: Settings) -> bool:
+    """Every source is a simulator on this host (plain http to loopback, as `printfleet demo`
+    and the tests run): only then may picture links be plain http to loopback too."""
+    return bool(settings.source) and all(
+        is_loopback_http(source.base_url) for source in settings.source
+    )

@@ -198,14 +198,16 @@ class Pipeline:
         decisions: list[Decision] = []
         deliveries = self._rules.tick(now, trace=decisions)
         self._count_matches()
-        state: dict[str, Any] = {"rules": self._rules.state()}
+        digest_state: dict[str, Any] = {}
         if self._digests is not None:
             # In a thread: at 10,000 printers reading a day of history and events and
             # summing them takes a second or two, which the event loop (polls, deliveries)
             # should not wait for. The store serialises its own use; the view is immutable.
             digests, digest_state = await asyncio.to_thread(self._digests.collect, now, self._view)
             deliveries.extend(digests)
-            state.update(digest_state)
+        # Read after the await: a poll may have committed newer rule state meanwhile, and
+        # writing the copy taken before it would roll the engine back on a restart.
+        state: dict[str, Any] = {"rules": self._rules.state(), **digest_state}
         # Any decision may have changed the engine's state (a hold-down that fired into a
         # hold silence sends nothing but must survive a restart), so persist it then too.
         if deliveries or self._pending or decisions or len(state) > 1:

@@ -176,6 +176,9 @@ class SourcePoller:
             self._log.warning("poll.rate_limited", retry_after=err.retry_after)
             return max(err.retry_after, self._policy.active_interval.total_seconds())
         except SourceError as err:
+            # A fetch that failed part-way (the queue read after the history read) must not
+            # keep the history cursor it advanced: the next poll asks for that window again.
+            self._restore(kept)
             self._observer.poll_done(self.name, time.perf_counter() - started, ok=False)
             self._observer.poll_failed(self.name, _error_kind(err))
             self._last_outcome = _error_kind(err)

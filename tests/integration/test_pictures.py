@@ -103,7 +103,7 @@ def sink(
     name: str = "chat",
 ) -> WebhookSink:
     fetcher = (
-        PictureFetcher(links, client=client, check_timeout=check_timeout)
+        PictureFetcher(links, client=client, check_timeout=check_timeout, allow_plain_loopback=True)
         if links is not None
         else None
     )

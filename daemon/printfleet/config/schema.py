@@ -427,7 +427,7 @@ class ReceiverConfig(Section):
         description="slack/teams/discord: show the print's thumbnail and post-print photo. "
         "Their links expire, so each print notification asks the print's source for fresh "
         "ones: one more request of the account's budget (Formlabs), cached for a minute. "
-        'Ignored by kind = "webhook".',
+        'Ignored by kind = "webhook" and "apprise".',
     )
 
     @field_validator("name")
@@ -461,8 +461,8 @@ class DigestConfig(Section):
     )
     match: dict[str, str | tuple[str, ...]] = Field(
         default_factory=dict,
-        description="Only printers whose fields match these globs, as in a silence's match "
-        "(source, vendor, serial, subject, name, group, model); empty: the whole fleet.",
+        description="Only printers whose fields match these globs (printer fields only: "
+        "source, vendor, serial, subject, name, group, model); empty: the whole fleet.",
     )
     title: str | None = Field(
         None, max_length=200, description="Message title (default 'Digest <name>')."

@@ -112,3 +112,11 @@ def _has_port(url: str) -> bool:
         return urlsplit(url).port is not None
     except ValueError:
         return False
+
+
+def is_loopback_http(url: str | None) -> bool:
+    """``url`` is plain http to this host (a simulator's base URL)."""
+    if not url:
+        return False
+    parts = urlsplit(url)
+    return parts.scheme.lower() == "http" and _loopback(parts.hostname or "")

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Protocol
+from urllib.parse import urlsplit
 
 import httpx
 import structlog
@@ -124,7 +125,11 @@ class PictureFetcher:
         client: httpx.AsyncClient,
         lookup_timeout: float = LOOKUP_TIMEOUT_S,
         check_timeout: float = CHECK_TIMEOUT_S,
+        allow_plain_loopback: bool = False,
     ) -> None:
+        # Plain http to a loopback host is the simulator's; from a real vendor it would make
+        # the daemon send requests to local services (no chat service could show it anyway).
+        self._allow_plain_loopback = allow_plain_loopback
         self._links = links
         self._client = client
         self._lookup_timeout = lookup_timeout
@@ -187,7 +192,9 @@ class PictureFetcher:
         link from an earlier attempt that expired is expected, and is looked up afresh)."""
         if url is None:
             return None
-        if picture_url(url) is None:  # the resolver should have dropped it; never fetch it
+        if picture_url(url) is None or (  # the resolver should have dropped it; never fetch it
+            not self._allow_plain_loopback and urlsplit(url).scheme.lower() != "https"
+        ):
             self._unavailable(sink, ref, which, "not an acceptable link")
             return None
         reason = await self._problem(url)

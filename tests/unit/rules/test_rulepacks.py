@@ -456,7 +456,7 @@ def test_the_opt_in_phone_pack_loads_with_its_receivers() -> None:
     pack = ROOT / "rules" / "opt-in" / "phone.toml"
     assert pack.read_text().startswith("# printfleet — phone.toml:")
     config = Settings(
-        receiver=(ReceiverConfig(name="phone", kind="webhook", url="https://example.invalid/x"),),
+        receiver=(ReceiverConfig(name="phone", kind="apprise", url="ntfys://ntfy.sh/printers"),),
         rules=RulesConfig(packs=(str(pack),)),
     )
     rule_set = load_rule_set(config)
@@ -469,6 +469,23 @@ def test_the_opt_in_phone_pack_loads_with_its_receivers() -> None:
     assert eng.tick(night + timedelta(minutes=15)) == []  # held
     [summary] = eng.tick(datetime(2026, 11, 24, 5, 0, tzinfo=UTC))  # 06:00 Berlin
     assert summary.payload["title"] == "1 notification held during quiet hours (phone-night)"
+
+
+def test_the_opt_in_phone_pack_rings_for_printer_errors_but_not_for_every_print_end() -> None:
+    """An alert such as "waiting for resolution" rings the phone; the two alerts every print
+    ends with (parts left on the platform, not ready until then) do not."""
+    pack = ROOT / "rules" / "opt-in" / "phone.toml"
+    config = Settings(
+        receiver=(ReceiverConfig(name="phone", kind="apprise", url="ntfys://ntfy.sh/printers"),),
+        rules=RulesConfig(packs=(str(pack),)),
+    )
+    eng = RuleEngine(load_rule_set(config))
+    noon = T0.replace(hour=11)  # 12:00 Berlin: outside the hold window
+    raised = {"alert": "waiting for resolution", "state": "raised"}
+    assert [d.sink for d in eng.process(event("printer.alert", details=raised), noon)] == ["phone"]
+    for alert in ("parts on build platform", "not ready to print"):
+        details = {"alert": alert, "state": "raised"}
+        assert eng.process(event("printer.alert", "Form4-B", details=details), noon) == []
 
 
 def test_the_opt_in_phone_pack_is_not_among_the_default_packs() -> None:

@@ -141,3 +141,40 @@ async def test_failures_say_why(sources: dict[str, Stub], reason: str) -> None:
     with pytest.raises(PictureUnavailable) as caught:
         await links.links(REF)
     assert caught.value.reason == reason
+
+
+async def test_a_plain_http_loopback_link_is_never_fetched_outside_the_simulator() -> None:
+    """A vendor record pointing at http://127.0.0.1:… must not make the daemon call a local
+    service: unless every source is itself a local simulator, such a link is not checked."""
+    import httpx
+
+    from printfleet.core.pictures import is_loopback_http
+    from printfleet.sinks.pictures import PictureFetcher
+
+    calls: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(200, headers={"content-type": "image/png"}, content=b"\x89PNG")
+
+    local = Print(
+        id="g-1",
+        name="x",
+        status=PrintStatus.FINISHED,
+        status_raw="F",
+        thumbnail_url="http://127.0.0.1:9090/metrics",
+    )
+    stub = Stub(Vendor.FORMLABS, {"g-1": local})
+    links = SourcePictureLinks(lambda: {"lab": stub}, clock=FakeClock(T0))  # type: ignore[dict-item]
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        fetcher = PictureFetcher(links, client=client)
+        assert not await fetcher.pictures("chat", payload())
+        assert calls == []
+        simulator = PictureFetcher(links, client=client, allow_plain_loopback=True)
+        assert await simulator.pictures("chat", payload())
+        assert len(calls) == 1
+    assert is_loopback_http("http://127.0.0.1:8080")
+    assert is_loopback_http("http://localhost:1")
+    assert not is_loopback_http("https://localhost:1")
+    assert not is_loopback_http(None)
+    assert not is_loopback_http("http://api.formlabs.com")
