@@ -25,8 +25,8 @@ from types import MappingProxyType
 from typing import Any
 
 from printfleet.core.model import iso
-from printfleet.core.rules.names import parse_time, required_time, typo_hint
-from printfleet.core.rules.windows import SILENCE_FIELDS
+from printfleet.core.rules.names import parse_time, required_time
+from printfleet.core.rules.windows import check_match_fields
 
 #: The state store key of the acks (a JSON list of :meth:`Ack.as_dict`).
 ACKS_KEY = "acks"
@@ -46,12 +46,7 @@ class Ack:
     created_by: str = ""
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.match) - set(SILENCE_FIELDS))
-        if unknown:
-            hint = typo_hint(unknown[0], SILENCE_FIELDS)
-            raise ValueError(
-                f"unknown match field '{unknown[0]}'; {hint}use {', '.join(SILENCE_FIELDS)}"
-            )
+        check_match_fields(self.match)
         if self.created_at.tzinfo is None:
             raise ValueError("created_at needs a UTC offset")
         if self.ends_at is not None and self.ends_at <= self.created_at:

@@ -178,12 +178,7 @@ class Silence:
     tz: tzinfo = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.match) - set(SILENCE_FIELDS))
-        if unknown:
-            hint = typo_hint(unknown[0], SILENCE_FIELDS)
-            raise ValueError(
-                f"unknown match field '{unknown[0]}'; {hint}use {', '.join(SILENCE_FIELDS)}"
-            )
+        check_match_fields(self.match)
         for when in (self.starts_at, self.ends_at):
             if when is not None and when.tzinfo is None:
                 raise ValueError("starts_at/ends_at need a UTC offset, e.g. 2026-12-24T18:00:00Z")
@@ -307,3 +302,14 @@ def silence_fields(names: Mapping[str, Any], rule: str, severity: str) -> dict[s
 
 def _opt(value: object) -> str | None:
     return None if value is None else str(value)
+
+
+def check_match_fields(match: Mapping[str, object]) -> None:
+    """Raise ``ValueError`` naming the first key of ``match`` that no silence (or ack) can
+    match on, with a did-you-mean and the fields there are."""
+    unknown = sorted(set(match) - set(SILENCE_FIELDS))
+    if unknown:
+        hint = typo_hint(unknown[0], SILENCE_FIELDS)
+        raise ValueError(
+            f"unknown match field '{unknown[0]}'; {hint}use {', '.join(SILENCE_FIELDS)}"
+        )
