@@ -533,11 +533,14 @@ class Daemon:
     def _source_build(self, config: SourceConfig) -> _SourceBuild:
         """What ``config`` builds a source from, to compare on SIGHUP (secret files by digest)."""
         digest = hashlib.sha256()
+        # Past the size limit the content no longer matters: building the source refuses it.
+        limit = secret_file_max_size(self.settings) + 1
         for path in (config.client_secret_file, config.secrets_file):
             if path is None:
                 continue
             try:
-                digest.update(resolve_secret_file(path, self._credentials_dir).read_bytes())
+                with resolve_secret_file(path, self._credentials_dir).open("rb") as handle:
+                    digest.update(handle.read(limit))
             except OSError as err:
                 # Differs from any content: the source counts as changed, and building it
                 # reports the file the way start-up does.
