@@ -4,7 +4,8 @@ Start order: state-directory lock → HTTP client → store → metrics server �
 → pipeline → one task group in which every poller, outbox worker, the MQTT supervisor, the rule
 timers and the silence watcher run supervised (a crash restarts that task, never the daemon);
 READY is sent then. Each poller's first poll checks the credentials (rejected: exit code 3).
-Shutdown runs in reverse, each step
+SIGHUP swaps rules, receivers and sources in place (:meth:`Daemon._reload`): only the pollers
+of added, changed or removed sources start or stop. Shutdown runs in reverse, each step
 bounded: stop polling → drain outbox workers for ``shutdown_grace`` (the rest stays in the
 outbox) → publish MQTT ``offline`` and disconnect → stop metrics → close the client.
 """
@@ -13,13 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import httpx
@@ -31,8 +34,12 @@ from printfleet import __version__, systemd
 from printfleet.clock import Clock, SystemClock
 from printfleet.config import Settings, load_settings, read_secret
 from printfleet.config.loader import problem_at
-from printfleet.config.schema import ReceiverConfig
-from printfleet.config.secrets import report_secret_file_permissions, secret_file_max_size
+from printfleet.config.schema import ReceiverConfig, SourceConfig
+from printfleet.config.secrets import (
+    report_secret_file_permissions,
+    resolve_secret_file,
+    secret_file_max_size,
+)
 from printfleet.core.events import ChangeEvent
 from printfleet.core.fleet import FleetView
 from printfleet.core.model import Snapshot
@@ -40,6 +47,7 @@ from printfleet.core.pictures import is_loopback_http
 from printfleet.core.polling import PollPolicy
 from printfleet.core.rules.acks import ACKS_KEY, acks_from_state
 from printfleet.core.rules.engine import RuleEngine
+from printfleet.core.source_set import SourceSetChange, diff_source_sets
 from printfleet.core.thresholds import DiffSettings
 from printfleet.digests import DigestRunner
 from printfleet.errors import EXIT_AUTH, EXIT_OK, ConfigError, PrintfleetError, StoreError
@@ -138,11 +146,19 @@ class Daemon:
         self._receivers: dict[str, _Receiver] = {}
         self._tasks: asyncio.TaskGroup | None = None
         self._deliverers: dict[str, asyncio.Task[None]] = {}
+        # Per source: what it was built from (compared on SIGHUP) and its running poll task.
+        self._source_builds: dict[str, _SourceBuild] = {}
+        self._poll_tasks: dict[str, asyncio.Task[None]] = {}
         self._auth_rejected: str | None = None
         # Fresh picture links for chat receivers, asked of the running sources (one cache).
         self.picture_links = SourcePictureLinks(
             lambda: {s.name: s for s in self.sources}, clock=self.clock
         )
+
+    @property
+    def poll_tasks(self) -> Mapping[str, asyncio.Task[None]]:
+        """The running poll task of each source (a SIGHUP replaces only those it changes)."""
+        return MappingProxyType(self._poll_tasks)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -200,18 +216,11 @@ class Daemon:
         self.engine = RuleEngine(rule_set, state=self.store.load_state("rules"))
         self._refresh_silences()
 
+        # One callback for all: SIGHUP adds and removes sources while the daemon runs.
+        stack.push_async_callback(self._close_sources)
         for cfg in settings.source:
-            source = make_source(
-                cfg,
-                client=client,
-                clock=self.clock,
-                offline_after=cfg.offline_after or settings.poll.offline_after,
-                observer=self.metrics,
-                credentials_dir=credentials_dir,
-                limits=settings.limits,
-            )
-            stack.push_async_callback(source.aclose)
-            self.sources.append(source)
+            self.sources.append(self._make_source(cfg))
+            self._source_builds[cfg.name] = self._source_build(cfg)
 
         sinks: dict[str, Any] = {}
         secret_max = secret_file_max_size(settings)
@@ -295,29 +304,8 @@ class Daemon:
             ],
         )
         report_secret_file_permissions()
-        policy = poll_policy(settings)
-        diffs = diff_settings(settings)
         for source in self.sources:
-            previous = store.load_snapshot(source.name)
-            watermark_text = store.load_state(f"watermark:{source.name}")
-            watermark = datetime.fromisoformat(watermark_text) if watermark_text else None
-            if previous is not None:
-                self._restore_counters(store, source.name, previous)
-            self.pipeline.seed(source.name, previous)
-            self.pollers.append(
-                SourcePoller(
-                    source,
-                    handle=self.pipeline.handle,
-                    clock=self.clock,
-                    policy=policy,
-                    diff_settings=diffs,
-                    previous=previous,
-                    watermark=watermark,
-                    observer=self.metrics,
-                    outage=store.load_state(f"outage:{source.name}"),
-                    feed_memory=store.load_state(f"feed:{source.name}"),
-                )
-            )
+            self.pollers.append(self._resumed_poller(source))
         return EXIT_OK
 
     async def _serve(self) -> None:
@@ -328,16 +316,15 @@ class Daemon:
             # and the task restarted; it never cancels its siblings (only start-up problems and
             # signals end the process). Three groups, stopped in this order on shutdown:
             # producers, deliverers, MQTT.
-            producers: list[asyncio.Task[Any]] = [
-                tasks.create_task(self._supervised(f"poll:{p.name}", self._poller_task(p)))
-                for p in self.pollers
-            ]
+            self._tasks = tasks
+            for poller in self.pollers:
+                self._run_poller(poller, self._poller_task(poller))
+            producers: list[asyncio.Task[Any]] = []
             producers.append(tasks.create_task(self._supervised("timers", pipeline.run_timers)))
             producers.append(tasks.create_task(self._supervised("silences", self._watch_silences)))
             interval = systemd.watchdog_interval()
             if interval:
                 producers.append(tasks.create_task(_watchdog(interval)))
-            self._tasks = tasks
             for name in self.workers:
                 self._start_deliverer(name)
             connection = (
@@ -366,7 +353,9 @@ class Daemon:
                         systemd.notify("READY=1")
             systemd.notify("STOPPING=1")
             log.info("daemon.stopping")
-            await _cancel(producers)
+            polls = list(self._poll_tasks.values())
+            self._poll_tasks.clear()
+            await _cancel([*polls, *producers])
             # Deliver what is due while MQTT is still connected; the rest stays in the outbox.
             await self._drain()
             await _cancel(list(self._deliverers.values()))
@@ -379,12 +368,16 @@ class Daemon:
     async def _supervised(self, task: str, start: Callable[[], Awaitable[None]]) -> None:
         await supervise(task, start, clock=self.clock, observer=self.metrics)
 
-    def _poller_task(self, poller: SourcePoller) -> Callable[[], Awaitable[None]]:
+    def _poller_task(
+        self, poller: SourcePoller, *, at_start_up: bool = True
+    ) -> Callable[[], Awaitable[None]]:
         """The poller's task: the first poll checks the credentials, then poll forever.
 
-        A restart after a crash goes straight to the loop (the first poll was done).
+        A restart after a crash goes straight to the loop (the first poll was done). A source
+        added by SIGHUP (``at_start_up=False``) just polls: rejected credentials then are a
+        ``source.auth_failed`` like any later rejection, not a reason to stop the daemon.
         """
-        first = True
+        first = at_start_up
 
         async def start() -> None:
             nonlocal first
@@ -433,15 +426,18 @@ class Daemon:
                     await asyncio.gather(*(w.drain(grace) for w in self.workers.values()))
 
     async def _reload(self) -> None:
-        """SIGHUP: reload config, rule packs and receivers; an invalid reload changes nothing.
+        """SIGHUP: reload config, rule packs, receivers and sources; an invalid reload changes
+        nothing.
 
-        Everything is read and built first (settings, rules, every receiver's secret files,
-        the new sinks); only when all of it worked are the receivers swapped and the rules
-        replaced. A removed receiver's worker stops; its entries stay in the outbox (durable),
-        are reported with their count, and go out if the receiver comes back.
+        Everything is read and built first (settings, rules, every receiver's and every new or
+        changed source's secret files, the new sinks and sources); only when all of it worked
+        are receivers and sources swapped and the rules replaced. A removed receiver's worker
+        stops; its entries stay in the outbox (durable), are reported with their count, and go
+        out if the receiver comes back. Sources: see :meth:`_apply_sources`.
         """
         systemd.reloading()
         opened: dict[str, _Receiver] = {}
+        built: dict[str, tuple[Source, _SourceBuild]] = {}
         try:
             if self.config_file is not None:
                 fresh = load_settings(self.config_file)
@@ -463,21 +459,28 @@ class Daemon:
                 opened[name] = await self._open_receiver(receiver, (url, secret))
                 if running is not None:
                     changed.append(name)
+            builds = {cfg.name: self._source_build(cfg) for cfg in fresh.source}
+            sources = diff_source_sets(self._source_builds, builds)
+            for cfg in fresh.source:
+                if cfg.name in sources.added or cfg.name in sources.changed:
+                    built[cfg.name] = (self._make_source(cfg), builds[cfg.name])
         except Exception as err:
             for unused in opened.values():
                 await unused.stack.aclose()
+            for source, _ in built.values():
+                await _close_quietly(source)
             if isinstance(err, ConfigError):
                 log.error(
                     "reload.rejected",
                     problems=[str(p) for p in err.problems],
-                    hint="the running rules, receivers and config stay in force",
+                    hint="the running rules, receivers, sources and config stay in force",
                 )
             else:  # a bug or an odd file: the reload fails, the daemon does not
                 log.error(
                     "reload.crashed",
                     error_type=type(err).__name__,
                     message=str(err)[:200],
-                    hint="the running rules, receivers and config stay in force",
+                    hint="the running rules, receivers, sources and config stay in force",
                     exc_info=err,
                 )
             systemd.notify("READY=1")
@@ -486,29 +489,30 @@ class Daemon:
         added = sorted(set(opened) - set(changed))
         for name in [*removed, *changed]:
             await self._close_receiver(name, removed=name in removed)
-        for name, built in opened.items():
-            self._receivers[name] = built
-            self.workers[name] = self._worker(built.sink, built.config)
+        for name, opened_receiver in opened.items():
+            self._receivers[name] = opened_receiver
+            self.workers[name] = self._worker(opened_receiver.sink, opened_receiver.config)
             self.metrics.track_tasks([], [f"outbox:{name}"])
             self._start_deliverer(name)
         assert self.engine is not None
         self.engine.replace_rules(rule_set)
         self._refresh_silences()
+        await self._apply_sources(sources, built)
         restart = [
             section
             for section in type(fresh).model_fields
-            if section not in ("receiver", "rules")
+            if section not in ("receiver", "rules", "source")
             and getattr(fresh, section) != getattr(self.settings, section)
         ]
         self.settings = self.settings.model_copy(
-            update={"receiver": fresh.receiver, "rules": fresh.rules}
+            update={"receiver": fresh.receiver, "rules": fresh.rules, "source": fresh.source}
         )
         if restart:
             log.warning(
                 "reload.restart_needed",
                 sections=restart,
-                hint="rules and receivers were reloaded; these sections take effect after a "
-                "restart (systemctl restart printfleet)",
+                hint="rules, receivers and sources were reloaded; these sections take effect "
+                "after a restart (systemctl restart printfleet)",
             )
         log.info(
             "reload.done",
@@ -517,8 +521,151 @@ class Daemon:
             added=added,
             changed=sorted(changed),
             removed=removed,
+            sources=sorted(self._source_builds),
+            sources_added=list(sources.added),
+            sources_changed=list(sources.changed),
+            sources_removed=list(sources.removed),
         )
-        systemd.notify("READY=1")
+        systemd.notify("READY=1", f"STATUS=watching {len(self.pollers)} source(s)")
+
+    # -- sources (built at start-up and on SIGHUP) -----------------------------------------
+
+    def _source_build(self, config: SourceConfig) -> _SourceBuild:
+        """What ``config`` builds a source from, to compare on SIGHUP (secret files by digest)."""
+        digest = hashlib.sha256()
+        # Past the size limit the content no longer matters: building the source refuses it.
+        limit = secret_file_max_size(self.settings) + 1
+        for path in (config.client_secret_file, config.secrets_file):
+            if path is None:
+                continue
+            try:
+                with resolve_secret_file(path, self._credentials_dir).open("rb") as handle:
+                    digest.update(handle.read(limit))
+            except OSError as err:
+                # Differs from any content: the source counts as changed, and building it
+                # reports the file the way start-up does.
+                digest.update(f"unreadable:{err.errno}".encode())
+            digest.update(b"\0")
+        return _SourceBuild(config, digest.hexdigest())
+
+    def _make_source(self, config: SourceConfig) -> Source:
+        """The source of ``config``; ``[poll]`` and ``[limits]`` are those in force.
+
+        Raises:
+            ConfigError: a secret file is missing, unreadable, empty or malformed.
+        """
+        assert self._client is not None  # opened first
+        settings = self.settings
+        return make_source(
+            config,
+            client=self._client,
+            clock=self.clock,
+            offline_after=config.offline_after or settings.poll.offline_after,
+            observer=self.metrics,
+            credentials_dir=self._credentials_dir,
+            limits=settings.limits,
+        )
+
+    def _resumed_poller(self, source: Source) -> SourcePoller:
+        """The poller of ``source`` continuing from what the store holds of it (start-up, or a
+        source added by SIGHUP: one that was configured before resumes without re-announcing
+        its printers), its restored snapshot and counters made visible before the first poll."""
+        assert self.store is not None
+        assert self.pipeline is not None
+        previous = self.store.load_snapshot(source.name)
+        if previous is not None:
+            self._restore_counters(self.store, source.name, previous)
+        self.pipeline.seed(source.name, previous)
+        return self._new_poller(source, previous)
+
+    def _new_poller(self, source: Source, previous: Snapshot | None) -> SourcePoller:
+        """A poller of ``source`` diffing against ``previous``, with the cursors, the open
+        outage and the feed memory the store holds for it."""
+        assert self.store is not None
+        assert self.pipeline is not None
+        store = self.store
+        watermark_text = store.load_state(f"watermark:{source.name}")
+        return SourcePoller(
+            source,
+            handle=self.pipeline.handle,
+            clock=self.clock,
+            policy=poll_policy(self.settings),
+            diff_settings=diff_settings(self.settings),
+            previous=previous,
+            watermark=datetime.fromisoformat(watermark_text) if watermark_text else None,
+            observer=self.metrics,
+            outage=store.load_state(f"outage:{source.name}"),
+            feed_memory=store.load_state(f"feed:{source.name}"),
+        )
+
+    def _run_poller(self, poller: SourcePoller, start: Callable[[], Awaitable[None]]) -> None:
+        """Run ``start`` supervised as the poll task of ``poller`` (in the serving task group)."""
+        assert self._tasks is not None
+        self._poll_tasks[poller.name] = self._tasks.create_task(
+            self._supervised(f"poll:{poller.name}", start)
+        )
+
+    async def _stop_poller(self, name: str) -> None:
+        """Cancel the poll task of ``name`` and wait for it to end.
+
+        A cycle is handed to the pipeline, which commits it, without an await in between
+        (:meth:`Pipeline.handle` does not suspend), so the cancellation lands either before a
+        cycle is taken (nothing of it is kept; the next poller fetches it again) or after it
+        was committed in full: never in a half-committed cycle.
+        """
+        task = self._poll_tasks.pop(name, None)
+        if task is not None:
+            await _cancel([task])
+
+    async def _apply_sources(
+        self, change: SourceSetChange, built: dict[str, tuple[Source, _SourceBuild]]
+    ) -> None:
+        """Apply a reload's source changes; sources not named in ``change`` are not touched.
+
+        Removed: its poller is stopped, its printers leave the fleet view (so their retained
+        MQTT topics, Home Assistant entities included, are cleared and their gauges vanish),
+        its other series are removed and /readyz no longer waits for it; what the store holds
+        of it (snapshot, cursors, history) stays, so adding it back resumes where it was.
+        Changed: its poller is rebuilt with the new settings and goes on from the last
+        snapshot it took. Added: started as at start-up, except that rejected credentials
+        are reported as ``source.auth_failed`` instead of stopping the daemon.
+        """
+        assert self.pipeline is not None
+        for name in change.removed:
+            await self._stop_poller(name)
+            gone = [s for s in self.sources if s.name == name]
+            self.sources = [s for s in self.sources if s.name != name]
+            self.pollers = [p for p in self.pollers if p.name != name]
+            del self._source_builds[name]
+            self.pipeline.forget(name)
+            self.metrics.forget_source(name)
+            for source in gone:
+                await _close_quietly(source)
+            log.info("reload.source_removed", source=name)
+        for name in change.changed:
+            source, build = built[name]
+            await self._stop_poller(name)
+            old = next(p for p in self.pollers if p.name == name)
+            poller = self._new_poller(source, old.previous)
+            retired = [s for s in self.sources if s.name == name]
+            self.sources = [source if s.name == name else s for s in self.sources]
+            self.pollers = [poller if p.name == name else p for p in self.pollers]
+            self._source_builds[name] = build
+            for stale in retired:
+                await _close_quietly(stale)
+            self._run_poller(poller, self._poller_task(poller, at_start_up=False))
+        for name in change.added:
+            source, build = built[name]
+            self.metrics.track_tasks([name], [f"poll:{name}"])
+            poller = self._resumed_poller(source)
+            self.sources = [*self.sources, source]
+            self.pollers = [*self.pollers, poller]
+            self._source_builds[name] = build
+            self._run_poller(poller, self._poller_task(poller, at_start_up=False))
+
+    async def _close_sources(self) -> None:
+        for source in self.sources:
+            await _close_quietly(source)
 
     # -- receivers (built at start-up and on SIGHUP) ---------------------------------------
 
@@ -666,6 +813,24 @@ class Daemon:
 
     def _base_dir(self) -> Path:
         return self.config_file.parent if self.config_file else Path.cwd()
+
+
+@dataclass(frozen=True, slots=True)
+class _SourceBuild:
+    """What a running source was built from: its config section and a digest of its secret
+    files' content, so a rotated secret file is a changed source even when the config text
+    is the same. Never logged (the config may hold a secret; the digest is of secrets)."""
+
+    config: SourceConfig
+    secrets_digest: str = field(repr=False)
+
+
+async def _close_quietly(source: Source) -> None:
+    """Close a source that is going away; a failing close must not fail the reload."""
+    try:
+        await source.aclose()
+    except Exception as err:
+        log.warning("source.close_failed", source=source.name, error_type=type(err).__name__)
 
 
 class _AuthRejectedAtStartup(PrintfleetError):

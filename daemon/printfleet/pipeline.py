@@ -135,6 +135,12 @@ class Pipeline:
                 self._view.with_source(source, snapshot=snapshot, health=AccountHealth())
             )
 
+    def forget(self, source: str) -> None:
+        """Take a removed source out of the view: its MQTT retained topics are cleared and its
+        gauges vanish from /metrics. What the store holds of it stays (re-adding resumes)."""
+        if source in self._view.snapshots or source in self._view.health:
+            self._publish_view(self._view.without_source(source))
+
     async def handle(self, cycle: Cycle) -> None:
         """Process one poll cycle: events → deliveries → atomic commit → wake sinks."""
         now = self._clock.now()

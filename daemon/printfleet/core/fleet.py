@@ -41,3 +41,9 @@ class FleetView:
         healths = dict(self.health)
         healths[name] = health
         return replace(self, snapshots=snapshots, health=healths)
+
+    def without_source(self, name: str) -> FleetView:
+        """A new view in which ``name`` no longer appears (a source taken out of the config)."""
+        snapshots = {n: s for n, s in self.snapshots.items() if n != name}
+        healths = {n: h for n, h in self.health.items() if n != name}
+        return replace(self, snapshots=snapshots, health=healths)

@@ -132,6 +132,11 @@ class PrintCounters(Collector):
         with self._lock:
             self._rows.pop((source, serial), None)
 
+    def forget_source(self, source: str) -> None:
+        """Delete the series of every printer of ``source``."""
+        with self._lock:
+            self._rows = {key: row for key, row in self._rows.items() if key[0] != source}
+
     def _snapshot(self) -> list[tuple[str, str, tuple[int, ...]]]:
         """``(source, serial, counts)`` per printer, copied under the lock."""
         with self._lock:

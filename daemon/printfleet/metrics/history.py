@@ -115,6 +115,14 @@ class HistoryMetrics:
         for material in materials:
             self.resin.remove(safe_text(source), safe_text(serial), material)
 
+    def forget_source(self, source: str) -> None:
+        """Delete every series of ``source``; restoring it from its history works again."""
+        with self._lock:
+            self._materials = {k: v for k, v in self._materials.items() if k[0] != source}
+            self._restored.discard(source)
+        self.resin.remove_by_labels({"source": safe_text(source)})
+        self.durations.remove_by_labels({"source": safe_text(source)})
+
     def _resin(self, source: str, serial: str, material: str | None) -> Counter:
         label = safe_text(material or "")[:MATERIAL_LABEL_MAX]
         with self._lock:

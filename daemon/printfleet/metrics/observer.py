@@ -16,10 +16,12 @@ bounded (18 types x sources); per-printer history lives in the events themselves
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Container, Iterable
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 from printfleet import __version__
 from printfleet.core.events import ChangeEvent, EventType
@@ -226,6 +228,19 @@ class Metrics:
         """
         for source, snapshot in view.snapshots.items():
             self.prints.track(source, snapshot.printers)
+
+    def forget_source(self, source: str) -> None:
+        """Remove every series of a source taken out of the config (SIGHUP), so dashboards
+        stop showing an account nobody polls. Added again, it starts over from its history."""
+        for metric in vars(self).values():
+            # Every labelled metric with a ``source`` label, including ones added later.
+            if isinstance(metric, MetricWrapperBase):
+                with contextlib.suppress(ValueError):  # no such label
+                    metric.remove_by_labels({"source": source})
+        self.task_restarts.remove_by_labels({"task": f"poll:{source}"})
+        self._unknown_values = {k: v for k, v in self._unknown_values.items() if k[0] != source}
+        self.prints.forget_source(source)
+        self.history.forget_source(source)
 
     def rule_matched(self, rule: str) -> None:
         self.rule_matches.labels(rule).inc()
