@@ -1,14 +1,15 @@
 """The fleet's Prometheus series: gauges read from the current FleetView at scrape, print counts.
 
 Both are custom collectors (client_python's "read at scrape time") on the registry the
-application owns, and both can write their own text for the ``/metrics`` writer
-(:class:`~printfleet.metrics.exposition.TextCollector`), because at 10,000 printers their
-~150,000 and ~30,000 samples are what a scrape spends its time on.
+application owns, and both keep their own text for the ``/metrics`` writer in cached blocks
+(:class:`~printfleet.metrics.exposition.BlockCollector`), because at 100,000 printers their
+~1.2 million and ~300,000 samples are what a scrape would spend seconds on.
 
 * :class:`FleetCollector` reads the current :class:`~printfleet.core.fleet.FleetView` (and the
   request budgets and outbox counts) at scrape time. It keeps no per-printer state between
-  scrapes except a text cache keyed by the printer value, so a removed printer leaves no stale
-  series, and an unchanged printer's lines are reused.
+  scrapes except a text cache of the printers of the view last rendered (per printer, and
+  joined per source and family), so a removed printer or source leaves no stale series, and
+  an unchanged printer's lines are reused.
 * :class:`PrintCounters` is ``prints_total``: a collector rather than a prometheus_client
   ``Counter``, because three series per printer at 10,000 printers cost ~17 MB as ``Counter``
   children and a few hundred bytes per printer as plain ints. It has no ``_created`` series:
