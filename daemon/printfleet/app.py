@@ -792,6 +792,8 @@ class Daemon:
 
     def _view_changed(self, view: FleetView) -> None:
         self.metrics.track_fleet(view)
+        if self.health is not None:
+            self.health.view_changed()  # pre-render /metrics off the loop
         if self.mqtt is not None:
             self.mqtt.publish_state(view)
 

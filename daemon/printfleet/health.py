@@ -12,15 +12,22 @@ on the loop would stall MQTT keepalives and deliveries for every scrape. The thr
 values that the loop replaces as a whole (the ``FleetView``), and prometheus_client's metrics
 are thread-safe, so no locking with the loop is needed. ``ready`` is called from that thread
 too and must be equally cheap and read-only.
+
+Pre-rendering. The fleet's text is kept in blocks that change only with the printers they
+show (:mod:`printfleet.metrics.exposition`). After each poll the application calls
+:meth:`HealthServer.view_changed`, which wakes a second thread that brings those blocks up to
+date (and compresses the new ones once a scraper has asked for gzip), so a scrape between
+polls writes cached bytes. A scrape that comes while that thread is still at work waits for
+it rather than serving the previous poll's values; without ``view_changed`` calls the scrape
+renders what changed itself, with the same result.
 """
 
 from __future__ import annotations
 
 import errno
-import gzip
 import socket
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -32,7 +39,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from printfleet.config.schema import parse_listen
 from printfleet.core.fleet import FleetView
-from printfleet.metrics.exposition import exposition
+from printfleet.metrics.exposition import block_collectors, exposition_blocks, gzip_body
 
 __all__ = [
     "GZIP_MIN_BYTES",
@@ -139,6 +146,11 @@ class HealthServer:
         self._log = log or structlog.get_logger("printfleet.health")
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self._render_wanted = threading.Event()
+        self._render_thread: threading.Thread | None = None
+        self._stopping = False
+        # Compress while pre-rendering only once a scraper asked for gzip (Prometheus does).
+        self._gzip_seen = False
 
     @property
     def bound_port(self) -> int:
@@ -167,6 +179,11 @@ class HealthServer:
             daemon=True,
         )
         self._thread.start()
+        self._stopping = False
+        self._render_thread = threading.Thread(
+            target=self._render_loop, name="printfleet-metrics-render", daemon=True
+        )
+        self._render_thread.start()
         self._log.info("health.listening", host=self._host or "*", port=self.bound_port)
 
     def stop(self) -> None:
@@ -174,6 +191,11 @@ class HealthServer:
         server, self._server = self._server, None
         if server is None:
             return
+        self._stopping = True
+        self._render_wanted.set()
+        if self._render_thread is not None:
+            self._render_thread.join(5.0)
+            self._render_thread = None
         server.shutdown()
         server.server_close()
         if self._thread is not None:
@@ -192,33 +214,73 @@ class HealthServer:
     ) -> None:
         self.stop()
 
+    # -- pre-rendering (render thread) ----------------------------------------------------
+
+    def view_changed(self) -> None:
+        """The fleet view was replaced (a poll ended): re-render what changed, soon.
+
+        Cheap and non-blocking, so it can be called from the event loop: the work is done in
+        the render thread, and several calls before it gets to them are one render.
+        """
+        self._render_wanted.set()
+
+    def prerender(self) -> None:
+        """Bring every cached block up to date now, in the calling thread (what the render
+        thread does after :meth:`view_changed`)."""
+        gzip = self._gzip_seen
+        for collector in block_collectors(self._registry):
+            collector.prepare(gzip=gzip)
+
+    def _render_loop(self) -> None:
+        while True:
+            self._render_wanted.wait()
+            if self._stopping:
+                return
+            self._render_wanted.clear()
+            try:
+                self.prerender()
+            except Exception:  # a scrape renders (and reports) it again
+                self._log.exception("health.prerender_failed")
+
     # -- request handling (server thread) ------------------------------------------------
 
     def respond(self, path: str, accept_encoding: str) -> tuple[int, str, bytes, dict[str, str]]:
         """``(status, content type, body, extra headers)`` for a GET of ``path``."""
+        status, ctype, parts, headers = self.answer(path, accept_encoding)
+        return status, ctype, b"".join(parts), headers
+
+    def answer(
+        self, path: str, accept_encoding: str
+    ) -> tuple[int, str, Sequence[bytes], dict[str, str]]:
+        """As :meth:`respond`, with the body in parts to write one after another (the cached
+        blocks of ``/metrics`` are sent as they are, not copied into one buffer first)."""
         try:
             return self._route(path, accept_encoding)
         except Exception:
             self._log.exception("health.request_failed", path=path)
-            return 500, "text/plain; charset=utf-8", b"internal error\n", {}
+            return 500, "text/plain; charset=utf-8", [b"internal error\n"], {}
 
-    def _route(self, path: str, accept_encoding: str) -> tuple[int, str, bytes, dict[str, str]]:
+    def _route(
+        self, path: str, accept_encoding: str
+    ) -> tuple[int, str, Sequence[bytes], dict[str, str]]:
         route = path.split("?", 1)[0]
+        text = "text/plain; charset=utf-8"
         if route == "/metrics":
-            body = exposition(self._registry)
-            headers = {}
-            if "gzip" in accept_encoding and len(body) >= GZIP_MIN_BYTES:
-                body = gzip.compress(body, compresslevel=1)
-                headers["Content-Encoding"] = "gzip"
-            return 200, CONTENT_TYPE_PLAIN_0_0_4, body, headers
+            blocks = exposition_blocks(self._registry)
+            size = sum(len(block.data) for block in blocks)
+            if "gzip" in accept_encoding and size >= GZIP_MIN_BYTES:
+                self._gzip_seen = True
+                gzipped = gzip_body(blocks)
+                return 200, CONTENT_TYPE_PLAIN_0_0_4, gzipped, {"Content-Encoding": "gzip"}
+            return 200, CONTENT_TYPE_PLAIN_0_0_4, [block.data for block in blocks], {}
         if route == "/healthz":
-            return 200, "text/plain; charset=utf-8", b"ok\n", {}
+            return 200, text, [b"ok\n"], {}
         if route == "/readyz":
             ok, reason = self._ready()
             if ok:
-                return 200, "text/plain; charset=utf-8", b"ready\n", {}
-            return 503, "text/plain; charset=utf-8", f"not ready: {reason}\n".encode(), {}
-        return 404, "text/plain; charset=utf-8", b"not found: try /metrics, /healthz, /readyz\n", {}
+                return 200, text, [b"ready\n"], {}
+            return 503, text, [f"not ready: {reason}\n".encode()], {}
+        return 404, text, [b"not found: try /metrics, /healthz, /readyz\n"], {}
 
 
 def _handler(owner: HealthServer) -> type[BaseHTTPRequestHandler]:
@@ -233,20 +295,45 @@ def _handler(owner: HealthServer) -> type[BaseHTTPRequestHandler]:
             self._serve(send_body=False)
 
         def _serve(self, *, send_body: bool) -> None:
-            status, ctype, body, headers = owner.respond(
+            status, ctype, parts, headers = owner.answer(
                 self.path, self.headers.get("Accept-Encoding", "")
             )
             self.send_response(status)
             self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Length", str(sum(map(len, parts))))
             for name, value in headers.items():
                 self.send_header(name, value)
             self.end_headers()
             if send_body:
-                self.wfile.write(body)
+                for chunk in _batched(parts):
+                    self.wfile.write(chunk)
 
         def log_message(self, format: str, *args: Any) -> None:
             # One line per scrape is noise; failures are logged in _serve.
             pass
 
     return Handler
+
+
+#: Parts smaller than this are joined before writing: one write (a system call) per
+#: cached block would be thousands for a fleet of many small sources.
+_WRITE_BATCH = 256 * 1024
+
+
+def _batched(parts: Iterable[bytes]) -> Iterable[bytes]:
+    batch: list[bytes] = []
+    size = 0
+    for part in parts:
+        if len(part) >= _WRITE_BATCH:
+            if batch:
+                yield b"".join(batch)
+                batch, size = [], 0
+            yield part
+            continue
+        batch.append(part)
+        size += len(part)
+        if size >= _WRITE_BATCH:
+            yield b"".join(batch)
+            batch, size = [], 0
+    if batch:
+        yield b"".join(batch)

@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -379,3 +380,92 @@ def test_the_readme_metrics_table_lists_every_family_with_its_labels() -> None:
     table = readme_metrics()
     expected = {name.removesuffix("_bucket"): labels - {"le"} for name, labels in CONTRACT.items()}
     assert {name: table.get(name) for name in expected} == expected
+
+
+# -- pre-rendered scrapes and gzip ------------------------------------------------------------
+
+
+def test_gzip_and_plain_scrapes_carry_the_same_text_and_pass_promtool(world: World) -> None:
+    """With Accept-Encoding: gzip the body is gzip (one member, decoded by any gzip reader)
+    and decodes to exactly the plain scrape; promtool accepts both."""
+    world.exercise()
+    world.server.prerender()
+    zipped = httpx.get(f"{world.url}/metrics", headers={"Accept-Encoding": "gzip"}, timeout=10)
+    plain = httpx.get(f"{world.url}/metrics", headers={"Accept-Encoding": "identity"}, timeout=10)
+    assert zipped.headers["content-encoding"] == "gzip"
+    assert "content-encoding" not in plain.headers
+    assert int(zipped.headers["content-length"]) == zipped.num_bytes_downloaded
+    assert zipped.num_bytes_downloaded < len(plain.content) / 3
+    assert zipped.content == plain.content  # httpx decoded the gzip body, all of it
+    assert 'printfleet_printer_up{source="lab",serial="Form4-B"} 1.0' in plain.text
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (apt-get install prometheus)")
+    for text in (zipped.text, plain.text):
+        checked = subprocess.run(
+            [promtool, "check", "metrics"],
+            input=text,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_a_printer_changed_between_polls_shows_its_new_value_on_the_next_scrape(
+    world: World,
+) -> None:
+    """After a poll (view_changed: the render thread re-renders), the next scrape, plain or
+    gzip, has the printer's new values and nothing of the old ones."""
+    before = httpx.get(f"{world.url}/metrics", headers={"Accept-Encoding": "gzip"}, timeout=10)
+    assert 'printfleet_print_progress_ratio{source="lab",serial="Form4-A"} 0.5' in before.text
+    view = make_view("Form4-A", "Form4-B")
+    moved = make_printer("Form4-A")
+    assert moved.current_print is not None
+    moved = replace(
+        moved,
+        online=False,
+        status=PrinterStatus.ERROR,
+        current_print=replace(moved.current_print, progress=0.75),
+    )
+    snapshot = view.snapshots["lab"]
+    world.view = replace(
+        view,
+        snapshots={"lab": replace(snapshot, printers={**snapshot.printers, "Form4-A": moved})},
+    )
+    world.server.view_changed()
+    for gzip in (True, False):
+        text = httpx.get(
+            f"{world.url}/metrics",
+            headers={"Accept-Encoding": "gzip" if gzip else "identity"},
+            timeout=10,
+        ).text
+        assert 'printfleet_print_progress_ratio{source="lab",serial="Form4-A"} 0.75' in text
+        assert 'printfleet_printer_up{source="lab",serial="Form4-A"} 0.0' in text
+        assert 'printfleet_printer_status{source="lab",serial="Form4-A",status="ERROR"} 1.0' in text
+        assert 'printfleet_print_progress_ratio{source="lab",serial="Form4-A"} 0.5' not in text
+        assert 'printfleet_print_progress_ratio{source="lab",serial="Form4-B"} 0.5' in text
+
+
+def test_a_removed_source_takes_its_series_with_it(world: World) -> None:
+    """A source gone from the view (removed from the config) has no fleet series in the next
+    scrape, compressed or not; the other source's stay."""
+    lab = world.view.snapshots["lab"]
+    plant = replace(lab, source="plant", printers={"M2-1": make_printer("M2-1")})
+    health = AccountHealth(up=True, last_success_at=T0)
+    world.view = FleetView(
+        snapshots={"lab": lab, "plant": plant}, health={"lab": health, "plant": health}
+    )
+    world.server.view_changed()
+    assert 'serial="M2-1"' in httpx.get(f"{world.url}/metrics", timeout=10).text
+    world.view = FleetView(snapshots={"lab": lab}, health={"lab": health})
+    world.server.view_changed()
+    for gzip in (True, False):
+        text = httpx.get(
+            f"{world.url}/metrics",
+            headers={"Accept-Encoding": "gzip" if gzip else "identity"},
+            timeout=10,
+        ).text
+        assert 'source="plant"' not in text
+        assert 'printfleet_printer_up{source="lab",serial="Form4-A"} 1.0' in text

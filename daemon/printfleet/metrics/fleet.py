@@ -1,14 +1,15 @@
 """The fleet's Prometheus series: gauges read from the current FleetView at scrape, print counts.
 
 Both are custom collectors (client_python's "read at scrape time") on the registry the
-application owns, and both can write their own text for the ``/metrics`` writer
-(:class:`~printfleet.metrics.exposition.TextCollector`), because at 10,000 printers their
-~150,000 and ~30,000 samples are what a scrape spends its time on.
+application owns, and both keep their own text for the ``/metrics`` writer in cached blocks
+(:class:`~printfleet.metrics.exposition.BlockCollector`), because at 100,000 printers their
+~1.2 million and ~300,000 samples are what a scrape would spend seconds on.
 
 * :class:`FleetCollector` reads the current :class:`~printfleet.core.fleet.FleetView` (and the
   request budgets and outbox counts) at scrape time. It keeps no per-printer state between
-  scrapes except a text cache keyed by the printer value, so a removed printer leaves no stale
-  series, and an unchanged printer's lines are reused.
+  scrapes except a text cache of the printers of the view last rendered (per printer, and
+  joined per source and family), so a removed printer or source leaves no stale series, and
+  an unchanged printer's lines are reused.
 * :class:`PrintCounters` is ``prints_total``: a collector rather than a prometheus_client
   ``Counter``, because three series per printer at 10,000 printers cost ~17 MB as ``Counter``
   children and a few hundred bytes per printer as plain ints. It has no ``_created`` series:
@@ -26,7 +27,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from operator import itemgetter
 from types import MappingProxyType
 from typing import Final
 
@@ -37,8 +37,16 @@ from prometheus_client.registry import Collector
 from printfleet.core.events import EventType
 from printfleet.core.fleet import FleetView
 from printfleet.core.identifiers import safe_text
-from printfleet.core.model import Printer, PrinterStatus
-from printfleet.metrics.exposition import escape_help, escape_label, go_float, line, number
+from printfleet.core.model import Printer, PrinterStatus, Snapshot
+from printfleet.metrics.exposition import (
+    Block,
+    blocks_text,
+    escape_help,
+    escape_label,
+    go_float,
+    line,
+    number,
+)
 from printfleet.sources.base import BudgetStatus
 
 PRINT_RESULTS: Final[Mapping[EventType, str]] = MappingProxyType(
@@ -80,16 +88,16 @@ class PrintCounters(Collector):
     """``printfleet_prints_total{source,serial,result}``: what a labelled ``Counter`` exposes.
 
     One row per printer, ``[finished, failed, aborted]`` (``_ABSENT`` where that result's
-    series does not exist). A ``Counter`` child costs a child object, a lock, a value object,
-    a kwargs dict and label tuples per series; a row is one small list.
+    series does not exist), grouped by source. A ``Counter`` child costs a child object, a
+    lock, a value object, a kwargs dict and label tuples per series; a row is one small list.
 
     Both scrape paths emit what the ``Counter`` did minus its ``_created`` samples:
-    :meth:`collect` yields a counter family, and :meth:`render` (what the ``/metrics`` writer
+    :meth:`collect` yields a counter family, and :meth:`blocks` (what the ``/metrics`` writer
     uses) writes the same lines as ``generate_latest`` would (labels sorted, values as Go
-    formats them).
+    formats them), one cached block per source, re-made only for sources whose counts moved.
 
     Counts change on the event loop and are read by the scraping thread, so both hold a lock;
-    a scrape holds it only to copy the rows.
+    a scrape holds it only to render the sources that changed.
     """
 
     NAME: Final = _PRINTS_FAMILY.name
@@ -98,39 +106,73 @@ class PrintCounters(Collector):
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._rows: dict[tuple[str, str], list[int]] = {}
+        self._rows: dict[str, dict[str, list[int]]] = {}
+        self._blocks: dict[str, Block] = {}  # per source; absent = to be rendered
+        # The serials object each source was last tracked with: the same (unchanged)
+        # snapshot's printers again need no look-up per printer.
+        self._tracked: dict[str, object] = {}
+        self._header: Final = Block(
+            f"# HELP {self.NAME}_total {escape_help(self.HELP)}\n"
+            f"# TYPE {self.NAME}_total counter\n".encode()
+        )
 
     def track(self, source: str, serials: Iterable[str]) -> None:
-        """Create the three series of each printer of ``source`` at 0 unless they exist."""
+        """Create the three series of each printer of ``source`` at 0 unless they exist.
+
+        Passing the very same ``serials`` object as the last time for ``source`` (an
+        unchanged snapshot's printers) is a no-op, so it must not be mutated in between
+        (snapshots never are).
+        """
         with self._lock:
-            rows = self._rows
+            if self._tracked.get(source) is serials:
+                return
+            rows = self._rows.setdefault(source, {})
+            changed = False
             for serial in serials:
-                row = rows.get((source, serial))
+                row = rows.get(serial)
                 if row is None:
-                    rows[source, serial] = [0, 0, 0]
+                    rows[serial] = [0, 0, 0]
+                    changed = True
                 elif min(row) < 0:  # a print came before tracking
                     row[:] = [max(count, 0) for count in row]
+                    changed = True
+            if changed:
+                self._blocks.pop(source, None)
+            self._tracked[source] = serials
 
     def inc(self, source: str, serial: str, result: int) -> None:
         """Count one print with ``result`` (an index into PRINT_RESULTS), creating its series."""
-        key = (source, serial)
         with self._lock:
-            row = self._rows.get(key)
+            rows = self._rows.setdefault(source, {})
+            row = rows.get(serial)
             if row is None:
-                row = self._rows[key] = [_ABSENT, _ABSENT, _ABSENT]
+                row = rows[serial] = [_ABSENT, _ABSENT, _ABSENT]
             row[result] = max(row[result], 0) + 1
+            self._blocks.pop(source, None)
 
     def restore(self, source: str, serial: str, result: int, count: int) -> None:
         """Set one series to ``count`` (at start, from the print history, so the counter
         continues across restarts instead of starting from 0 again)."""
         with self._lock:
-            row = self._rows.setdefault((source, serial), [_ABSENT, _ABSENT, _ABSENT])
+            rows = self._rows.setdefault(source, {})
+            row = rows.setdefault(serial, [_ABSENT, _ABSENT, _ABSENT])
             row[result] = max(count, 0)
+            self._blocks.pop(source, None)
 
     def remove(self, source: str, serial: str) -> None:
         """Delete the printer's series (if any); it starts from zero if it is tracked again."""
         with self._lock:
-            self._rows.pop((source, serial), None)
+            rows = self._rows.get(source)
+            if rows is not None and rows.pop(serial, None) is not None:
+                self._blocks.pop(source, None)
+                self._tracked.pop(source, None)
+
+    def forget_source(self, source: str) -> None:
+        """Delete every series of ``source`` (a source removed from the configuration)."""
+        with self._lock:
+            self._rows.pop(source, None)
+            self._blocks.pop(source, None)
+            self._tracked.pop(source, None)
 
     def forget_source(self, source: str) -> None:
         """Delete the series of every printer of ``source``."""
@@ -140,8 +182,12 @@ class PrintCounters(Collector):
     def _snapshot(self) -> list[tuple[str, str, tuple[int, ...]]]:
         """``(source, serial, counts)`` per printer, copied under the lock."""
         with self._lock:
-            rows = [(key, tuple(row)) for key, row in self._rows.items()]
-        return [(safe_text(source), safe_text(serial), row) for (source, serial), row in rows]
+            rows = [
+                (source, serial, tuple(row))
+                for source, printers in self._rows.items()
+                for serial, row in printers.items()
+            ]
+        return [(safe_text(source), safe_text(serial), row) for source, serial, row in rows]
 
     def describe(self) -> Iterator[Metric]:
         """What the ``Counter`` described (lets the registry reject duplicate names)."""
@@ -155,18 +201,43 @@ class PrintCounters(Collector):
                     family.add_metric((source, serial, result), float(count))
         yield family
 
+    def prepare(self, *, gzip: bool) -> None:
+        """Render (and with ``gzip`` compress) the blocks of the sources whose counts moved."""
+        for block in self.blocks():
+            if gzip:
+                block.segment()
+
+    def blocks(self) -> list[Block]:
+        """The family as blocks: the header, then one per source (as ``generate_latest``)."""
+        with self._lock:
+            out = [self._header]
+            for source, rows in self._rows.items():
+                block = self._blocks.get(source)
+                if block is None:
+                    block = self._blocks[source] = Block(_prints_text(source, rows).encode())
+                out.append(block)
+        return out
+
     def render(self) -> str:
         """The same text ``generate_latest`` writes for the family (format 0.0.4)."""
-        help_text = escape_help(self.HELP)
-        lines = [f"# HELP {self.NAME}_total {help_text}\n# TYPE {self.NAME}_total counter\n"]
-        values = [go_float(n) for n in range(8)]  # most counts are small
-        for source, serial, counts in self._snapshot():
-            labels = f'serial="{escape_label(serial)}",source="{escape_label(source)}"}} '
-            for start, count in zip(_TOTAL_STARTS, counts, strict=True):
-                if count >= 0:
-                    value = values[count] if count < len(values) else go_float(count)
-                    lines.append(f"{start}{labels}{value}\n")
-        return "".join(lines)
+        return blocks_text(self.blocks())
+
+
+_SMALL_COUNTS: Final = tuple(go_float(n) for n in range(8))  # most counts are small
+
+
+def _prints_text(source: str, rows: Mapping[str, list[int]]) -> str:
+    """The ``prints_total`` lines of one source's printers."""
+    source_label = escape_label(safe_text(source))
+    lines = []
+    small = _SMALL_COUNTS
+    for serial, counts in rows.items():
+        labels = f'serial="{escape_label(safe_text(serial))}",source="{source_label}"}} '
+        for start, count in zip(_TOTAL_STARTS, counts, strict=True):
+            if count >= 0:
+                value = small[count] if count < len(small) else go_float(count)
+                lines.append(f"{start}{labels}{value}\n")
+    return "".join(lines)
 
 
 #: How each result's ``_total`` line starts (labels in sorted order).
@@ -363,6 +434,15 @@ class FleetCollector(Collector):
 
     All four are called from the scraping thread, so they must be cheap, must not block,
     and must only read values that are replaced as a whole (never mutated in place).
+
+    The per-printer families are cached as one :class:`Block` per source and family: a
+    source whose snapshot is the very same object as at the last render costs nothing; in
+    another snapshot, a printer that is the same object (the identity contract of unchanged
+    records) or an equal one keeps its cached lines, and only a family in which some
+    printer's lines changed (or printers came, went or moved) is joined again. So a poll in
+    which a tenth of the printers moved on re-renders those printers and a few families,
+    not the fleet. The per-source families (health, budgets, outbox, queues) are small
+    and read fresh at every scrape.
     """
 
     def __init__(
@@ -377,7 +457,8 @@ class FleetCollector(Collector):
         self._outbox = outbox
         self._sinks = sinks
         self._lock = threading.Lock()
-        self._cache: dict[tuple[str, str], tuple[Printer, tuple[str, ...]]] = {}
+        self._sources: dict[str, _SourceText] = {}
+        self._rendered: list[_SourceText] = []  # in the order of the view last rendered
 
     def describe(self) -> Iterator[Metric]:
         """The family names (lets the registry reject duplicates) without reading the fleet."""
@@ -397,30 +478,53 @@ class FleetCollector(Collector):
                 metric.add_metric(labels, value)
             yield metric
 
+    def prepare(self, *, gzip: bool) -> None:
+        """Bring the per-printer blocks up to date with the current view (after a poll), and
+        with ``gzip`` compress the ones that changed, so that the next scrape only joins."""
+        for block in self._printer_blocks(self._view()):
+            if gzip:
+                block.segment()
+
+    def blocks(self) -> list[Block]:
+        """The same series as :meth:`collect`, as blocks of Prometheus text (format 0.0.4)."""
+        view = self._view()
+        out = self._printer_blocks(view)
+        rows = self._source_rows(view)
+        tail: list[str] = []
+        for family, family_rows in zip(SOURCE_FAMILIES, rows, strict=True):
+            tail.append(family.header)
+            tail.extend(
+                line(family.name, family.labels, labels, value) for labels, value in family_rows
+            )
+        out.append(Block("".join(tail).encode()))
+        return out
+
     def render(self) -> str:
         """The same series as :meth:`collect`, as Prometheus text (format 0.0.4)."""
-        view = self._view()
-        texts: list[tuple[str, ...]] = []
+        return blocks_text(self.blocks())
+
+    def forget_source(self, source: str) -> None:
+        """Drop the cached text of ``source`` (it goes anyway once the view no longer has it)."""
         with self._lock:
-            old = self._cache
-            cache: dict[tuple[str, str], tuple[Printer, tuple[str, ...]]] = {}
-            for source, printer in self._printers(view):
-                key = (source, printer.serial)
-                entry = old.get(key)
-                # Printer equality ignores raw and last_seen_at, which no gauge shows.
-                if entry is None or (entry[0] is not printer and entry[0] != printer):
-                    entry = (printer, _printer_text(source, printer))
-                cache[key] = entry
-                texts.append(entry[1])
-            self._cache = cache
-        out: list[str] = []
-        for index, family in enumerate(PRINTER_FAMILIES):
-            out.append(family.header)
-            out.append("".join(map(itemgetter(index), texts)))
-        for family, rows in zip(SOURCE_FAMILIES, self._source_rows(view), strict=True):
-            out.append(family.header)
-            out.extend(line(family.name, family.labels, labels, value) for labels, value in rows)
-        return "".join(out)
+            self._sources.pop(source, None)
+
+    def _printer_blocks(self, view: FleetView) -> list[Block]:
+        with self._lock:
+            old = self._sources
+            current: dict[str, _SourceText] = {}
+            for source, snapshot in view.snapshots.items():
+                text = old.get(source) or _SourceText(source)
+                text.update(snapshot)
+                current[source] = text
+            # A source gone from the view takes its series (and its cache) with it.
+            self._sources = current
+            # Copied under the lock: every family of this scrape from the same snapshots.
+            per_source = [tuple(text.blocks) for text in current.values()]
+        out: list[Block] = []
+        for index, header in enumerate(_HEADERS):
+            out.append(header)
+            out.extend(blocks[index] for blocks in per_source if blocks[index].data)
+        return out
 
     @staticmethod
     def _printers(view: FleetView) -> Iterator[tuple[str, Printer]]:
@@ -447,18 +551,109 @@ class FleetCollector(Collector):
         return [up, last, budget, outbox_rows(pending, sinks), outbox_rows(dead, sinks), queues]
 
 
-def _printer_text(source: str, printer: Printer) -> tuple[str, ...]:
-    """One printer's lines, one string per family in PRINTER_FAMILIES order."""
-    source, serial = safe_text(source), safe_text(printer.serial)
-    key = f'source="{escape_label(source)}",serial="{escape_label(serial)}"'
-    lines: list[list[str]] = [[] for _ in PRINTER_FAMILIES]
-    for index, labels, value in printer_samples(source, printer):
-        family = PRINTER_FAMILIES[index]
-        extra = ""
-        if len(labels) > 2:  # every printer family starts with source and serial
-            extra = "".join(
-                f',{n}="{escape_label(v)}"'
-                for n, v in zip(family.labels[2:], labels[2:], strict=True)
+_HEADERS: Final = tuple(Block(family.header.encode()) for family in PRINTER_FAMILIES)
+_NO_TEXT: Final = Block(b"")
+#: A printer's cached lines: the printer they were made from, and one text per family.
+_Entry = tuple[Printer, tuple[bytes, ...]]
+
+
+class _SourceText:
+    """One source's per-printer lines and, per family, their join as a block.
+
+    Used under the collector's lock only.
+    """
+
+    __slots__ = ("blocks", "printers", "snapshot", "source")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.snapshot: object = None
+        self.printers: dict[str, _Entry] = {}
+        self.blocks: list[Block] = [_NO_TEXT] * len(PRINTER_FAMILIES)
+
+    def update(self, snapshot: Snapshot) -> None:
+        """Re-render what changed since the last snapshot."""
+        if snapshot is self.snapshot:
+            return
+        self.snapshot = snapshot
+        old = self.printers
+        new: dict[str, _Entry] = {}
+        dirty = [False] * len(PRINTER_FAMILIES)
+        source = self.source
+        for serial, printer in snapshot.printers.items():
+            entry = old.get(serial)
+            if entry is None:
+                entry = (printer, _printer_text(source, printer))
+            elif entry[0] is not printer:
+                # Printer equality ignores raw and last_seen_at, which no gauge shows. The
+                # new object is kept, so the next snapshot's (the same one) is an `is` hit.
+                if entry[0] == printer:
+                    entry = (printer, entry[1])
+                else:
+                    lines = _printer_text(source, printer)
+                    for index, (was, now) in enumerate(zip(entry[1], lines, strict=True)):
+                        if was != now:
+                            dirty[index] = True
+                    entry = (printer, lines)
+            new[serial] = entry
+        if len(new) != len(old) or list(new) != list(old):
+            dirty = [True] * len(PRINTER_FAMILIES)  # printers came, went or moved
+        self.printers = new
+        entries = list(new.values())
+        for index, changed in enumerate(dirty):
+            if changed:
+                data = b"".join([entry[1][index] for entry in entries])
+                self.blocks[index] = Block(data) if data else _NO_TEXT
+
+
+#: Per current status, the ``printer_status`` line ends (one per status, 1.0 for the current):
+#: a printer's lines are ``start + start.join(ends)`` (written for 100,000 printers).
+_STATUS_ENDS: Final = {
+    current: tuple(f',status="{s.value}"}} {"1.0" if s is current else "0.0"}\n' for s in _STATUSES)
+    for current in _STATUSES
+}
+_UP: Final = ("} 0.0\n", "} 1.0\n")
+
+
+def _printer_text(source: str, printer: Printer) -> tuple[bytes, ...]:
+    """One printer's lines, one text per family in PRINTER_FAMILIES order.
+
+    The same samples as :func:`printer_samples` (a test holds them equal), written directly:
+    this runs for every printer that changed in a poll.
+    """
+    serial = escape_label(safe_text(printer.serial))
+    key = f'source="{escape_label(safe_text(source))}",serial="{serial}"'
+    info = (
+        f'{PRINTER_INFO.name}{{{key},name="{escape_label(safe_text(printer.name))}",'
+        f'model="{escape_label(safe_text(printer.model))}",vendor="{printer.vendor.value}",'
+        f'group="{escape_label(safe_text(printer.group or ""))}",'
+        f'firmware="{escape_label(safe_text(printer.firmware or ""))}"}} 1.0\n'
+    )
+    up = f"{PRINTER_UP.name}{{{key}{_UP[bool(printer.online)]}"
+    start = f"{PRINTER_STATUS.name}{{{key}"
+    status = start + start.join(_STATUS_ENDS[printer.status])
+    progress = remaining = layers = ""
+    job = printer.current_print
+    if job is not None:
+        if job.progress is not None:
+            progress = f"{PRINT_PROGRESS.name}{{{key}}} {number(job.progress)}\n"
+        if job.remaining_s is not None:
+            remaining = f"{PRINT_REMAINING.name}{{{key}}} {number(job.remaining_s)}\n"
+        if job.layer is not None:
+            layers = f'{PRINT_LAYERS.name}{{{key},kind="done"}} {number(float(job.layer))}\n'
+        if job.layers_total is not None:
+            layers += (
+                f'{PRINT_LAYERS.name}{{{key},kind="total"}} {number(float(job.layers_total))}\n'
             )
-        lines[index].append(f"{family.name}{{{key}{extra}}} {number(value)}\n")
-    return tuple("".join(chunk) for chunk in lines)
+    materials = "".join(
+        [
+            f'{MATERIAL_REMAINING.name}{{{key},slot="{escape_label(safe_text(m.slot))}"}} '
+            f"{number(ratio)}\n"
+            for m in printer.materials
+            if (ratio := m.remaining_ratio) is not None
+        ]
+    )
+    return tuple(
+        text.encode() if text else b""
+        for text in (info, up, status, progress, remaining, layers, materials)
+    )
