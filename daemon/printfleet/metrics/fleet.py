@@ -174,11 +174,6 @@ class PrintCounters(Collector):
             self._blocks.pop(source, None)
             self._tracked.pop(source, None)
 
-    def forget_source(self, source: str) -> None:
-        """Delete the series of every printer of ``source``."""
-        with self._lock:
-            self._rows = {key: row for key, row in self._rows.items() if key[0] != source}
-
     def _snapshot(self) -> list[tuple[str, str, tuple[int, ...]]]:
         """``(source, serial, counts)`` per printer, copied under the lock."""
         with self._lock:
