@@ -131,7 +131,7 @@ class MqttSink:
         """Args:
         config: the ``[mqtt]`` section.
         password: the broker password (resolved from ``password``/``password_file``).
-        clock: waits between reconnect attempts.
+        clock: waits between reconnect attempts, and times ``[mqtt] state_min_interval``.
         observer: reserved for sink-level observations; delivery outcomes are counted by
             the outbox, which knows whether a failure is retried or dead-lettered.
         client_id: MQTT client id (default ``config.client_id``, else
@@ -187,7 +187,9 @@ class MqttSink:
         self._view_generation = 0
         self._synced_generation = 0
         self._state_changed = asyncio.Event()
-        self._mirror = RetainedMirror(config, heartbeat=heartbeat)
+        self._mirror = RetainedMirror(
+            config, heartbeat=heartbeat, clock=clock, publish_timeout=publish_timeout
+        )
 
     def __repr__(self) -> str:
         return f"<MqttSink {self._broker.host}:{self._broker.port} prefix={self._prefix!r}>"
@@ -220,7 +222,8 @@ class MqttSink:
         await self._wait_until(lambda: self._client is None)
 
     async def wait_state_synced(self) -> None:
-        """Return once the broker acknowledged every retained message of the latest view."""
+        """Return once the broker acknowledged every retained message of the latest view
+        that is due (progress held back by ``state_min_interval`` follows when it is due)."""
         await self._wait_until(lambda: self._synced_generation == self._view_generation)
 
     async def _wait_until(self, predicate: Callable[[], bool]) -> None:
@@ -484,7 +487,7 @@ class MqttSink:
 
     async def _sync_loop(self, client: aiomqtt.Client) -> None:
         while True:
-            await self._state_changed.wait()
+            await self._state_changed_or_due(self._mirror.next_due)
             self._state_changed.clear()
             generation = self._view_generation
             sent, printers = await self._mirror.sync(client, self._view)
@@ -492,6 +495,21 @@ class MqttSink:
                 self._log.debug("mqtt.state_synced", messages=sent, printers=printers)
             self._synced_generation = generation
             self._wake()
+
+    async def _state_changed_or_due(self, due: float | None) -> None:
+        """Wait for a new view, or until held-back progress is due (then the same view is
+        synced again and the mirror publishes what it held back)."""
+        if due is None:
+            await self._state_changed.wait()
+            return
+        changed = asyncio.create_task(self._state_changed.wait())
+        timer = asyncio.create_task(self._clock.sleep(due - self._clock.monotonic()))
+        try:
+            await asyncio.wait({changed, timer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            changed.cancel()
+            timer.cancel()
+            await asyncio.gather(changed, timer, return_exceptions=True)
 
     def retained_topics(self) -> Iterable[str]:
         """Every retained topic currently acknowledged by the broker (for tests and tools)."""
