@@ -23,7 +23,6 @@ from printfleet.config.schema import parse_broker_url
 #: which :func:`count_retained` leaves out; ``<prefix>/status`` has too few levels to match.
 TOPIC = "printfleet/+/+/#"
 EVENTS = "printfleet/events/"
-SYS_RECEIVED = "$SYS/broker/publish/messages/received"
 
 
 @dataclass
@@ -36,10 +35,6 @@ class RetainedCount:
         state: of ``live``, those on ``.../state`` topics (one per printer publish).
         flood: messages that arrived with the retain flag set (not counted in ``live``; none
             is expected, as the subscription asks the broker not to replay its store).
-        broker_received: PUBLISH packets the broker received from all its clients meanwhile
-            (``$SYS/broker/publish/messages/received`` delta; events, discovery and status
-            included), a cross-check independent of how fast this subscriber reads; ``None``
-            when the broker did not report twice within ``seconds``.
         seconds: how long ``live`` was counted for.
         topics: how many distinct topics ``live`` fell on.
         by_field: ``live`` by what follows ``<source>/<serial>/`` (``state``, ``progress``...).
@@ -49,7 +44,6 @@ class RetainedCount:
     state: int = 0
     flood: int = 0
     seconds: float = 0.0
-    broker_received: int | None = None
     topics: int = 0
     by_field: Counter[str] = field(default_factory=Counter)
 
@@ -75,8 +69,6 @@ async def count_messages(broker_url: str, seconds: float, topic: str = TOPIC) ->
         # QoS 0: the broker forwards without waiting on us, and does not drop QoS 0 messages
         # for a connected client the way it caps its queue of QoS 1 ones.
         await client.subscribe(topic, options=SubscribeOptions(qos=0, retainHandling=2))
-        await client.subscribe(SYS_RECEIVED, qos=0)
-        received: list[int] = []
         seen: set[str] = set()
         started = time.monotonic()
         deadline = started + seconds
@@ -84,9 +76,6 @@ async def count_messages(broker_url: str, seconds: float, topic: str = TOPIC) ->
             async with asyncio.timeout(seconds):
                 async for message in client.messages:
                     name = message.topic.value
-                    if name == SYS_RECEIVED:
-                        received.append(int(bytes(message.payload)))  # type: ignore[arg-type]
-                        continue
                     if name.startswith(EVENTS):
                         continue
                     if message.retain:
@@ -105,8 +94,6 @@ async def count_messages(broker_url: str, seconds: float, topic: str = TOPIC) ->
             pass
         count.seconds = min(time.monotonic(), deadline) - started
         count.topics = len(seen)
-        if len(received) >= 2:
-            count.broker_received = received[-1] - received[0]
     return count
 
 
@@ -134,8 +121,7 @@ def main(argv: list[str]) -> int:
     print(
         f"{count.live} live retained messages in {count.seconds:.1f} s "
         f"({count.per_second:.0f}/s; {count.state} state, {count.topics} topics; "
-        f"{count.flood} replayed on subscribe; the broker received {count.broker_received} "
-        "publishes of every kind meanwhile)"
+        f"{count.flood} replayed on subscribe)"
     )
     print(dict(count.by_field.most_common(12)))
     return 0
