@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
+import operator
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from printfleet.clock import Clock
 from printfleet.config import MqttConfig
 from printfleet.core.fleet import FleetView
 from printfleet.core.identifiers import utf8
-from printfleet.core.model import Printer
+from printfleet.core.model import Print, Printer
 from printfleet.sinks import homeassistant
 from printfleet.sinks.mqtt.topics import (
     HA,
@@ -53,6 +54,20 @@ SYNC_WINDOW: Final = 16
 
 PrinterKey = tuple[str, str]  # (source, serial)
 
+#: What moves while a print runs; a change of only these is held back by state_min_interval.
+PROGRESS_FIELDS: Final = frozenset({"progress", "layer", "elapsed_s", "remaining_s"})
+
+
+def _facts(cls: type, skip: frozenset[str]) -> operator.attrgetter[Any]:
+    """The compared fields of dataclass ``cls`` except ``skip``, as one tuple-valued getter
+    (compared in C: held-back printers are checked on every poll)."""
+    names = [f.name for f in dataclasses.fields(cls) if f.compare and f.name not in skip]
+    return operator.attrgetter(*names)
+
+
+_print_facts = _facts(Print, PROGRESS_FIELDS)
+_printer_facts = _facts(Printer, frozenset({"current_print"}))
+
 
 @dataclass(slots=True)
 class _Retained:
@@ -67,6 +82,7 @@ class _Retained:
     printer: Printer | None = None  # None: not confirmed on this connection yet
     last_seen: datetime | None = None
     published_at: float = -math.inf  # clock.monotonic() of the last sync that rendered it
+    held: Printer | None = None  # the printer last held back as progress-only (not published)
     identity: tuple[Any, ...] | None = None  # discovery inputs; None: not confirmed
     # message key -> hash of the acknowledged payload; None: published on an earlier
     # connection and not yet republished on this one (still to be cleared if unwanted).
@@ -83,14 +99,9 @@ def progress_only(old: Printer, new: Printer) -> bool:
     was, now = old.current_print, new.current_print
     if was is None or now is None or was is now or was == now:
         return False
-    moved = dataclasses.replace(
-        now,
-        progress=was.progress,
-        layer=was.layer,
-        elapsed_s=was.elapsed_s,
-        remaining_s=was.remaining_s,
+    return bool(
+        _print_facts(was) == _print_facts(now) and _printer_facts(old) == _printer_facts(new)
     )
-    return moved == was and dataclasses.replace(new, current_print=was) == old
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -213,7 +224,7 @@ class RetainedMirror:
         for key, printer, identity in rendered:
             entry = self._retained.setdefault(key, _Retained())
             entry.printer, entry.last_seen, entry.identity = printer, printer.last_seen_at, identity
-            entry.published_at = now
+            entry.published_at, entry.held = now, None
         for key in gone:
             if not self._retained[key].digests:
                 del self._retained[key]
@@ -259,8 +270,12 @@ class RetainedMirror:
         if self._min_interval <= 0 or entry.printer is None:
             return False
         due = entry.published_at + self._min_interval
-        if now >= due or not progress_only(entry.printer, printer):
+        if now >= due:
             return False
+        if printer is not entry.held:
+            if not progress_only(entry.printer, printer):
+                return False
+            entry.held = printer
         self._next_due = due if self._next_due is None else min(self._next_due, due)
         return True
 

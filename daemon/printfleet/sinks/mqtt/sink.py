@@ -63,6 +63,9 @@ STABLE_AFTER: Final = 30.0
 #: takeover (3.1.1 has no reason codes; mosquitto 2.0 usually closes before 142 is sent).
 QUICK_DROP: Final = 1.0
 TAKEOVER_HINT: Final = "set [mqtt] client_id or use a different state_dir"
+#: Held-back progress comes due printer by printer; waking at most this often for it walks a
+#: large fleet's view at most once a second (each printer is then at most this much late).
+FLUSH_EVERY: Final = 1.0
 
 
 def default_client_id(state_dir: Path | None = None, host: str | None = None) -> str:
@@ -503,7 +506,8 @@ class MqttSink:
             await self._state_changed.wait()
             return
         changed = asyncio.create_task(self._state_changed.wait())
-        timer = asyncio.create_task(self._clock.sleep(due - self._clock.monotonic()))
+        wait = max(due - self._clock.monotonic(), FLUSH_EVERY)
+        timer = asyncio.create_task(self._clock.sleep(wait))
         try:
             await asyncio.wait({changed, timer}, return_when=asyncio.FIRST_COMPLETED)
         finally:
