@@ -256,7 +256,7 @@ async def test_only_changed_payloads_are_republished(
     mosquitto: Mosquitto, sinks: list[tuple[MqttSink, asyncio.Task[None]]]
 ) -> None:
     """After a progress change, only the topics whose payload changed are published again."""
-    sink = await run_sink(sinks, mosquitto, homeassistant_discovery=False)
+    sink = await run_sink(sinks, mosquitto, homeassistant_discovery=False, state_min_interval="0s")
     await publish_and_sync(sink, make_view(make_printer(progress=0.425)))
     async with Subscriber(mosquitto, "printfleet/lab/#") as sub:
         await sub.barrier()
@@ -292,6 +292,50 @@ async def test_heartbeat_only_changes_are_held_back(
         "printfleet/lab/Form4-CapableBeaver/state",
         "printfleet/lab/Form4-CapableBeaver/last_seen",
     }
+
+
+async def test_progress_is_merged_for_state_min_interval_and_the_latest_published_after_it(
+    mosquitto: Mosquitto, sinks: list[tuple[MqttSink, asyncio.Task[None]]]
+) -> None:
+    """Progress held back by state_min_interval reaches a subscriber when the interval ends,
+    with no new poll; a status change and an event in between go out at once."""
+    clock = FakeClock()
+    sink = MqttSink(
+        MqttConfig(url=mosquitto.url, homeassistant_discovery=False, state_min_interval="30s"),
+        password=None,
+        clock=clock,
+        client_id="printfleet-test-coalesce",
+    )
+    sinks.append((sink, asyncio.create_task(sink.run())))
+    async with asyncio.timeout(WAIT):
+        await sink.wait_connected()
+    await publish_and_sync(sink, make_view(make_printer(progress=0.425)))
+
+    def progress(sub: Subscriber) -> list[bytes]:
+        return [m.payload for m in sub.messages if m.topic.value == f"{BASE}/progress"]
+
+    async with Subscriber(mosquitto, "printfleet/#") as sub:
+        await sub.barrier()
+        assert progress(sub) == [b"42.5"]  # the retained one
+        await clock.advance(10)
+        await publish_and_sync(sink, make_view(make_printer(progress=0.45)))
+        await clock.advance(10)
+        await publish_and_sync(sink, make_view(make_printer(progress=0.5)))
+        await sink.deliver(make_delivery(make_event()))
+        await sub.barrier()
+        assert progress(sub) == [b"42.5"]  # held back...
+        assert [m for m in sub.messages if m.topic.value.startswith("printfleet/events/")]
+        await clock.advance(10)  # ...until 30 s after the last publish, with no new view
+        await sub.wait_for(lambda: progress(sub)[1:] == [b"50.0"], timeout=WAIT)
+        await clock.advance(5)
+        await publish_and_sync(sink, make_view(make_printer(progress=0.55)))
+        await clock.advance(1)
+        paused = make_printer(progress=0.6, status=PrinterStatus.PAUSED)
+        await publish_and_sync(sink, make_view(paused))
+        await sub.barrier()
+    assert progress(sub) == [b"42.5", b"50.0", b"60.0"]
+    state = [m.payload for m in sub.messages if m.topic.value == f"{BASE}/state"]
+    assert json.loads(state[-1])["status"] == "PAUSED"
 
 
 async def test_removed_printer_topics_are_cleared(
@@ -533,7 +577,7 @@ async def test_discovery_is_not_republished_for_a_progress_change(
     mosquitto: Mosquitto, sinks: list[tuple[MqttSink, asyncio.Task[None]]]
 ) -> None:
     """With discovery on, a print moving on republishes its values, never the configs."""
-    sink = await run_sink(sinks, mosquitto)
+    sink = await run_sink(sinks, mosquitto, state_min_interval="0s")
     await publish_and_sync(sink, make_view(make_printer(progress=0.425)))
     async with Subscriber(mosquitto, "#") as sub:
         await sub.barrier()

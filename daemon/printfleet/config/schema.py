@@ -368,6 +368,13 @@ class MqttConfig(Section):
     homeassistant_prefix: str = Field(
         "homeassistant", description="Home Assistant discovery prefix."
     )
+    state_min_interval: Duration = Field(
+        timedelta(seconds=30),
+        description="Progress-only changes of a printer (progress, layer, elapsed and remaining "
+        "time) are published to its retained state and field topics at most this often; "
+        "status, online, print start/end, materials, alerts and events go out at once. "
+        "'0s' publishes every change.",
+    )
 
     @field_validator("url")
     @classmethod

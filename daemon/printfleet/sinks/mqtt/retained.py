@@ -11,12 +11,20 @@ Heartbeat-only changes (a newer ``last_seen_at`` with otherwise equal printer fa
 published at most every ``heartbeat`` seconds per printer, so an idle fleet of 10,000 printers
 does not rewrite 10,000 state messages on every poll.
 
+Progress-only changes (:func:`progress_only`: progress, layer, elapsed and remaining time of the
+same print) are published at most every ``min_interval`` seconds per printer (``[mqtt]
+state_min_interval``); :attr:`RetainedMirror.next_due` tells the sink when the held-back
+printers are due, so the latest progress goes out even if no new view comes.
+
 The connection itself (when to sync, reconnecting) is the sink's job (:mod:`.sink`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import math
+import operator
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -26,10 +34,11 @@ from typing import Any, Final
 import aiomqtt
 
 from printfleet import __version__
+from printfleet.clock import Clock
 from printfleet.config import MqttConfig
 from printfleet.core.fleet import FleetView
 from printfleet.core.identifiers import utf8
-from printfleet.core.model import Printer
+from printfleet.core.model import Print, Printer
 from printfleet.sinks import homeassistant
 from printfleet.sinks.mqtt.topics import (
     HA,
@@ -45,6 +54,20 @@ SYNC_WINDOW: Final = 16
 
 PrinterKey = tuple[str, str]  # (source, serial)
 
+#: What moves while a print runs; a change of only these is held back by state_min_interval.
+PROGRESS_FIELDS: Final = frozenset({"progress", "layer", "elapsed_s", "remaining_s"})
+
+
+def _facts(cls: type, skip: frozenset[str]) -> operator.attrgetter[Any]:
+    """The compared fields of dataclass ``cls`` except ``skip``, as one tuple-valued getter
+    (compared in C: held-back printers are checked on every poll)."""
+    names = [f.name for f in dataclasses.fields(cls) if f.compare and f.name not in skip]
+    return operator.attrgetter(*names)
+
+
+_print_facts = _facts(Print, PROGRESS_FIELDS)
+_printer_facts = _facts(Printer, frozenset({"current_print"}))
+
 
 @dataclass(slots=True)
 class _Retained:
@@ -58,10 +81,27 @@ class _Retained:
 
     printer: Printer | None = None  # None: not confirmed on this connection yet
     last_seen: datetime | None = None
+    published_at: float = -math.inf  # clock.monotonic() of the last sync that rendered it
+    held: Printer | None = None  # the printer last held back as progress-only (not published)
     identity: tuple[Any, ...] | None = None  # discovery inputs; None: not confirmed
     # message key -> hash of the acknowledged payload; None: published on an earlier
     # connection and not yet republished on this one (still to be cleared if unwanted).
     digests: dict[str, int | None] = field(default_factory=dict)
+
+
+def progress_only(old: Printer, new: Printer) -> bool:
+    """Whether ``new`` differs from ``old`` only in how far the same print has come.
+
+    Progress, layer, elapsed and remaining time of the same current print (and the heartbeat
+    ``last_seen_at``, which ``==`` ignores); any other difference, a print starting or ending
+    included, is not progress-only, and neither is no difference (a due heartbeat).
+    """
+    was, now = old.current_print, new.current_print
+    if was is None or now is None or was is now or was == now:
+        return False
+    return bool(
+        _print_facts(was) == _print_facts(now) and _printer_facts(old) == _printer_facts(new)
+    )
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -78,14 +118,33 @@ class RetainedMirror:
         config: the ``[mqtt]`` section (prefixes, whether discovery is on).
         heartbeat: minimum seconds between republishing a printer whose only change is a
             newer ``last_seen_at``.
+        clock: when a printer was published, for ``[mqtt] state_min_interval``.
+        publish_timeout: how long one publish may wait for its PUBACK.
     """
 
-    def __init__(self, config: MqttConfig, *, heartbeat: float) -> None:
+    def __init__(
+        self,
+        config: MqttConfig,
+        *,
+        heartbeat: float,
+        clock: Clock,
+        publish_timeout: float = 10.0,
+    ) -> None:
         self._config = config
         self._prefix = config.topic_prefix
         self._status_topic = status_topic(self._prefix)
         self._heartbeat = heartbeat
+        self._clock = clock
+        self._min_interval = config.state_min_interval.total_seconds()
+        self._publish_timeout = publish_timeout
         self._retained: dict[PrinterKey, _Retained] = {}
+        self._next_due: float | None = None
+
+    @property
+    def next_due(self) -> float | None:
+        """``clock.monotonic()`` time by which the last :meth:`sync` held back progress is due
+        (sync again then, with the latest view); None when nothing is held back."""
+        return self._next_due
 
     def reconnected(self) -> None:
         """After a (re)connect: everything must be republished, and old topics stay known."""
@@ -105,6 +164,8 @@ class RetainedMirror:
         rendered: list[tuple[PrinterKey, Printer, tuple[Any, ...] | None]] = []
         gone: list[PrinterKey] = []
         sent = 0
+        now = self._clock.monotonic()
+        self._next_due = None
 
         def changes() -> Iterator[tuple[PrinterKey, str, bytes]]:
             # Rendered as the publishers ask, so a full republish of a large fleet never
@@ -116,7 +177,9 @@ class RetainedMirror:
                     key = (source, serial)
                     wanted.add(key)
                     entry = self._retained.get(key)
-                    if entry is not None and self._still_current(entry, printer):
+                    if entry is not None and (
+                        self._still_current(entry, printer) or self._held_back(entry, printer, now)
+                    ):
                         continue
                     identity = self._identity(printer)
                     rendered.append((key, printer, identity))
@@ -127,16 +190,28 @@ class RetainedMirror:
 
         remaining = changes()
 
+        loop = asyncio.get_running_loop()
+
         async def publisher() -> None:
             nonlocal sent
-            for key, name, payload in remaining:  # shared: each message goes out once
-                await client.publish(self._topic(key, name), payload, qos=1, retain=True)
-                sent += 1
-                digests = self._retained.setdefault(key, _Retained()).digests
-                if payload:
-                    digests[name] = hash(payload)
-                else:
-                    digests.pop(name, None)
+            # One deadline per publisher, moved on before each publish, instead of aiomqtt's
+            # wait_for per message (which in Python 3.11 wraps each PUBACK wait in a Task).
+            deadline = asyncio.timeout(None)
+            try:
+                async with deadline:
+                    for key, name, payload in remaining:  # shared: each message goes out once
+                        deadline.reschedule(loop.time() + self._publish_timeout)
+                        await client.publish(
+                            self._topic(key, name), payload, qos=1, retain=True, timeout=math.inf
+                        )
+                        sent += 1
+                        digests = self._retained.setdefault(key, _Retained()).digests
+                        if payload:
+                            digests[name] = hash(payload)
+                        else:
+                            digests.pop(name, None)
+            except TimeoutError:
+                raise aiomqtt.MqttError("Operation timed out") from None
 
         # A sliding window of publishes awaiting their PUBACK (not batches: a batch waits
         # for its slowest PUBACK, and a broker that delays ACKs (Nagle) stalls every batch).
@@ -149,6 +224,7 @@ class RetainedMirror:
         for key, printer, identity in rendered:
             entry = self._retained.setdefault(key, _Retained())
             entry.printer, entry.last_seen, entry.identity = printer, printer.last_seen_at, identity
+            entry.published_at, entry.held = now, None
         for key in gone:
             if not self._retained[key].digests:
                 del self._retained[key]
@@ -187,6 +263,21 @@ class RetainedMirror:
         if entry.last_seen is None:
             return False
         return (seen - entry.last_seen).total_seconds() < self._heartbeat
+
+    def _held_back(self, entry: _Retained, printer: Printer, now: float) -> bool:
+        """Whether a progress-only change waits for ``state_min_interval`` (noting when it is
+        due in :attr:`next_due`)."""
+        if self._min_interval <= 0 or entry.printer is None:
+            return False
+        due = entry.published_at + self._min_interval
+        if now >= due:
+            return False
+        if printer is not entry.held:
+            if not progress_only(entry.printer, printer):
+                return False
+            entry.held = printer
+        self._next_due = due if self._next_due is None else min(self._next_due, due)
+        return True
 
     def _identity(self, printer: Printer) -> tuple[Any, ...] | None:
         """What the printer's discovery configs are rendered from (None: discovery is off)."""

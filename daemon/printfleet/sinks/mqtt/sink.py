@@ -63,6 +63,9 @@ STABLE_AFTER: Final = 30.0
 #: takeover (3.1.1 has no reason codes; mosquitto 2.0 usually closes before 142 is sent).
 QUICK_DROP: Final = 1.0
 TAKEOVER_HINT: Final = "set [mqtt] client_id or use a different state_dir"
+#: Held-back progress comes due printer by printer; waking at most this often for it walks a
+#: large fleet's view at most once a second (each printer is then at most this much late).
+FLUSH_EVERY: Final = 1.0
 
 
 def default_client_id(state_dir: Path | None = None, host: str | None = None) -> str:
@@ -131,7 +134,7 @@ class MqttSink:
         """Args:
         config: the ``[mqtt]`` section.
         password: the broker password (resolved from ``password``/``password_file``).
-        clock: waits between reconnect attempts.
+        clock: waits between reconnect attempts, and times ``[mqtt] state_min_interval``.
         observer: reserved for sink-level observations; delivery outcomes are counted by
             the outbox, which knows whether a failure is retried or dead-lettered.
         client_id: MQTT client id (default ``config.client_id``, else
@@ -187,7 +190,9 @@ class MqttSink:
         self._view_generation = 0
         self._synced_generation = 0
         self._state_changed = asyncio.Event()
-        self._mirror = RetainedMirror(config, heartbeat=heartbeat)
+        self._mirror = RetainedMirror(
+            config, heartbeat=heartbeat, clock=clock, publish_timeout=publish_timeout
+        )
 
     def __repr__(self) -> str:
         return f"<MqttSink {self._broker.host}:{self._broker.port} prefix={self._prefix!r}>"
@@ -220,7 +225,8 @@ class MqttSink:
         await self._wait_until(lambda: self._client is None)
 
     async def wait_state_synced(self) -> None:
-        """Return once the broker acknowledged every retained message of the latest view."""
+        """Return once the broker acknowledged every retained message of the latest view
+        that is due (progress held back by ``state_min_interval`` follows when it is due)."""
         await self._wait_until(lambda: self._synced_generation == self._view_generation)
 
     async def _wait_until(self, predicate: Callable[[], bool]) -> None:
@@ -484,7 +490,7 @@ class MqttSink:
 
     async def _sync_loop(self, client: aiomqtt.Client) -> None:
         while True:
-            await self._state_changed.wait()
+            await self._state_changed_or_due(self._mirror.next_due)
             self._state_changed.clear()
             generation = self._view_generation
             sent, printers = await self._mirror.sync(client, self._view)
@@ -492,6 +498,22 @@ class MqttSink:
                 self._log.debug("mqtt.state_synced", messages=sent, printers=printers)
             self._synced_generation = generation
             self._wake()
+
+    async def _state_changed_or_due(self, due: float | None) -> None:
+        """Wait for a new view, or until held-back progress is due (then the same view is
+        synced again and the mirror publishes what it held back)."""
+        if due is None:
+            await self._state_changed.wait()
+            return
+        changed = asyncio.create_task(self._state_changed.wait())
+        wait = max(due - self._clock.monotonic(), FLUSH_EVERY)
+        timer = asyncio.create_task(self._clock.sleep(wait))
+        try:
+            await asyncio.wait({changed, timer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            changed.cancel()
+            timer.cancel()
+            await asyncio.gather(changed, timer, return_exceptions=True)
 
     def retained_topics(self) -> Iterable[str]:
         """Every retained topic currently acknowledged by the broker (for tests and tools)."""
