@@ -82,10 +82,12 @@ class Keyed(Generic[T]):
         key: str,
         missing: str,
         build: Callable[[Mapping[str, Any], str], T],
+        reuse: Callable[[Mapping[str, Any], str], T | None] | None = None,
     ) -> None:
         """Map every record with ``build(record, its key)``; skip, with a reason, each record
         that is not an object, lacks its ``key`` or cannot be mapped. Never raises: one bad
-        record must not fail the poll."""
+        record must not fail the poll. ``reuse(record, key)``, asked first, may answer the
+        item mapped from the same record before (see :class:`RecordCache`)."""
         for value in records:
             ident: str | None = None
             try:
@@ -97,7 +99,9 @@ class Keyed(Generic[T]):
                 if ident is None:
                     self.skip(None, missing)
                     continue
-                item = build(record, ident)
+                item = reuse(record, ident) if reuse is not None else None
+                if item is None:
+                    item = build(record, ident)
             except MappingError as err:
                 self.skip(ident, str(err))
                 continue
@@ -117,6 +121,84 @@ class Record(dict[str, Any]):
     def __init__(self, value: dict[str, Any], text: str) -> None:
         super().__init__(value)
         self.text = text
+
+
+class Cached(Generic[T]):
+    """What one record was mapped to, kept to be reused while its text stays the same.
+
+    The mapping may depend on the time it is done at (a printer turns offline once its
+    heartbeat is old enough): it is valid only while the fetch time is after ``after`` (when
+    set) and at most ``until`` (when set).
+    """
+
+    __slots__ = ("after", "extra", "item", "text", "until")
+
+    def __init__(
+        self,
+        text: str,
+        item: T,
+        *,
+        extra: Any = None,
+        after: datetime | None = None,
+        until: datetime | None = None,
+    ) -> None:
+        self.text = text
+        self.item = item
+        self.extra = extra
+        self.after = after
+        self.until = until
+
+    def valid_at(self, now: datetime) -> bool:
+        return (self.after is None or now > self.after) and (self.until is None or now <= self.until)
+
+
+class RecordCache(Generic[T]):
+    """Per source: the records of the last fetch by key, as mapped, with their text.
+
+    A record whose JSON text equals the last fetch's (and whose mapping is still valid at the
+    new fetch time) is not mapped again: its item is the very object mapped before, so
+    everything downstream can tell "unchanged" by identity. Only the last fetch is kept, so
+    printers that went away are forgotten, and the text kept is the one each printer's
+    :class:`~printfleet.core.model.RawJson` holds anyway.
+    """
+
+    __slots__ = ("_entries", "_next", "mapped", "reused")
+
+    def __init__(self) -> None:
+        self._entries: dict[str, Cached[T]] = {}
+        self._next: dict[str, Cached[T]] = {}
+        #: Records of the latest fetch reused and mapped (each record is one or the other).
+        self.reused = 0
+        self.mapped = 0
+
+    def begin(self) -> None:
+        self._next = {}
+        self.reused = self.mapped = 0
+
+    def lookup(self, record: Mapping[str, Any], key: str, now: datetime) -> Cached[T] | None:
+        """The cached mapping of ``record`` when its text is unchanged and still valid."""
+        if type(record) is not Record:
+            return None
+        entry = self._entries.get(key)
+        if entry is None or entry.text != record.text or not entry.valid_at(now):
+            return None
+        self.reused += 1
+        self._next[key] = entry
+        return entry
+
+    def keep(self, record: Mapping[str, Any], key: str, entry: Cached[T] | None) -> None:
+        """Remember a record just mapped (only records that kept their text can be compared);
+        ``None``: its mapping holds only for this fetch's time, nothing to keep."""
+        self.mapped += 1
+        if entry is not None and type(record) is Record:
+            self._next[key] = entry
+
+    def finish(self) -> None:
+        """End a fetch read whole: its records are what the next fetch is compared with."""
+        self._entries, self._next = self._next, {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 def raw_record(record: Mapping[str, Any], *path: str) -> Mapping[str, Any]:
@@ -252,18 +334,23 @@ class JsonTooDeep(ValueError):
     """A JSON document nests deeper than allowed outside its list of records."""
 
 
-def loads(text: str, *, max_depth: int = DEFAULT_MAX_DEPTH, records: bool = True) -> Any:
+def loads(
+    text: str, *, max_depth: int = DEFAULT_MAX_DEPTH, records: bool = True, keep_text: bool = False
+) -> Any:
     """Decode a JSON document whose nesting is capped at ``max_depth`` containers.
 
     With ``records``, a list at the top or directly under the top-level object is a list of
     records: an element of it nested deeper than the cap becomes :data:`TOO_DEEP` (a skipped
     record, the rest kept). Without, and for anything else too deep, the whole document is
-    refused.
+    refused. With ``keep_text`` (and ``records``), the objects in those lists come as
+    :class:`Record` (each keeps its JSON text, so a source can tell an unchanged one).
 
     Raises:
         JsonTooDeep: nested too deep (never ``RecursionError``, however deep).
         ValueError: not JSON.
     """
+    if keep_text and records and text.startswith(("[", "{"), _skip_space(text, 0)):
+        return _loads_slow(text, max_depth, keep=True)
     try:
         value = json.loads(text)
     except RecursionError:
@@ -294,14 +381,15 @@ def _cap_records(value: Any, limit: int) -> Any:
     return value
 
 
-def _loads_slow(text: str, limit: int) -> Any:
-    """:func:`loads` for a document too deep for the decoder: walk its top two levels here."""
+def _loads_slow(text: str, limit: int, *, keep: bool = False) -> Any:
+    """:func:`loads` for a document too deep for the decoder (or whose records keep their
+    text): walk its top two levels here."""
     at = _skip_space(text, 0)
     value: Any
     if text.startswith("[", at):
-        value, end = _array(text, at, limit - 1)
+        value, end = _array(text, at, limit - 1, keep)
     elif text.startswith("{", at):
-        value, end = _object(text, at, limit)
+        value, end = _object(text, at, limit, keep)
     else:
         raise JsonTooDeep(f"nested deeper than {limit}")
     if _skip_space(text, end) != len(text):
@@ -309,14 +397,14 @@ def _loads_slow(text: str, limit: int) -> Any:
     return value
 
 
-def _array(text: str, at: int, limit: int) -> tuple[list[Any], int]:
+def _array(text: str, at: int, limit: int, keep: bool = False) -> tuple[list[Any], int]:
     items: list[Any] = []
     at = _skip_space(text, at + 1)
     if text.startswith("]", at):
         return items, at + 1
     while True:
         value, end = _record(text, at, limit)
-        items.append(value.copy() if type(value) is Record else value)
+        items.append(value.copy() if type(value) is Record and not keep else value)
         at = _skip_space(text, end)
         if text.startswith(",", at):
             at = _skip_space(text, at + 1)
@@ -326,7 +414,7 @@ def _array(text: str, at: int, limit: int) -> tuple[list[Any], int]:
             raise ValueError(f"expected ',' or ']' at character {at}")
 
 
-def _object(text: str, at: int, limit: int) -> tuple[dict[str, Any], int]:
+def _object(text: str, at: int, limit: int, keep: bool = False) -> tuple[dict[str, Any], int]:
     result: dict[str, Any] = {}
     at = _skip_space(text, at + 1)
     if text.startswith("}", at):
@@ -338,7 +426,7 @@ def _object(text: str, at: int, limit: int) -> tuple[dict[str, Any], int]:
             raise ValueError(f"expected a key and ':' at character {at}")
         at = _skip_space(text, at + 1)
         if text.startswith("[", at):
-            value, end = _array(text, at, limit - 2)
+            value, end = _array(text, at, limit - 2, keep)
         else:
             try:
                 value, end = _DECODER.raw_decode(text, at)
