@@ -149,7 +149,9 @@ class Cached(Generic[T]):
         self.until = until
 
     def valid_at(self, now: datetime) -> bool:
-        return (self.after is None or now > self.after) and (self.until is None or now <= self.until)
+        return (self.after is None or now > self.after) and (
+            self.until is None or now <= self.until
+        )
 
 
 class RecordCache(Generic[T]):
