@@ -95,7 +95,8 @@ async def test_unchanged_records_are_counted_kept_and_still_go_offline() -> None
     await poller.poll_once()
     assert (counter(registry, "mapped"), counter(registry, "reused")) == (3, 3)
     first, second = (c.snapshot for c in cycles)
-    assert first is not None and second is not None
+    assert first is not None
+    assert second is not None
     assert second.reused == 3
     assert all(second.printers[s] is first.printers[s] for s in first.printers)
     assert cycles[1].events == ()

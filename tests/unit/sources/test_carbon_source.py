@@ -570,7 +570,8 @@ async def test_an_unchanged_record_is_not_mapped_again(
     running = second.printers["4M02KD"]
     assert running is not first.printers["4M02KD"]
     before, after = first.printers["4M02KD"].current_print, running.current_print
-    assert before is not None and after is not None
+    assert before is not None
+    assert after is not None
     assert after.elapsed_s == (before.elapsed_s or 0) + 15
     assert dict(after.raw) == fleet[0]["prints"]["current"]
     changed = copy.deepcopy(fleet)

@@ -659,19 +659,22 @@ async def test_material_names_of_a_reused_record_follow_the_rest_of_the_fetch(
     source = make_source(fake, clock)
     first = await source.fetch_printers()
     current = first.printers["NimbleHeron"].current_print
-    assert current is not None and current.material == "Tough 1500"
+    assert current is not None
+    assert current.material == "Tough 1500"
     cartridge["display_name"] = "Tough 1500 V2"
     fake.routes[f"{API}/printers/"] = copy.deepcopy(records)
     second = await source.fetch_printers()
     assert second.reused == 2
     current = second.printers["NimbleHeron"].current_print
-    assert current is not None and current.material == "Tough 1500 V2"
+    assert current is not None
+    assert current.material == "Tough 1500 V2"
     del records[1]
     fake.routes[f"{API}/printers/"] = records
     with structlog.testing.capture_logs() as logs:
         third = await source.fetch_printers()
     current = third.printers["NimbleHeron"].current_print
-    assert current is not None and current.material == "FLXX0001"  # nobody names it now
+    assert current is not None
+    assert current.material == "FLXX0001"
     assert [e["material_code"] for e in logs if e["event"] == "source.material_unnamed"] == [
         "FLXX0001"
     ]
