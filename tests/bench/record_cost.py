@@ -1,7 +1,7 @@
 """CPU per printer record polled, by stage: what one poll of a busy fleet costs per record.
 
 :func:`measure` runs a simulator fleet (half Formlabs, half Carbon, in a child process so its
-own work is not counted, rate limits raised, moving 5 times real time) and polls each source
+own work is not counted, rate limits raised, moving 3 times real time) and polls each source
 every 15 simulated seconds (the default base interval; the simulated printers ping every 30 s)
 with the real sources, pollers, pipeline and SQLite store in this process (no MQTT or webhook
 sinks, no rules: those cost per event, not per record). After warm-up polls (the first is the
@@ -64,11 +64,11 @@ from printfleet.store import Store
 
 #: Simulated seconds per real second; with POLL_GAP_S, each source is polled every 15
 #: simulated seconds (the default base interval) while the fleet pings every 30 s.
-SPEED = 5.0
+SPEED = 3.0
 WARMUP_POLLS = 2
 TIMED_POLLS = 4
 #: Real seconds between the starts of two polls of the same source (at least).
-POLL_GAP_S = 3.0
+POLL_GAP_S = 5.0
 STAGES = ("decode", "map", "diff", "publish", "http", "other")
 QUIET_LOG = structlog.wrap_logger(
     structlog.PrintLogger(file=sys.stderr),

@@ -117,9 +117,9 @@ def map_printers(
             cache.keep(record, serial, _cached(record, printer, offline_after))
         return printer
 
-    def reuse(record: Mapping[str, Any], serial: str) -> Printer | None:
+    def reuse(serial: str, text: str) -> Printer | None:
         assert cache is not None
-        entry = cache.lookup(record, serial, now)
+        entry = cache.lookup(serial, text, now)
         return entry.item if entry is not None else None
 
     if cache is not None:

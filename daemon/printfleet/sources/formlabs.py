@@ -254,6 +254,8 @@ class FormlabsSource(HttpSource):
         records: Iterable[Any]
         if isinstance(result.body, RecordStream):
             records = result.body
+            # The last fetch's texts, in order: an element equal to one is not even decoded.
+            result.body.expect(self._records.known(), key="serial")
         elif isinstance(result.body, dict) and "results" in result.body:
             records = await self._walk(result.body, result.url, "/printers/", key="serial")
         else:

@@ -186,9 +186,9 @@ def map_printers(
             cache.keep(record, serial, _cached(record, mapped, offline_after))
         return mapped
 
-    def reuse(record: Mapping[str, Any], serial: str) -> MappedPrinter | None:
+    def reuse(serial: str, text: str) -> MappedPrinter | None:
         assert cache is not None
-        entry = cache.lookup(record, serial, now)
+        entry = cache.lookup(serial, text, now)
         if entry is None:
             return None
         mapped = entry.item
@@ -559,13 +559,18 @@ def rejected_pictures(runs: Iterable[Print]) -> dict[tuple[str, str], int]:
     """
     counts: dict[tuple[str, str], int] = {}
     for run in runs:
-        for key, value in (
-            ("print_thumbnail.thumbnail", _thumbnail_value(run.raw)),
-            ("post_print_photo_url", run.raw.get("post_print_photo_url")),
-        ):
-            reason = check_picture_url(value)[1]
+        # A link kept was accepted: only a missing one may have been dropped, and only then is
+        # the vendor record read (a printer's is text, decoded on first read).
+        if run.thumbnail_url is None:
+            reason = check_picture_url(_thumbnail_value(run.raw))[1]
             if reason is not None:
-                counts[key, reason] = counts.get((key, reason), 0) + 1
+                key = ("print_thumbnail.thumbnail", reason)
+                counts[key] = counts.get(key, 0) + 1
+        if run.photo_url is None:
+            reason = check_picture_url(run.raw.get("post_print_photo_url"))[1]
+            if reason is not None:
+                key = ("post_print_photo_url", reason)
+                counts[key] = counts.get(key, 0) + 1
     return counts
 
 

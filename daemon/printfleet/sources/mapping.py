@@ -82,15 +82,22 @@ class Keyed(Generic[T]):
         key: str,
         missing: str,
         build: Callable[[Mapping[str, Any], str], T],
-        reuse: Callable[[Mapping[str, Any], str], T | None] | None = None,
+        reuse: Callable[[str, str], T | None] | None = None,
     ) -> None:
         """Map every record with ``build(record, its key)``; skip, with a reason, each record
         that is not an object, lacks its ``key`` or cannot be mapped. Never raises: one bad
-        record must not fail the poll. ``reuse(record, key)``, asked first, may answer the
-        item mapped from the same record before (see :class:`RecordCache`)."""
+        record must not fail the poll. ``reuse(key, text)``, asked first for a record that
+        kept its JSON text, may answer the item mapped from the same text before (see
+        :class:`RecordCache`); a :class:`Known` element is decoded only when it does not."""
         for value in records:
             ident: str | None = None
             try:
+                if type(value) is Known:
+                    item = reuse(value.key, value.text) if reuse is not None else None
+                    if item is not None:
+                        self.add(value.key, item)
+                        continue
+                    value = value.decode()
                 record = as_mapping(value)
                 if record is None:
                     self.skip(None, REASON_TOO_DEEP if value is TOO_DEEP else REASON_NOT_OBJECT)
@@ -99,7 +106,9 @@ class Keyed(Generic[T]):
                 if ident is None:
                     self.skip(None, missing)
                     continue
-                item = reuse(record, ident) if reuse is not None else None
+                item = None
+                if reuse is not None and type(record) is Record:
+                    item = reuse(ident, record.text)
                 if item is None:
                     item = build(record, ident)
             except MappingError as err:
@@ -121,6 +130,21 @@ class Record(dict[str, Any]):
     def __init__(self, value: dict[str, Any], text: str) -> None:
         super().__init__(value)
         self.text = text
+
+
+class Known:
+    """An array element whose text is, character for character, the one the last fetch had
+    for ``key`` (see :meth:`RecordStream.expect`): not decoded unless asked to."""
+
+    __slots__ = ("key", "text")
+
+    def __init__(self, key: str, text: str) -> None:
+        self.key = key
+        self.text = text
+
+    def decode(self) -> Record:
+        # The same text decoded within the depth limit before, so it does again.
+        return Record(json.loads(self.text), self.text)
 
 
 class Cached(Generic[T]):
@@ -177,12 +201,11 @@ class RecordCache(Generic[T]):
         self._next = {}
         self.reused = self.mapped = 0
 
-    def lookup(self, record: Mapping[str, Any], key: str, now: datetime) -> Cached[T] | None:
-        """The cached mapping of ``record`` when its text is unchanged and still valid."""
-        if type(record) is not Record:
-            return None
+    def lookup(self, key: str, text: str, now: datetime) -> Cached[T] | None:
+        """The cached mapping of the record ``key`` when its ``text`` is unchanged and the
+        mapping still valid at ``now``."""
         entry = self._entries.get(key)
-        if entry is None or entry.text != record.text or not entry.valid_at(now):
+        if entry is None or entry.text != text or not entry.valid_at(now):
             return None
         self.reused += 1
         self._next[key] = entry
@@ -194,6 +217,10 @@ class RecordCache(Generic[T]):
         self.mapped += 1
         if entry is not None and type(record) is Record:
             self._next[key] = entry
+
+    def known(self) -> list[tuple[str, str]]:
+        """``(key, text)`` of the last fetch's records, in the order they came."""
+        return [(key, entry.text) for key, entry in self._entries.items()]
 
     def finish(self) -> None:
         """End a fetch read whole: its records are what the next fetch is compared with."""
@@ -301,20 +328,46 @@ class RecordStream(Iterable[Any]):
     def __init__(self, text: str, *, max_depth: int = DEFAULT_MAX_DEPTH) -> None:
         self._text = text
         self._limit = max_depth
+        self._known: list[tuple[str, str]] = []
+        self._key = ""
 
     @staticmethod
     def is_array(text: str) -> bool:
         return text.startswith("[", _skip_space(text, 0))
 
+    def expect(self, known: list[tuple[str, str]], *, key: str) -> None:
+        """Elements are likely the ``known`` ``(key value, text)`` of the last fetch, in that
+        order: one whose text is the same, character for character, comes as :class:`Known`
+        without being decoded (a JSON object ends where its text does, so the same text at
+        this position is the same element). ``key`` names the field that holds the key, to
+        find the place again after an element that differs."""
+        self._known = known
+        self._key = key
+
     def __iter__(self) -> Iterator[Any]:
         text = self._text
+        known, field = self._known, self._key
+        place: dict[str, int] | None = None  # key value -> index in ``known``, when needed
+        ahead = 0  # the index in ``known`` expected next
         at = _skip_space(text, _skip_space(text, 0) + 1)
         if text.startswith("]", at):
             at += 1
         else:
             while True:
-                value, end = _record(text, at, self._limit)
-                yield value
+                if ahead < len(known) and text.startswith(known[ahead][1], at):
+                    ident, chunk = known[ahead]
+                    ahead += 1
+                    end = at + len(chunk)
+                    yield Known(ident, chunk)
+                else:
+                    value, end = _record(text, at, self._limit)
+                    if known and type(value) is Record:
+                        if place is None:
+                            place = {k: i for i, (k, _) in enumerate(known)}
+                        index = place.get(as_str(value.get(field)) or "")
+                        if index is not None:
+                            ahead = index + 1
+                    yield value
                 at = _skip_space(text, end)
                 if text.startswith(",", at):
                     at = _skip_space(text, at + 1)

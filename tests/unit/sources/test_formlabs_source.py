@@ -678,3 +678,20 @@ async def test_material_names_of_a_reused_record_follow_the_rest_of_the_fetch(
     assert [e["material_code"] for e in logs if e["event"] == "source.material_unnamed"] == [
         "FLXX0001"
     ]
+
+
+async def test_unchanged_records_are_found_again_when_the_order_shifts(
+    fake: FakeFormlabs, clock: FakeClock
+) -> None:
+    """A printer added in front, another removed: the unchanged records are still reused,
+    the new one mapped, the removed one gone."""
+    source = make_source(fake, clock)
+    first = await source.fetch_printers()
+    records = printers()
+    newcomer = {**copy.deepcopy(records[1]), "serial": "NewOwl", "alias": "New"}
+    fake.routes[f"{API}/printers/"] = [newcomer, records[0], records[2]]
+    second = await source.fetch_printers()
+    assert list(second.printers) == ["NewOwl", "NimbleHeron", "GentleBison"]
+    assert second.reused == 2
+    assert second.printers["GentleBison"] is first.printers["GentleBison"]
+    assert second.printers["NewOwl"].name == "New"
