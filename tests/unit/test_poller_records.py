@@ -116,3 +116,12 @@ async def test_unchanged_records_are_counted_kept_and_still_go_offline() -> None
     online = [e.subject for e in cycles[4].events if e.type is EventType.PRINTER_ONLINE]
     assert sorted(online) == ["AmberLynx", "GentleBison", "NimbleHeron"]
     assert counter(registry, "mapped") == 9
+
+    # Kept state holds the last record's text; a removed printer's event carries no record,
+    # as before.
+    vendor.body = vendor.body[1:]
+    await poller.poll_once()
+    removed = [e for e in cycles[5].events if e.type is EventType.PRINTER_REMOVED]
+    assert [e.subject for e in removed] == ["NimbleHeron"]
+    assert removed[0].printer is not None
+    assert dict(removed[0].printer.raw) == {}
