@@ -21,6 +21,11 @@ class Observer(Protocol):
         """A malformed vendor record of ``kind`` (printer, print, ...) was skipped."""
         ...
 
+    def records_polled(self, source: str, *, mapped: int, reused: int) -> None:
+        """One printer fetch read ``mapped + reused`` records: ``reused`` were unchanged since
+        the last fetch and not mapped again (:attr:`Snapshot.reused`)."""
+        ...
+
     def unknown_status(self, source: str, field: str, value: str) -> None:
         """A record's status word was not one the mapper knows: ``field`` is
         ``printer.status`` or ``print.status``, ``value`` the raw word (at most 40 chars).
@@ -61,6 +66,9 @@ class NullObserver:
         pass
 
     def record_skipped(self, source: str, kind: str) -> None:
+        pass
+
+    def records_polled(self, source: str, *, mapped: int, reused: int) -> None:
         pass
 
     def unknown_status(self, source: str, field: str, value: str) -> None:

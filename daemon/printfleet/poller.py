@@ -269,7 +269,9 @@ class SourcePoller:
 
     async def _fetch_cycle(self, now: datetime) -> Cycle:
         feed: Sequence[FeedRecord] = ()
-        current = _keep_unreadable(self._previous, await self._source.fetch_printers())
+        fetched = await self._source.fetch_printers()
+        self._report_records(fetched)
+        current = _keep_unreadable(self._previous, fetched)
         lookups = [
             PrintLookup(
                 printer_serial=run.printer_serial or "",
@@ -398,6 +400,12 @@ class SourcePoller:
             next_in_s=round(self._queue_wait.total_seconds()),
         )
         return replace(current, queues=batch.queues, skipped=current.skipped + batch.skipped)
+
+    def _report_records(self, fetched: Snapshot) -> None:
+        """Count the printer records read: each was reused unchanged or mapped."""
+        reused = getattr(fetched, "reused", 0)
+        records = len(fetched.printers) + sum(1 for s in fetched.skipped if s.kind == "printer")
+        self._observer.records_polled(self.name, mapped=max(0, records - reused), reused=reused)
 
     def _report_unknown(self, fetched: Snapshot) -> None:
         """Count every status word the mappers did not know, and log each word once.

@@ -208,10 +208,16 @@ def carry_forward(
             continue
         if runs is None:
             runs = dict(current.runs)
-        runs[pv.id] = with_serial(pv, serial)
+        runs[pv.id] = with_serial(_no_raw(pv), serial)
     if runs is None:
         return current
     return dataclasses.replace(current, runs=frozen_mapping(runs))
+
+
+def _no_raw(run: Print) -> Print:
+    """``run`` without its vendor record: a print carried from kept state, as it always was
+    (kept state may now hold a printer record's text, see ``model.without_raw``)."""
+    return run if run.raw is EMPTY else dataclasses.replace(run, raw=EMPTY)
 
 
 def _carry_known_status(previous: Snapshot, current: Snapshot) -> Snapshot:
@@ -364,7 +370,13 @@ class _Differ:
             self._print(cp.current_print.id, cp.serial)
 
     def _removed(self, pp: Printer) -> None:
-        self._emit(EventType.PRINTER_REMOVED, pp, pp.serial, self.cur.taken_at, self.mark)
+        # Kept state may hold the last record's text (model.without_raw); a removed printer's
+        # event says what is known of it now, as it always has: no vendor record.
+        current = pp.current_print
+        gone = dataclasses.replace(
+            pp, raw=EMPTY, current_print=_no_raw(current) if current is not None else None
+        )
+        self._emit(EventType.PRINTER_REMOVED, gone, pp.serial, self.cur.taken_at, self.mark)
 
     def _changed(self, pp: Printer, cp: Printer) -> None:
         # The print first: at equal times its events read as the cause of the printer's

@@ -5,7 +5,10 @@ Vendor JSON never leaves the adapters except as the read-only ``raw`` mapping ke
 printers and prints (for rules that need a vendor field with no normalized home). ``raw``
 lives as long as the events detected in its fetch: the fleet state kept between polls is
 normalized only (:func:`without_raw`), since at 10,000 printers the decoded vendor JSON of
-one fetch is ~100 MB.
+one fetch is ~100 MB. A printer's raw kept as :class:`RawJson` text is the exception: the
+source keeps that very text to tell an unchanged record (:attr:`Snapshot.reused`), so it costs
+nothing more, and keeping it lets an unchanged record stay the very same ``Printer`` object
+from poll to poll.
 """
 
 from __future__ import annotations
@@ -48,12 +51,19 @@ class RawJson(Mapping[str, Any]):
         self._decoded: dict[str, Any] | None = None
 
     def _data(self) -> dict[str, Any]:
-        if self._decoded is None:
+        # Read once into a local: another thread may :meth:`release` meanwhile.
+        decoded = self._decoded
+        if decoded is None:
             value: Any = json.loads(self._text)
             for key in self._path:
                 value = value.get(key) if isinstance(value, dict) else None
-            self._decoded = value if isinstance(value, dict) else {}
-        return self._decoded
+            decoded = value if isinstance(value, dict) else {}
+            self._decoded = decoded
+        return decoded
+
+    def release(self) -> None:
+        """Forget the decoded objects (the text stays; the next read decodes it again)."""
+        self._decoded = None
 
     def __getitem__(self, key: str) -> Any:
         return self._data()[key]
@@ -390,6 +400,9 @@ class Snapshot:
     runs: Mapping[str, Print] = field(default_factory=empty_mapping)
     skipped: tuple[SkippedRecord, ...] = field(default=(), compare=False)
     queues: Mapping[str, Queue] = field(default_factory=empty_mapping)
+    #: Printer records of this fetch whose JSON text equalled the previous fetch's: not mapped
+    #: again, their ``Printer`` is the previous fetch's own object.
+    reused: int = field(default=0, compare=False)
 
     def as_dict(self, *, with_raw: bool = False) -> dict[str, Any]:
         return {
@@ -418,16 +431,21 @@ def without_raw(snapshot: Snapshot, previous: Snapshot | None = None) -> Snapsho
 
     A printer equal to its version in ``previous`` (same ``last_seen_at`` too) is
     ``previous``'s own object, so an unchanged fleet allocates nothing and whoever caches by
-    identity (MQTT, metrics) sees at once that nothing changed.
+    identity (MQTT, metrics) sees at once that nothing changed. Raw kept as :class:`RawJson`
+    text stays (see the module docstring), its decoded objects released.
     """
     before: Mapping[str, Printer] = previous.printers if previous is not None else EMPTY
     printers: dict[str, Printer] = {}
     for serial, printer in snapshot.printers.items():
         old = before.get(serial)
-        if old is not None and old == printer and old.last_seen_at == printer.last_seen_at:
-            printers[serial] = old
+        if old is printer:
+            kept = printer
+        elif old is not None and old == printer and old.last_seen_at == printer.last_seen_at:
+            kept = old
         else:
-            printers[serial] = printer_without_raw(printer)
+            kept = printer_without_raw(printer)
+        _release(kept)
+        printers[serial] = kept
     runs = {
         key: run if not run.raw else replace(run, raw=EMPTY) for key, run in snapshot.runs.items()
     }
@@ -439,13 +457,28 @@ def without_raw(snapshot: Snapshot, previous: Snapshot | None = None) -> Snapsho
 
 
 def printer_without_raw(printer: Printer) -> Printer:
-    """``printer`` (and its current print) without the vendor records."""
+    """``printer`` (and its current print) without decoded vendor records (:class:`RawJson`
+    text is kept: the source holds that text anyway)."""
     current = printer.current_print
-    if current is not None and current.raw:
+    if current is not None and _decoded_raw(current.raw):
         current = replace(current, raw=EMPTY)
-    if not printer.raw and current is printer.current_print:
+    if not _decoded_raw(printer.raw) and current is printer.current_print:
         return printer
-    return replace(printer, raw=EMPTY, current_print=current)
+    raw = printer.raw if type(printer.raw) is RawJson else EMPTY
+    return replace(printer, raw=raw, current_print=current)
+
+
+def _decoded_raw(raw: Mapping[str, Any]) -> bool:
+    return type(raw) is not RawJson and raw is not EMPTY and bool(raw)
+
+
+def _release(printer: Printer) -> None:
+    raw = printer.raw
+    if type(raw) is RawJson:
+        raw.release()
+    current = printer.current_print
+    if current is not None and type(current.raw) is RawJson:
+        current.raw.release()
 
 
 @overload

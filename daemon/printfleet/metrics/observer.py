@@ -4,7 +4,8 @@
 things happen; it keeps counters and histograms (``api_requests_total``,
 ``api_request_duration_seconds``, ``poll_duration_seconds``, ``events_total``,
 ``prints_total``, ``print_verdicts_total``, ``rule_matches_total``, ``deliveries_total``,
-``records_skipped_total``, ``unknown_status_total``, ``poll_failures_total``,
+``records_skipped_total``, ``records_mapped_total``, ``records_reused_total``,
+``unknown_status_total``, ``poll_failures_total``,
 ``task_restarts_total``, ``resin_used_ml_total``, ``print_duration_seconds``)
 plus ``build_info``, all on a :class:`~prometheus_client.CollectorRegistry` the application
 owns (never the global default registry). ``prints_total`` is kept by a
@@ -69,6 +70,19 @@ class Metrics:
             "printfleet_records_skipped",
             "Malformed vendor records that were logged and skipped.",
             ["source", "kind"],
+            registry=registry,
+        )
+        self.records_reused = Counter(
+            "printfleet_records_reused",
+            "Printer records whose JSON text was unchanged since the source's last fetch, so "
+            "they were not mapped again.",
+            ["source"],
+            registry=registry,
+        )
+        self.records_mapped = Counter(
+            "printfleet_records_mapped",
+            "Printer records mapped (new or changed since the source's last fetch).",
+            ["source"],
             registry=registry,
         )
         self.unknown_statuses = Counter(
@@ -146,6 +160,10 @@ class Metrics:
 
     def record_skipped(self, source: str, kind: str) -> None:
         self.records_skipped.labels(source, kind).inc()
+
+    def records_polled(self, source: str, *, mapped: int, reused: int) -> None:
+        self.records_mapped.labels(source).inc(mapped)
+        self.records_reused.labels(source).inc(reused)
 
     def unknown_status(self, source: str, field: str, value: str) -> None:
         # Bounded labels: a vendor inventing words without end gets UNKNOWN_VALUE_SERIES series.

@@ -144,6 +144,8 @@ class CarbonSource(HttpSource):
             **options,
         )
         self._offline_after = offline_after
+        # The last fetch's records as mapped: an unchanged one is not mapped again.
+        self._records: carbon_map.PrinterCache = carbon_map.PrinterCache()
         # Whether this base URL has answered as Carbon's API: until then a 404 on /printers
         # may be a wrong base_url rather than "no printer found" (see _confirm_carbon).
         self._answers_as_carbon = False
@@ -185,6 +187,7 @@ class CarbonSource(HttpSource):
                 params=[("limit", str(PAGE_LIMIT)), ("offset", str(offset))],
                 auth=self._auth,
                 accept=(404,),
+                stream_array=True,  # records keep their text (unchanged ones are reused)
             )
             if result.status == 404:
                 if offset == 0 and not self._answers_as_carbon:
@@ -217,6 +220,7 @@ class CarbonSource(HttpSource):
             source=self._name,
             now=self._http.server_now(),
             offline_after=self._offline_after,
+            cache=self._records,
         )
         taken_at = self._clock.now()
         return Snapshot(
@@ -228,6 +232,7 @@ class CarbonSource(HttpSource):
             skipped=tuple(skipped),
             # Each printer's own queue, from the queue_length it already sent: no request.
             queues=MappingProxyType(carbon_queues(printers.values(), taken_at)),
+            reused=self._records.reused,
         )
 
     async def _confirm_carbon(self, printers_url: str) -> None:

@@ -32,10 +32,13 @@ from printfleet.core.model import (
     frozen_mapping,
     iso,
 )
+from printfleet.core.prints import shifted
 from printfleet.sources.mapping import (
     REASON_NOT_OBJECT,
+    Cached,
     Keyed,
     MappingError,
+    RecordCache,
     as_float,
     as_int,
     as_mapping,
@@ -45,6 +48,7 @@ from printfleet.sources.mapping import (
     carbon_printer_status,
     clamp01,
     parse_time,
+    raw_record,
     raw_text,
     records_of,
     unexpected,
@@ -74,8 +78,17 @@ def print_key(
     return as_str(uuid) or build
 
 
+#: One cache per Carbon source (:class:`RecordCache` of printers).
+PrinterCache = RecordCache[Printer]
+
+
 def map_printers(
-    records: Any, *, source: str, now: datetime, offline_after: timedelta | None
+    records: Any,
+    *,
+    source: str,
+    now: datetime,
+    offline_after: timedelta | None,
+    cache: PrinterCache | None = None,
 ) -> tuple[dict[str, Printer], dict[str, Print], list[SkippedRecord]]:
     """Printers by serial from the ``printers`` records of one or more ``/printers`` pages.
 
@@ -86,6 +99,10 @@ def map_printers(
     ``PrintRef`` has no outcome, so no runs are returned (``{}``): the adapter asks
     ``/prints``. A duplicate serial keeps the last record and skips the earlier one.
 
+    ``cache`` holds the source's mappings of its last fetch: a record whose text is unchanged
+    is not mapped again while its mapping holds (a started current print's progress moves
+    with the time, so such a record is mapped on every fetch).
+
     Raises:
         BadResponse: ``records`` is not a list (or an object with a ``printers`` list).
     """
@@ -93,13 +110,49 @@ def map_printers(
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
     printers: Keyed[Printer] = Keyed("printer")
+
+    def build(record: Mapping[str, Any], serial: str) -> Printer:
+        printer = _printer(record, serial, now, offline_after)
+        if cache is not None:
+            cache.keep(record, serial, _cached(record, printer, offline_after))
+        return printer
+
+    def reuse(serial: str, text: str) -> Printer | None:
+        assert cache is not None
+        entry = cache.lookup(serial, text, now)
+        return entry.item if entry is not None else None
+
+    if cache is not None:
+        cache.begin()
     printers.collect(
         items,
         key="serial",
         missing=REASON_MISSING_SERIAL,
-        build=lambda record, serial: _printer(record, serial, now, offline_after),
+        build=build,
+        reuse=reuse if cache is not None else None,
     )
+    if cache is not None:
+        cache.finish()
     return printers.items, {}, printers.skipped
+
+
+def _cached(
+    record: Mapping[str, Any], printer: Printer, offline_after: timedelta | None
+) -> Cached[Printer] | None:
+    """The cache entry of a record just mapped; ``None`` when its mapping moves with the time
+    alone (a started current print). ``online`` changes at ``updated_at + offline_after``."""
+    current = printer.current_print
+    if current is not None and current.started_at is not None:
+        return None
+    text = getattr(record, "text", "")
+    last_seen = printer.last_seen_at
+    state_offline = carbon_is_offline_state(printer.status_raw)
+    if offline_after is None or state_offline or last_seen is None:
+        return Cached(text, printer)
+    deadline = shifted(last_seen, offline_after)
+    if printer.online:
+        return Cached(text, printer, until=deadline)
+    return Cached(text, printer, after=deadline)
 
 
 def map_print(raw: Any) -> Print:
@@ -204,14 +257,20 @@ def _printer(
         online=online,
         last_seen_at=last_seen,
         firmware=as_str(status.get("software_version")),
-        current_print=_current(prints.get("current"), serial, printer_status, now),
+        current_print=_current(prints.get("current"), serial, printer_status, now, record),
         alerts=_alerts(status.get("alerts")),
         queue_length=as_int(prints.get("queue_length")),
-        raw=frozen_mapping(record),
+        raw=raw_record(record),
     )
 
 
-def _current(value: Any, serial: str, printer_status: PrinterStatus, now: datetime) -> Print | None:
+def _current(
+    value: Any,
+    serial: str,
+    printer_status: PrinterStatus,
+    now: datetime,
+    printer: Mapping[str, Any] = EMPTY,
+) -> Print | None:
     """The print on the printer now, from a ``PrintRef``.
 
     A PrintRef has no status. The print is PRINTING, or PAUSED while the printer says
@@ -241,7 +300,7 @@ def _current(value: Any, serial: str, printer_status: PrinterStatus, now: dateti
         finished_at=parse_time(ref.get("finished_at")),
         elapsed_s=elapsed,
         remaining_s=remaining,
-        raw=frozen_mapping(ref),
+        raw=raw_record(printer, "prints", "current") if printer else frozen_mapping(ref),
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any, Unpack
@@ -21,7 +21,7 @@ from pydantic import SecretStr
 from printfleet.clock import Clock
 from printfleet.config.schema import FORMLABS_BASE_URL
 from printfleet.core.feed import FeedRecord
-from printfleet.core.model import Print, Queue, SkippedRecord, Snapshot, Vendor, iso
+from printfleet.core.model import Print, Printer, Queue, SkippedRecord, Snapshot, Vendor, iso
 from printfleet.core.prints import shifted
 from printfleet.errors import AuthFailed, BadResponse, RateLimited, SourceUnavailable
 from printfleet.logs import register_secret
@@ -225,7 +225,12 @@ class FormlabsSource(HttpSource):
         # Material codes already reported as unnamed (logged once each, not every poll).
         self._unnamed_materials: set[str] = set()
         # Picture links dropped so far, by (vendor field, reason); each pair is logged once.
+        # A record reused unchanged is not checked again (its links were counted when mapped).
         self.rejected_pictures: dict[tuple[str, str], int] = {}
+        # The last fetch's records as mapped: an unchanged one is not mapped again.
+        self._records: formlabs_map.PrinterCache = formlabs_map.PrinterCache()
+        self._last_printers: Mapping[str, Printer] = MappingProxyType({})
+        self._last_runs: Mapping[str, Print] = MappingProxyType({})
         # Pages ``_walk`` fetched after the first (the queue fetch reports what it cost).
         self._http_requests_walked = 0
         self._auth = FormlabsToken(
@@ -249,6 +254,8 @@ class FormlabsSource(HttpSource):
         records: Iterable[Any]
         if isinstance(result.body, RecordStream):
             records = result.body
+            # The last fetch's texts, in order: an element equal to one is not even decoded.
+            result.body.expect(self._records.known(), key="serial")
         elif isinstance(result.body, dict) and "results" in result.body:
             records = await self._walk(result.body, result.url, "/printers/", key="serial")
         else:
@@ -259,12 +266,22 @@ class FormlabsSource(HttpSource):
                 source=self._name,
                 now=self._http.server_now(),
                 offline_after=self._offline_after,
+                cache=self._records,
             )
         except ValueError as err:  # the array's text broke off: the whole response is unusable
             raise BadResponse(self._name, "GET /printers/ answered malformed JSON") from err
-        current = [p.current_print for p in printers.values() if p.current_print is not None]
-        self._report_unnamed([*current, *runs.values()])
-        self._report_pictures([*current, *runs.values()])
+        # Only what was mapped anew: a reused printer's runs were reported when it was mapped.
+        last_printers, last_runs = self._last_printers, self._last_runs
+        fresh = [
+            p.current_print
+            for serial, p in printers.items()
+            if p.current_print is not None and last_printers.get(serial) is not p
+        ]
+        fresh.extend(run for key, run in runs.items() if last_runs.get(key) is not run)
+        if fresh:
+            self._report_unnamed(fresh)
+            self._report_pictures(fresh)
+        self._last_printers, self._last_runs = printers, runs
         return Snapshot(
             source=self._name,
             vendor=Vendor.FORMLABS,
@@ -272,6 +289,7 @@ class FormlabsSource(HttpSource):
             printers=MappingProxyType(printers),
             runs=MappingProxyType(runs),
             skipped=tuple(skipped),
+            reused=self._records.reused,
         )
 
     def _report_pictures(self, runs: Iterable[Print]) -> None:

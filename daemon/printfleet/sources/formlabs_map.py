@@ -42,11 +42,14 @@ from printfleet.core.model import (
     frozen_mapping,
 )
 from printfleet.core.pictures import check_picture_url, picture_url
+from printfleet.core.prints import shifted
 from printfleet.sources.base import Inventory
 from printfleet.sources.mapping import (
     REASON_NOT_OBJECT,
+    Cached,
     Keyed,
     MappingError,
+    RecordCache,
     as_bool,
     as_float,
     as_int,
@@ -121,8 +124,32 @@ VERDICTS: Final = frozenset({"SUCCESS", "FAILURE"})
 _UNRATED: Final = "UNKNOWN"
 
 
+class MappedPrinter:
+    """One ``/printers/`` record as mapped: the printer and the run its
+    ``previous_print_run`` describes, before and after material naming (which depends on the
+    whole fetch, so it is redone when the fetch's names differ from the ones it used)."""
+
+    __slots__ = ("named", "named_run", "names", "printer", "run")
+
+    def __init__(self, printer: Printer, run: Print | None) -> None:
+        self.printer = printer
+        self.run = run
+        self.named = printer
+        self.named_run = run
+        self.names: Mapping[str, str] | None = None  # the names ``named`` was made with
+
+
+#: One cache per Formlabs source (:class:`RecordCache` of :class:`MappedPrinter`).
+PrinterCache = RecordCache[MappedPrinter]
+
+
 def map_printers(
-    body: Any, *, source: str, now: datetime, offline_after: timedelta
+    body: Any,
+    *,
+    source: str,
+    now: datetime,
+    offline_after: timedelta,
+    cache: PrinterCache | None = None,
 ) -> tuple[dict[str, Printer], dict[str, Print], list[SkippedRecord]]:
     """Printers by serial, the runs their ``previous_print_run`` describe, and skipped records.
 
@@ -133,6 +160,9 @@ def map_printers(
         now: the adapter's best estimate of the server's clock.
         offline_after: a printer is online when ``last_pinged_at`` is at most this old (one
             in the future counts as online; a null one never does).
+        cache: the source's mappings of its last fetch: a record whose text is unchanged
+            (and whose ``online`` still holds at ``now``) is not mapped again, its printer is
+            the very object of the last fetch (``cache.reused`` counts them).
 
     Runs come only from a ``previous_print_run`` that has a guid and a status (it is often
     ``{}``). A duplicate serial keeps the last record and skips the earlier one.
@@ -143,20 +173,78 @@ def map_printers(
     records = records_of(body, source=source, what="printers", list_key="results")
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
-    printers: Keyed[Printer] = Keyed("printer")
-    runs: dict[str, Print] = {}
+    printers: Keyed[MappedPrinter] = Keyed("printer")
+    runs: dict[str, MappedPrinter] = {}  # by run id: the record whose run it is
 
-    def build(record: Mapping[str, Any], serial: str) -> Printer:
+    def build(record: Mapping[str, Any], serial: str) -> MappedPrinter:
         printer = _printer(record, serial, now, offline_after)
         previous = _previous_run(record.get("previous_print_run"), serial)
+        mapped = MappedPrinter(printer, previous)
         if previous is not None:  # only once the printer itself mapped
-            runs[previous.id] = previous
-        return printer
+            runs[previous.id] = mapped
+        if cache is not None:
+            cache.keep(record, serial, _cached(record, mapped, offline_after))
+        return mapped
 
-    printers.collect(records, key="serial", missing=REASON_MISSING_SERIAL, build=build)
-    names = material_names(printers.items.values())
-    mapped = {serial: _named_printer(p, names) for serial, p in printers.items.items()}
-    return mapped, {key: name_material(run, names) for key, run in runs.items()}, printers.skipped
+    def reuse(serial: str, text: str) -> MappedPrinter | None:
+        assert cache is not None
+        entry = cache.lookup(serial, text, now)
+        if entry is None:
+            return None
+        mapped = entry.item
+        if mapped.run is not None:
+            runs[mapped.run.id] = mapped
+        return mapped
+
+    if cache is not None:
+        cache.begin()
+    printers.collect(
+        records,
+        key="serial",
+        missing=REASON_MISSING_SERIAL,
+        build=build,
+        reuse=reuse if cache is not None else None,
+    )
+    if cache is not None:
+        cache.finish()
+    names = material_names(m.printer for m in printers.items.values())
+    for mapped in printers.items.values():
+        _name(mapped, names)
+    for mapped in runs.values():
+        _name(mapped, names)
+    result = {serial: m.named for serial, m in printers.items.items()}
+    named_runs: dict[str, Print] = {}
+    for key, mapped in runs.items():
+        run = mapped.named_run
+        if run is not None and run.id == key:
+            named_runs[key] = run
+    return result, named_runs, printers.skipped
+
+
+def _name(mapped: MappedPrinter, names: Mapping[str, str]) -> None:
+    """Name ``mapped``'s materials from this fetch's ``names``, unless done with equal ones."""
+    if mapped.names is names or mapped.names == names:
+        mapped.names = names
+        return
+    mapped.names = names
+    mapped.named = _named_printer(mapped.printer, names)
+    run = mapped.run
+    mapped.named_run = name_material(run, names) if run is not None else None
+
+
+def _cached(
+    record: Mapping[str, Any], mapped: MappedPrinter, offline_after: timedelta
+) -> Cached[MappedPrinter]:
+    """The cache entry of a record just mapped: ``online`` is the one fact that changes with
+    the time alone, at ``last_pinged_at + offline_after``."""
+    text = getattr(record, "text", "")
+    last_seen = mapped.printer.last_seen_at
+    if last_seen is None:
+        return Cached(text, mapped)
+    deadline = shifted(last_seen, offline_after)
+    if mapped.printer.online:
+        return Cached(text, mapped, until=deadline)
+    return Cached(text, mapped, after=deadline)
 
 
 def material_names(printers: Iterable[Printer]) -> dict[str, str]:
@@ -471,13 +559,18 @@ def rejected_pictures(runs: Iterable[Print]) -> dict[tuple[str, str], int]:
     """
     counts: dict[tuple[str, str], int] = {}
     for run in runs:
-        for key, value in (
-            ("print_thumbnail.thumbnail", _thumbnail_value(run.raw)),
-            ("post_print_photo_url", run.raw.get("post_print_photo_url")),
-        ):
-            reason = check_picture_url(value)[1]
+        # A link kept was accepted: only a missing one may have been dropped, and only then is
+        # the vendor record read (a printer's is text, decoded on first read).
+        if run.thumbnail_url is None:
+            reason = check_picture_url(_thumbnail_value(run.raw))[1]
             if reason is not None:
-                counts[key, reason] = counts.get((key, reason), 0) + 1
+                key = ("print_thumbnail.thumbnail", reason)
+                counts[key] = counts.get(key, 0) + 1
+        if run.photo_url is None:
+            reason = check_picture_url(run.raw.get("post_print_photo_url"))[1]
+            if reason is not None:
+                key = ("post_print_photo_url", reason)
+                counts[key] = counts.get(key, 0) + 1
     return counts
 
 

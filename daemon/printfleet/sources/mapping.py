@@ -82,13 +82,22 @@ class Keyed(Generic[T]):
         key: str,
         missing: str,
         build: Callable[[Mapping[str, Any], str], T],
+        reuse: Callable[[str, str], T | None] | None = None,
     ) -> None:
         """Map every record with ``build(record, its key)``; skip, with a reason, each record
         that is not an object, lacks its ``key`` or cannot be mapped. Never raises: one bad
-        record must not fail the poll."""
+        record must not fail the poll. ``reuse(key, text)``, asked first for a record that
+        kept its JSON text, may answer the item mapped from the same text before (see
+        :class:`RecordCache`); a :class:`Known` element is decoded only when it does not."""
         for value in records:
             ident: str | None = None
             try:
+                if type(value) is Known:
+                    item = reuse(value.key, value.text) if reuse is not None else None
+                    if item is not None:
+                        self.add(value.key, item)
+                        continue
+                    value = value.decode()
                 record = as_mapping(value)
                 if record is None:
                     self.skip(None, REASON_TOO_DEEP if value is TOO_DEEP else REASON_NOT_OBJECT)
@@ -97,7 +106,11 @@ class Keyed(Generic[T]):
                 if ident is None:
                     self.skip(None, missing)
                     continue
-                item = build(record, ident)
+                item = None
+                if reuse is not None and type(record) is Record:
+                    item = reuse(ident, record.text)
+                if item is None:
+                    item = build(record, ident)
             except MappingError as err:
                 self.skip(ident, str(err))
                 continue
@@ -117,6 +130,104 @@ class Record(dict[str, Any]):
     def __init__(self, value: dict[str, Any], text: str) -> None:
         super().__init__(value)
         self.text = text
+
+
+class Known:
+    """An array element whose text is, character for character, the one the last fetch had
+    for ``key`` (see :meth:`RecordStream.expect`): not decoded unless asked to."""
+
+    __slots__ = ("key", "text")
+
+    def __init__(self, key: str, text: str) -> None:
+        self.key = key
+        self.text = text
+
+    def decode(self) -> Record:
+        # The same text decoded within the depth limit before, so it does again.
+        return Record(json.loads(self.text), self.text)
+
+
+class Cached(Generic[T]):
+    """What one record was mapped to, kept to be reused while its text stays the same.
+
+    The mapping may depend on the time it is done at (a printer turns offline once its
+    heartbeat is old enough): it is valid only while the fetch time is after ``after`` (when
+    set) and at most ``until`` (when set).
+    """
+
+    __slots__ = ("after", "extra", "item", "text", "until")
+
+    def __init__(
+        self,
+        text: str,
+        item: T,
+        *,
+        extra: Any = None,
+        after: datetime | None = None,
+        until: datetime | None = None,
+    ) -> None:
+        self.text = text
+        self.item = item
+        self.extra = extra
+        self.after = after
+        self.until = until
+
+    def valid_at(self, now: datetime) -> bool:
+        return (self.after is None or now > self.after) and (
+            self.until is None or now <= self.until
+        )
+
+
+class RecordCache(Generic[T]):
+    """Per source: the records of the last fetch by key, as mapped, with their text.
+
+    A record whose JSON text equals the last fetch's (and whose mapping is still valid at the
+    new fetch time) is not mapped again: its item is the very object mapped before, so
+    everything downstream can tell "unchanged" by identity. Only the last fetch is kept, so
+    printers that went away are forgotten, and the text kept is the one each printer's
+    :class:`~printfleet.core.model.RawJson` holds anyway.
+    """
+
+    __slots__ = ("_entries", "_next", "mapped", "reused")
+
+    def __init__(self) -> None:
+        self._entries: dict[str, Cached[T]] = {}
+        self._next: dict[str, Cached[T]] = {}
+        #: Records of the latest fetch reused and mapped (each record is one or the other).
+        self.reused = 0
+        self.mapped = 0
+
+    def begin(self) -> None:
+        self._next = {}
+        self.reused = self.mapped = 0
+
+    def lookup(self, key: str, text: str, now: datetime) -> Cached[T] | None:
+        """The cached mapping of the record ``key`` when its ``text`` is unchanged and the
+        mapping still valid at ``now``."""
+        entry = self._entries.get(key)
+        if entry is None or entry.text != text or not entry.valid_at(now):
+            return None
+        self.reused += 1
+        self._next[key] = entry
+        return entry
+
+    def keep(self, record: Mapping[str, Any], key: str, entry: Cached[T] | None) -> None:
+        """Remember a record just mapped (only records that kept their text can be compared);
+        ``None``: its mapping holds only for this fetch's time, nothing to keep."""
+        self.mapped += 1
+        if entry is not None and type(record) is Record:
+            self._next[key] = entry
+
+    def known(self) -> list[tuple[str, str]]:
+        """``(key, text)`` of the last fetch's records, in the order they came."""
+        return [(key, entry.text) for key, entry in self._entries.items()]
+
+    def finish(self) -> None:
+        """End a fetch read whole: its records are what the next fetch is compared with."""
+        self._entries, self._next = self._next, {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 def raw_record(record: Mapping[str, Any], *path: str) -> Mapping[str, Any]:
@@ -217,20 +328,46 @@ class RecordStream(Iterable[Any]):
     def __init__(self, text: str, *, max_depth: int = DEFAULT_MAX_DEPTH) -> None:
         self._text = text
         self._limit = max_depth
+        self._known: list[tuple[str, str]] = []
+        self._key = ""
 
     @staticmethod
     def is_array(text: str) -> bool:
         return text.startswith("[", _skip_space(text, 0))
 
+    def expect(self, known: list[tuple[str, str]], *, key: str) -> None:
+        """Elements are likely the ``known`` ``(key value, text)`` of the last fetch, in that
+        order: one whose text is the same, character for character, comes as :class:`Known`
+        without being decoded (a JSON object ends where its text does, so the same text at
+        this position is the same element). ``key`` names the field that holds the key, to
+        find the place again after an element that differs."""
+        self._known = known
+        self._key = key
+
     def __iter__(self) -> Iterator[Any]:
         text = self._text
+        known, field = self._known, self._key
+        place: dict[str, int] | None = None  # key value -> index in ``known``, when needed
+        ahead = 0  # the index in ``known`` expected next
         at = _skip_space(text, _skip_space(text, 0) + 1)
         if text.startswith("]", at):
             at += 1
         else:
             while True:
-                value, end = _record(text, at, self._limit)
-                yield value
+                if ahead < len(known) and text.startswith(known[ahead][1], at):
+                    ident, chunk = known[ahead]
+                    ahead += 1
+                    end = at + len(chunk)
+                    yield Known(ident, chunk)
+                else:
+                    value, end = _record(text, at, self._limit)
+                    if known and type(value) is Record:
+                        if place is None:
+                            place = {k: i for i, (k, _) in enumerate(known)}
+                        index = place.get(as_str(value.get(field)) or "")
+                        if index is not None:
+                            ahead = index + 1
+                    yield value
                 at = _skip_space(text, end)
                 if text.startswith(",", at):
                     at = _skip_space(text, at + 1)
@@ -252,18 +389,23 @@ class JsonTooDeep(ValueError):
     """A JSON document nests deeper than allowed outside its list of records."""
 
 
-def loads(text: str, *, max_depth: int = DEFAULT_MAX_DEPTH, records: bool = True) -> Any:
+def loads(
+    text: str, *, max_depth: int = DEFAULT_MAX_DEPTH, records: bool = True, keep_text: bool = False
+) -> Any:
     """Decode a JSON document whose nesting is capped at ``max_depth`` containers.
 
     With ``records``, a list at the top or directly under the top-level object is a list of
     records: an element of it nested deeper than the cap becomes :data:`TOO_DEEP` (a skipped
     record, the rest kept). Without, and for anything else too deep, the whole document is
-    refused.
+    refused. With ``keep_text`` (and ``records``), the objects in those lists come as
+    :class:`Record` (each keeps its JSON text, so a source can tell an unchanged one).
 
     Raises:
         JsonTooDeep: nested too deep (never ``RecursionError``, however deep).
         ValueError: not JSON.
     """
+    if keep_text and records and text.startswith(("[", "{"), _skip_space(text, 0)):
+        return _loads_slow(text, max_depth, keep=True)
     try:
         value = json.loads(text)
     except RecursionError:
@@ -294,14 +436,15 @@ def _cap_records(value: Any, limit: int) -> Any:
     return value
 
 
-def _loads_slow(text: str, limit: int) -> Any:
-    """:func:`loads` for a document too deep for the decoder: walk its top two levels here."""
+def _loads_slow(text: str, limit: int, *, keep: bool = False) -> Any:
+    """:func:`loads` for a document too deep for the decoder (or whose records keep their
+    text): walk its top two levels here."""
     at = _skip_space(text, 0)
     value: Any
     if text.startswith("[", at):
-        value, end = _array(text, at, limit - 1)
+        value, end = _array(text, at, limit - 1, keep)
     elif text.startswith("{", at):
-        value, end = _object(text, at, limit)
+        value, end = _object(text, at, limit, keep)
     else:
         raise JsonTooDeep(f"nested deeper than {limit}")
     if _skip_space(text, end) != len(text):
@@ -309,14 +452,14 @@ def _loads_slow(text: str, limit: int) -> Any:
     return value
 
 
-def _array(text: str, at: int, limit: int) -> tuple[list[Any], int]:
+def _array(text: str, at: int, limit: int, keep: bool = False) -> tuple[list[Any], int]:
     items: list[Any] = []
     at = _skip_space(text, at + 1)
     if text.startswith("]", at):
         return items, at + 1
     while True:
         value, end = _record(text, at, limit)
-        items.append(value.copy() if type(value) is Record else value)
+        items.append(value.copy() if type(value) is Record and not keep else value)
         at = _skip_space(text, end)
         if text.startswith(",", at):
             at = _skip_space(text, at + 1)
@@ -326,7 +469,7 @@ def _array(text: str, at: int, limit: int) -> tuple[list[Any], int]:
             raise ValueError(f"expected ',' or ']' at character {at}")
 
 
-def _object(text: str, at: int, limit: int) -> tuple[dict[str, Any], int]:
+def _object(text: str, at: int, limit: int, keep: bool = False) -> tuple[dict[str, Any], int]:
     result: dict[str, Any] = {}
     at = _skip_space(text, at + 1)
     if text.startswith("}", at):
@@ -338,7 +481,7 @@ def _object(text: str, at: int, limit: int) -> tuple[dict[str, Any], int]:
             raise ValueError(f"expected a key and ':' at character {at}")
         at = _skip_space(text, at + 1)
         if text.startswith("[", at):
-            value, end = _array(text, at, limit - 2)
+            value, end = _array(text, at, limit - 2, keep)
         else:
             try:
                 value, end = _DECODER.raw_decode(text, at)

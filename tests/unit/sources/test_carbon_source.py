@@ -546,3 +546,38 @@ async def test_budget_is_a_ten_second_window(
     await source.fetch_printers()
     status = source.budget()
     assert (status.capacity, status.window_s, status.remaining) == (90, 10, 89)
+
+
+# --- unchanged records ----------------------------------------------------------------------
+
+
+async def test_an_unchanged_record_is_not_mapped_again(
+    fake: FakeCarbon, clock: FakeClock, key: RSAPrivateKey
+) -> None:
+    """Idle printers sending the same bytes are the last fetch's very objects; a printer whose
+    print is running is mapped on every fetch (its progress moves with the time alone); one
+    changed record is mapped again."""
+    fleet = [SAMPLES["get_printers"]["body"]["printers"][0], printer("IDLE01"), printer("IDLE02")]
+    fake.routes["/v1/printers"] = offset_pages(fleet)
+    source = make_source(fake, clock, key)
+    first = await source.fetch_printers()
+    assert first.reused == 0
+    assert dict(first.printers["IDLE01"].raw) == fleet[1]
+    await clock.advance(15)
+    second = await source.fetch_printers()
+    assert second.reused == 2
+    assert second.printers["IDLE01"] is first.printers["IDLE01"]
+    running = second.printers["4M02KD"]
+    assert running is not first.printers["4M02KD"]
+    before, after = first.printers["4M02KD"].current_print, running.current_print
+    assert before is not None
+    assert after is not None
+    assert after.elapsed_s == (before.elapsed_s or 0) + 15
+    assert dict(after.raw) == fleet[0]["prints"]["current"]
+    changed = copy.deepcopy(fleet)
+    changed[2]["status"]["alerts"] = ["resin low"]
+    fake.routes["/v1/printers"] = offset_pages(changed)
+    third = await source.fetch_printers()
+    assert third.reused == 1
+    assert third.printers["IDLE02"].alerts == ("resin low",)
+    assert third.printers["IDLE01"] is first.printers["IDLE01"]

@@ -575,3 +575,123 @@ async def test_unnamed_material_code_is_logged_once(fake: FakeFormlabs, clock: F
     unnamed = [e for e in logs if e["event"] == "source.material_unnamed"]
     assert [e["material_code"] for e in unnamed] == ["FLXX9999"]
     assert unnamed[0]["log_level"] == "warning"
+
+
+# --- unchanged records ----------------------------------------------------------------------
+
+
+async def test_an_unchanged_record_is_not_mapped_again(
+    fake: FakeFormlabs, clock: FakeClock
+) -> None:
+    """The same bytes again: each printer is the very object of the last fetch, counted as
+    reused; one changed byte maps that record (and only it) again."""
+    source = make_source(fake, clock)
+    first = await source.fetch_printers()
+    assert first.reused == 0
+    second = await source.fetch_printers()
+    assert second.reused == 3
+    assert all(second.printers[s] is first.printers[s] for s in first.printers)
+    assert second.runs == first.runs
+    records = printers()
+    records[1]["alias"] = "Dental 3B+ (moved)"
+    fake.routes[f"{API}/printers/"] = records
+    third = await source.fetch_printers()
+    assert third.reused == 2
+    assert third.printers["AmberLynx"].name == "Dental 3B+ (moved)"
+    assert third.printers["NimbleHeron"] is first.printers["NimbleHeron"]
+    assert third.printers["AmberLynx"] is not first.printers["AmberLynx"]
+
+
+async def test_an_unchanged_record_still_goes_offline_when_its_ping_ages(
+    fake: FakeFormlabs, clock: FakeClock
+) -> None:
+    """``online`` depends on the time too: once ``last_pinged_at`` is older than
+    ``offline_after`` (5 min) by the vendor's clock, the unchanged record is mapped again."""
+    source = make_source(fake, clock, vendor_clock_skew=timedelta(days=400))
+    first = await source.fetch_printers()
+    assert first.printers["NimbleHeron"].online  # pinged 19 s before VENDOR_NOW
+    await clock.advance(4 * 60)
+    still = await source.fetch_printers()
+    assert still.printers["NimbleHeron"] is first.printers["NimbleHeron"]
+    await clock.advance(2 * 60)
+    later = await source.fetch_printers()
+    assert not later.printers["NimbleHeron"].online
+    assert not later.printers["AmberLynx"].online
+    assert later.reused == 1  # GentleBison: offline already, and stays so
+    again = await source.fetch_printers()
+    assert again.reused == 3
+    assert not again.printers["NimbleHeron"].online
+
+
+async def test_duplicates_and_skipped_records_are_told_on_every_fetch(
+    fake: FakeFormlabs, clock: FakeClock
+) -> None:
+    records = printers()
+    records.insert(0, {**copy.deepcopy(records[0]), "alias": "stale"})
+    records.append({"serial": "BrokenOne", "printer_status": "not an object"})
+    fake.routes[f"{API}/printers/"] = records
+    source = make_source(fake, clock)
+    first = await source.fetch_printers()
+    second = await source.fetch_printers()
+    for snapshot in (first, second):
+        assert [(s.record_id, s.reason) for s in snapshot.skipped] == [
+            ("NimbleHeron", "duplicate"),
+            ("BrokenOne", "printer_status: not an object"),
+        ]
+        assert snapshot.printers["NimbleHeron"].name == "Lab Form 4 #1"
+        assert list(snapshot.printers) == ["NimbleHeron", "AmberLynx", "GentleBison"]
+    # One record per serial is kept to compare with: the one that wins; the stale duplicate
+    # before it is mapped again (and skipped again).
+    assert second.reused == 3
+
+
+async def test_material_names_of_a_reused_record_follow_the_rest_of_the_fetch(
+    fake: FakeFormlabs, clock: FakeClock
+) -> None:
+    """A run that names its material only by code is named from another printer's cartridge:
+    that name changing renames the run of the unchanged record too."""
+    records = printers()
+    run = records[0]["printer_status"]["current_print_run"]
+    run["material"], run["material_name"] = "FLXX0001", None
+    cartridge = records[1]["cartridge_status"]["cartridge"]
+    cartridge["material"], cartridge["display_name"] = "FLXX0001", "Tough 1500"
+    fake.routes[f"{API}/printers/"] = copy.deepcopy(records)
+    source = make_source(fake, clock)
+    first = await source.fetch_printers()
+    current = first.printers["NimbleHeron"].current_print
+    assert current is not None
+    assert current.material == "Tough 1500"
+    cartridge["display_name"] = "Tough 1500 V2"
+    fake.routes[f"{API}/printers/"] = copy.deepcopy(records)
+    second = await source.fetch_printers()
+    assert second.reused == 2
+    current = second.printers["NimbleHeron"].current_print
+    assert current is not None
+    assert current.material == "Tough 1500 V2"
+    del records[1]
+    fake.routes[f"{API}/printers/"] = records
+    with structlog.testing.capture_logs() as logs:
+        third = await source.fetch_printers()
+    current = third.printers["NimbleHeron"].current_print
+    assert current is not None
+    assert current.material == "FLXX0001"
+    assert [e["material_code"] for e in logs if e["event"] == "source.material_unnamed"] == [
+        "FLXX0001"
+    ]
+
+
+async def test_unchanged_records_are_found_again_when_the_order_shifts(
+    fake: FakeFormlabs, clock: FakeClock
+) -> None:
+    """A printer added in front, another removed: the unchanged records are still reused,
+    the new one mapped, the removed one gone."""
+    source = make_source(fake, clock)
+    first = await source.fetch_printers()
+    records = printers()
+    newcomer = {**copy.deepcopy(records[1]), "serial": "NewOwl", "alias": "New"}
+    fake.routes[f"{API}/printers/"] = [newcomer, records[0], records[2]]
+    second = await source.fetch_printers()
+    assert list(second.printers) == ["NewOwl", "NimbleHeron", "GentleBison"]
+    assert second.reused == 2
+    assert second.printers["GentleBison"] is first.printers["GentleBison"]
+    assert second.printers["NewOwl"].name == "New"

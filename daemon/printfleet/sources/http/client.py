@@ -261,7 +261,8 @@ class VendorHttp:
             accept: non-2xx statuses returned to the caller instead of raised.
             stream_array: a JSON array body comes back as a
                 :class:`~printfleet.sources.mapping.RecordStream` (decoded while read, each
-                object keeping its text) instead of a list.
+                object keeping its text) instead of a list; the record lists of a page object
+                keep each object's text too (:class:`~printfleet.sources.mapping.Record`).
             records: the body holds records (a bare array or lists in a page object), so a
                 record nested too deep is skipped; ``False`` (a token response) refuses it.
 
@@ -548,7 +549,7 @@ class VendorHttp:
             text = response.content.decode("utf-8-sig")  # JSON is UTF-8 (RFC 8259)
             if stream and RecordStream.is_array(text):
                 return RecordStream(text, max_depth=depth)
-            return loads(text, max_depth=depth, records=records)
+            return loads(text, max_depth=depth, records=records, keep_text=stream)
         except JsonTooDeep as err:
             raise BadResponse(
                 self.source,
