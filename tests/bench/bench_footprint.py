@@ -17,11 +17,9 @@ Run alone with ``python -m tests.bench.bench_footprint``; ``make bench`` collect
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 from typing import Any
 
-from tests.bench.fleetrun import measure, today
+from tests.bench.fleetrun import compare, today
 from tests.bench.simfleet import FleetShape
 from tests.mosquitto import mosquitto_binary
 
@@ -40,10 +38,11 @@ def run() -> list[dict[str, Any]]:
         else "MQTT off (mosquitto not installed)"
     )
     shape = FleetShape(1, PRINTERS // 2, 1, PRINTERS // 2)
-    with tempfile.TemporaryDirectory(prefix="printfleet-footprint-") as tmp:
-        fp = measure(
-            shape, today(), Path(tmp), settle_s=SETTLE_S, window_s=WINDOW_S, ready_timeout_s=120
-        )
+    fp = compare(shape, [today()], settle_s=SETTLE_S, window_s=WINDOW_S, ready_timeout_s=120)[
+        "today"
+    ]
+    if isinstance(fp, Exception):
+        raise fp
     if not fp.ready:
         raise RuntimeError(f"not ready after {fp.ready_s:.0f} s")
     requests = ", ".join(f"{v} {n}" for v, n in fp.sim_requests.items())

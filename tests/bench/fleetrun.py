@@ -20,6 +20,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -182,6 +183,7 @@ def _own_retained_counter(broker_url: str, seconds: float) -> int:
     from urllib.parse import urlsplit
 
     import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
     from paho.mqtt.subscribeoptions import SubscribeOptions
 
     parts = urlsplit(broker_url)
@@ -192,7 +194,7 @@ def _own_retained_counter(broker_url: str, seconds: float) -> int:
         if counting.is_set() and message.retain and not message.topic.startswith(_EVENTS):
             counted[0] += 1
 
-    client = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
     client.on_message = on_message
     client.connect(parts.hostname or "127.0.0.1", parts.port or 1883)
     # retainHandling=2: no stored retained messages at subscribe time, only new publishes.
@@ -221,8 +223,42 @@ def count_retained(broker_url: str, seconds: float) -> tuple[int, str]:
     return int(theirs(broker_url, seconds)), "tests/bench/mqtt_rate.py"
 
 
+@contextlib.contextmanager
+def fleet(shape: FleetShape, workdir: Path) -> Iterator[SimFleet]:
+    """Today's simulator for ``shape`` in a child process, its log in ``workdir``."""
+    with (
+        (workdir / "simulator.log").open("w") as log,
+        running(shape, workdir, [sys.executable], log, ROOT) as sim,
+    ):
+        yield sim
+
+
+def compare(
+    shape: FleetShape, daemons: list[Daemon], **kwargs: Any
+) -> dict[str, Result | Exception]:
+    """Measure each daemon in turn against one simulator (built once: at 100,000 printers the
+    build is most of a minute); a daemon that fails yields its exception, the others still run.
+
+    Sharing the fleet is fair: the later daemon sees the same printers a few minutes on, and
+    each daemon's requests are far below the accounts' hourly limits.
+    """
+    results: dict[str, Result | Exception] = {}
+    with (
+        tempfile.TemporaryDirectory(prefix="printfleet-scale-") as tmp,
+        fleet(shape, Path(tmp)) as sim,
+    ):
+        for i, daemon in enumerate(daemons):
+            workdir = Path(tmp) / f"daemon-{i}"
+            workdir.mkdir()
+            try:
+                results[daemon.label] = measure(sim, daemon, workdir, **kwargs)
+            except Exception as err:  # report it beside the other daemon's figures
+                results[daemon.label] = err
+    return results
+
+
 def measure(
-    shape: FleetShape,
+    sim: SimFleet,
     daemon: Daemon,
     workdir: Path,
     *,
@@ -232,14 +268,13 @@ def measure(
     retained: bool = False,
     after: Callable[[str, int], dict[str, Any]] | None = None,
 ) -> Result:
-    """Run ``daemon`` against ``shape`` and measure it (see the module docstring)."""
-    log_path = workdir / "processes.log"
+    """Run ``daemon`` against ``sim`` and measure it (see the module docstring)."""
+    log_path = workdir / "daemon.log"
     env = dict(os.environ)
     if daemon.isolated:
         env.pop("PYTHONPATH", None)
     with (
         log_path.open("w") as log,
-        running(shape, workdir, [sys.executable], log, ROOT) as sim,
         _broker(workdir / "mosquitto") as mqtt_url,
     ):
         port = free_port()
@@ -287,6 +322,7 @@ def measure(
             if thread is not None:
                 thread.join(timeout=30)
             extras = after(base, pid) if after is not None else {}
+            extras["sim_build_s"] = sim.info["build_s"]
         finally:
             proc.terminate()
             try:
@@ -299,7 +335,7 @@ def measure(
         extras["retained_by"] = counter[0][1]
     return Result(
         daemon=daemon.label,
-        shape=shape,
+        shape=sim.shape,
         ready=ready,
         ready_s=ready_s,
         window_s=window,

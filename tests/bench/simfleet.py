@@ -70,7 +70,10 @@ class Stats:
 class SimFleet:
     """The running child: its accounts and a way to read its counters."""
 
-    def __init__(self, proc: subprocess.Popen[str], info: dict[str, Any]) -> None:
+    def __init__(
+        self, shape: FleetShape, proc: subprocess.Popen[str], info: dict[str, Any]
+    ) -> None:
+        self.shape = shape
         self.proc = proc
         self.info = info
         self.accounts: list[dict[str, str]] = info["accounts"]
@@ -127,7 +130,7 @@ def running(
         line = proc.stdout.readline()
         if not line:
             raise RuntimeError(f"the simulator exited early (code {proc.wait()})")
-        yield SimFleet(proc, json.loads(line))
+        yield SimFleet(shape, proc, json.loads(line))
     finally:
         if proc.stdin is not None:
             with contextlib.suppress(OSError):
