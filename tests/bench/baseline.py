@@ -8,10 +8,11 @@ and a clean clone works as long as the commit is in its history. The venv is mad
 interpreter running the benchmarks and ``pip install <tree>`` (non-editable), resolving its
 dependencies from the configured index; the first build takes ~20 s, later calls reuse it.
 
-``baseline_python()`` is the command to run that daemon (``[python, "-m", "printfleet"]``),
-``baseline_root()`` its tree (for its own ``rules/`` packs). Both raise
-:class:`BaselineUnavailable` with the reason when it cannot be built; callers turn that into a
-row saying so.
+``baseline_python()`` is the interpreter command of that venv (``[python, "-I"]``: isolated
+mode, so a ``PYTHONPATH`` pointing at today's ``daemon/`` cannot shadow the installed 0.1.0;
+append ``-m printfleet ...``), ``baseline_root()`` its tree (for its own ``rules/`` packs).
+Both raise :class:`BaselineUnavailable` with the reason when it cannot be built; callers turn
+that into a row saying so.
 
 Run alone with ``python -m tests.bench.baseline`` to build (or check) the cache.
 """
@@ -85,9 +86,10 @@ def build() -> float:
 
 
 def baseline_python() -> list[str]:
-    """The command running 7be2331's ``printfleet`` (its venv's interpreter, ``-m printfleet``)."""
+    """The interpreter command of 7be2331's venv; ``[*baseline_python(), "-m", "printfleet"]``
+    runs its daemon."""
     build()
-    return [str(_home() / ".venv" / "bin" / "python"), "-m", "printfleet"]
+    return [str(_home() / ".venv" / "bin" / "python"), "-I"]
 
 
 def baseline_root() -> Path:
@@ -107,4 +109,6 @@ if __name__ == "__main__":
         print(f"baseline unavailable: {err}", file=sys.stderr)
         sys.exit(1)
     state = f"built in {seconds:.0f} s" if seconds else "cached"
-    print(f"{COMMIT}: {state}: {' '.join(baseline_python())} (rules under {baseline_root()})")
+    print(
+        f"{COMMIT}: {state}: {' '.join(baseline_python())} -m printfleet (tree {baseline_root()})"
+    )

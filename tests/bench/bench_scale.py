@@ -16,7 +16,7 @@ Rows, each with today's figure, 7be2331's and the ratio (> 1x: today is better):
   that it is measured anyway, its ready figure is the cap and the note says so.
 - 500 Formlabs accounts x 20 printers: ``tests/bench/many_accounts.py`` (slice limiter) when it
   is there, else this module's harness: the busiest wall second of requests at the simulated
-  Formlabs host over the whole run, CPU and RSS in a window after ready.
+  Formlabs host from start-up on, CPU and RSS in a window after ready.
 
 Every figure comes from one run per version on a shared 2-core machine: the simulator runs
 beside the daemon (its CPU share is in the notes). ``make bench`` runs this module last with
@@ -84,10 +84,10 @@ def _optional(module: str) -> Any | None:
 
 def _baseline() -> tuple[Daemon | None, str]:
     try:
-        command, root = baseline.baseline_python(), baseline.baseline_root()
+        python, root = baseline.baseline_python(), baseline.baseline_root()
     except baseline.BaselineUnavailable as err:
         return None, str(err)
-    return Daemon(BASE, command, root, isolated=True), ""
+    return Daemon(BASE, [*python, "-m", "printfleet"], root, python=python, isolated=True), ""
 
 
 def _runs(
@@ -373,7 +373,7 @@ def _own_many_accounts(base: Daemon | None, why: str) -> list[dict[str, Any]]:
             "requests/s",
             "never > 90/s",
             "requests the simulated Formlabs host answered (token requests and 429s "
-            "included), by wall-clock second, over the whole run from start-up; "
+            "included), by wall-clock second, from the daemon's start to the end of its window; "
             "bench harness (tests/bench/many_accounts.py not there); " + notes,
         ),
         _row(
@@ -399,7 +399,7 @@ def many_accounts(base: Daemon | None, why: str) -> list[dict[str, Any]]:
         try:
             old = _as_rows(
                 name,
-                module.measure(accounts, per, python=base.command, rules_root=base.rules_root),
+                module.measure(accounts, per, python=base.python, rules_root=base.rules_root),
             )
         except Exception as err:  # the old daemon may not cope; say so, keep today's rows
             old = []

@@ -46,6 +46,7 @@ class Daemon:
     label: str
     command: list[str]  # e.g. [python, "-m", "printfleet"]
     rules_root: Path  # its tree: rules/default.toml and rules/home-assistant.toml under it
+    python: list[str] | None = None  # its interpreter command (None: this one)
     isolated: bool = False  # drop PYTHONPATH, so an installed older version is not shadowed
     extra_config: str = ""  # TOML appended to the config (only keys this version knows)
 
@@ -66,7 +67,7 @@ class Result:
     hwm_mb: float  # VmHWM at the end
     records: int  # printer records the simulator served in the window
     sim_requests: dict[str, int]  # requests each vendor host answered in the window
-    max_per_second: dict[str, int]  # the busiest wall second of each vendor host, whole run
+    max_per_second: dict[str, int]  # each vendor host's busiest wall second, exec to window end
     sim_cpu_percent: float
     retained: int | None  # retained MQTT messages relayed in the window
     warnings: str
@@ -280,6 +281,7 @@ def measure(
         port = free_port()
         config = write_config(workdir, sim, daemon, mqtt_url, port)
         started = time.monotonic()
+        first_second = int(time.time())  # the simulator is shared: count this daemon's seconds
         proc = subprocess.Popen(
             [*daemon.command, "run", "-c", str(config)],
             stdout=log,
@@ -344,7 +346,10 @@ def measure(
         hwm_mb=hwm,
         records=sum(s1.records.values()) - sum(s0.records.values()),
         sim_requests={v: n - s0.requests.get(v, 0) for v, n in s1.requests.items()},
-        max_per_second={v: max(secs.values(), default=0) for v, secs in s1.per_second.items()},
+        max_per_second={
+            v: max((n for t, n in secs.items() if t >= first_second), default=0)
+            for v, secs in s1.per_second.items()
+        },
         sim_cpu_percent=(s1.cpu_s - s0.cpu_s) / window * 100,
         retained=counter[0][0] if counter else None,
         warnings=_warnings(log_path.read_text()),
