@@ -25,7 +25,7 @@ from tests.mosquitto import mosquitto_binary
 
 PRINTERS = 100
 SETTLE_S = 10.0
-WINDOW_S = 60.0
+WINDOW_S = 40.0
 RSS_TARGET_MB = 80.0
 CPU_TARGET = 1.0
 
