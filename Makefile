@@ -32,8 +32,10 @@ lint: dev
 	$(BIN)/ruff format --check daemon tests
 	$(BIN)/mypy
 
+# Under 15 minutes on 2 cores; the scale rows build 7be2331's daemon once into .bench-cache/.
+# `make bench BENCH_ARGS="scale --no-write"` runs one module without touching BENCHMARKS.md.
 bench: dev
-	$(BIN)/python -m tests.bench
+	$(BIN)/python -m tests.bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis .bench-cache
