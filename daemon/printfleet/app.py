@@ -40,6 +40,7 @@ from printfleet.core.pictures import is_loopback_http
 from printfleet.core.polling import PollPolicy
 from printfleet.core.rules.acks import ACKS_KEY, acks_from_state
 from printfleet.core.rules.engine import RuleEngine
+from printfleet.core.startup import start_delays
 from printfleet.core.thresholds import DiffSettings
 from printfleet.digests import DigestRunner
 from printfleet.errors import EXIT_AUTH, EXIT_OK, ConfigError, PrintfleetError, StoreError
@@ -328,9 +329,12 @@ class Daemon:
             # and the task restarted; it never cancels its siblings (only start-up problems and
             # signals end the process). Three groups, stopped in this order on shutdown:
             # producers, deliverers, MQTT.
+            delays = start_delays(len(self.pollers), self.settings.poll.interval.total_seconds())
             producers: list[asyncio.Task[Any]] = [
-                tasks.create_task(self._supervised(f"poll:{p.name}", self._poller_task(p)))
-                for p in self.pollers
+                tasks.create_task(
+                    self._supervised(f"poll:{p.name}", self._poller_task(p, start_delay=delay))
+                )
+                for p, delay in zip(self.pollers, delays, strict=True)
             ]
             producers.append(tasks.create_task(self._supervised("timers", pipeline.run_timers)))
             producers.append(tasks.create_task(self._supervised("silences", self._watch_silences)))
@@ -379,15 +383,24 @@ class Daemon:
     async def _supervised(self, task: str, start: Callable[[], Awaitable[None]]) -> None:
         await supervise(task, start, clock=self.clock, observer=self.metrics)
 
-    def _poller_task(self, poller: SourcePoller) -> Callable[[], Awaitable[None]]:
+    def _poller_task(
+        self, poller: SourcePoller, *, start_delay: float = 0.0
+    ) -> Callable[[], Awaitable[None]]:
         """The poller's task: the first poll checks the credentials, then poll forever.
 
-        A restart after a crash goes straight to the loop (the first poll was done).
+        ``start_delay``: seconds to wait before the first poll (many sources start spread
+        over one interval, see :func:`~printfleet.core.startup.start_delays`); waited once,
+        not again after a crash. A restart after a crash goes straight to the loop (the
+        first poll was done).
         """
         first = True
+        delayed = start_delay <= 0
 
         async def start() -> None:
-            nonlocal first
+            nonlocal first, delayed
+            if not delayed:
+                await self.clock.sleep(start_delay)
+                delayed = True
             if first:
                 delay = await poller.poll_once()
                 first = False  # only now: a first poll that crashed is tried again as first
