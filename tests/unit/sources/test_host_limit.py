@@ -265,12 +265,13 @@ async def test_a_429_holds_the_host_back_one_window_and_its_source_for_retry_aft
         assert len(host.times) == 2
 
 
-def test_a_host_limit_books_in_order_and_refuses_a_queue_too_long() -> None:
-    """Reservations come out first come, first served, at most ``rate`` per second; one
-    that would wait longer than allowed books nothing."""
+def test_a_host_limit_books_in_order_paced_and_refuses_a_queue_too_long() -> None:
+    """Reservations come out first come, first served, ``1 / rate`` apart (no burst that
+    network jitter could push into the next second); one that would wait longer than
+    allowed books nothing."""
     clock = FakeClock()
     limit = HostLimits(clock).get("formlabs", "h", 2)
     assert limit is not None
-    assert [limit.reserve(10) for _ in range(6)] == [0.0, 0.0, 1.0, 1.0, 2.0, 2.0]
+    assert [limit.reserve(10) for _ in range(6)] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
     assert limit.reserve(2.5) is None
     assert limit.reserve(3.0) == 3.0

@@ -90,6 +90,17 @@ class HostLimit:
     for one free place). A reservation abandoned by a cancelled request stays booked: it wastes
     one place for one window, which is the safe direction.
 
+    Booked times are also at least ``1 / rate`` apart. The window alone would let a full
+    window's worth go at once whenever it frees up; the vendor counts when requests *arrive*,
+    and network jitter can then shift a burst sent at the end of one window into the next
+    one (twice the limit in a second, as the vendor sees it). Paced, a delay of ``d``
+    seconds moves at most ``d * rate`` requests across a window's edge.
+
+    Bookings are a plan; :meth:`claim` checks the real send time against what was really
+    sent. An event loop that stalls wakes every overdue sender at once: their plan says
+    "fine", the real clock says "a burst". A claim that would break the limit (or follow
+    the previous send much sooner than the spacing) is refused and its sender books again.
+
     ``brake`` stops new sends for a while (a 429 said the host is throttling us); reservations
     made later start after it, earlier ones that fall inside it are re-made by their owners.
     """
@@ -101,6 +112,9 @@ class HostLimit:
         self._window = WindowLimit.per_second(rate)
         self.rate = rate
         self._braked_until = 0.0
+        self._next_free = 0.0  # the last booked time plus the spacing
+        self._sent = WindowLimit.per_second(rate)  # real send times (claims)
+        self._last_sent = float("-inf")
 
     def __repr__(self) -> str:
         return f"HostLimit({self.vendor}, {self.host}, {self.rate:g}/s)"
@@ -113,10 +127,8 @@ class HostLimit:
         """Change the cap (a source built from a newer config); bookings so far still count."""
         if rate == self.rate:
             return
-        fresh = WindowLimit.per_second(rate)
-        for booked in self._window.booked():
-            fresh.spend(booked)
-        self._window = fresh
+        self._window = _moved(self._window, rate)
+        self._sent = _moved(self._sent, rate)
         self.rate = rate
 
     def brake_remaining(self) -> float:
@@ -134,12 +146,36 @@ class HostLimit:
         the caller gives up instead of joining a queue it would not outlast.
         """
         now = self._clock.monotonic()
-        slot = self._window.next_slot(max(now, self._braked_until))
+        slot = self._window.next_slot(max(now, self._braked_until, self._next_free))
         wait = slot - now
         if wait > max(0.0, max_wait):
             return None
         self._window.spend(slot)
+        self._next_free = slot + 1.0 / self.rate
         return wait
+
+    def claim(self) -> bool:
+        """Send now on a booking that is due: ``False`` (book again) when sending now would
+        put more than the limit into one window of real send times, would follow the last
+        send by less than half the spacing, or falls into a brake."""
+        now = self._clock.monotonic()
+        if (
+            self._sent.wait(now) > 0
+            or now - self._last_sent < 0.5 / self.rate
+            or self.brake_remaining() > 0
+        ):
+            return False
+        self._sent.spend(now)
+        self._last_sent = now
+        return True
+
+
+def _moved(limit: WindowLimit, rate: float) -> WindowLimit:
+    """A window limit at ``rate`` holding what ``limit`` counted so far."""
+    fresh = WindowLimit.per_second(rate)
+    for moment in limit.booked():
+        fresh.spend(moment)
+    return fresh
 
 
 class HostLimits:

@@ -481,8 +481,9 @@ class VendorHttp:
         The source's own budget is waited for first, then a send time is booked with the
         host limit (first come, first served among all sources of the host). The budget is
         spent only when the request really goes, and checked again then: a place booked and
-        not used (another request of this source came first, or a 429 braked the host) is
-        given up, which costs one place, never an extra request.
+        not used (another request of this source came first, a 429 braked the host, or the
+        event loop woke us so late that sending now would burst) is given up and booked
+        again, which costs one place, never an extra request.
         """
         waited = 0.0
         while True:
@@ -507,9 +508,11 @@ class VendorHttp:
                     waited += slot
                     await self._clock.sleep(slot)
                     self._observer.host_limit_wait(host.vendor, host.host, slot)
-                    if self._budget.wait() > 0 or host.brake_remaining() > 0:
+                    if self._budget.wait() > 0:
                         continue
                     self._check_not_paused(endpoint)
+                if not host.claim():
+                    continue
             self._budget.spend()
             return
 
