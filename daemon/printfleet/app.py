@@ -670,9 +670,12 @@ class Daemon:
         for name, health in self.pipeline.view.health.items():
             if health.last_success_at is None or now - health.last_success_at > limit:
                 problems.append(f"source {name} not polled successfully in {limit}")
-        for poller in self.pollers:
-            if poller.name not in self.pipeline.view.health:
-                problems.append(f"source {poller.name} not polled yet")
+        # The sources, not only the pollers: /readyz is served while start-up still builds
+        # the pollers (seconds with hundreds of sources), and no poller yet is not "ready".
+        names = dict.fromkeys([*(s.name for s in self.sources), *(p.name for p in self.pollers)])
+        for name in names:
+            if name not in self.pipeline.view.health:
+                problems.append(f"source {name} not polled yet")
         if self.mqtt is not None and not self.mqtt.connected:
             problems.append("mqtt disconnected")
         return (not problems, "; ".join(problems) or "ok")
