@@ -48,6 +48,7 @@ from printfleet.core.polling import PollPolicy
 from printfleet.core.rules.acks import ACKS_KEY, acks_from_state
 from printfleet.core.rules.engine import RuleEngine
 from printfleet.core.source_set import SourceSetChange, diff_source_sets
+from printfleet.core.startup import start_delays
 from printfleet.core.thresholds import DiffSettings
 from printfleet.digests import DigestRunner
 from printfleet.errors import EXIT_AUTH, EXIT_OK, ConfigError, PrintfleetError, StoreError
@@ -317,8 +318,9 @@ class Daemon:
             # signals end the process). Three groups, stopped in this order on shutdown:
             # producers, deliverers, MQTT.
             self._tasks = tasks
-            for poller in self.pollers:
-                self._run_poller(poller, self._poller_task(poller))
+            delays = start_delays(len(self.pollers), self.settings.poll.interval.total_seconds())
+            for poller, delay in zip(self.pollers, delays, strict=True):
+                self._run_poller(poller, self._poller_task(poller, start_delay=delay))
             producers: list[asyncio.Task[Any]] = []
             producers.append(tasks.create_task(self._supervised("timers", pipeline.run_timers)))
             producers.append(tasks.create_task(self._supervised("silences", self._watch_silences)))
@@ -369,18 +371,25 @@ class Daemon:
         await supervise(task, start, clock=self.clock, observer=self.metrics)
 
     def _poller_task(
-        self, poller: SourcePoller, *, at_start_up: bool = True
+        self, poller: SourcePoller, *, at_start_up: bool = True, start_delay: float = 0.0
     ) -> Callable[[], Awaitable[None]]:
         """The poller's task: the first poll checks the credentials, then poll forever.
 
         A restart after a crash goes straight to the loop (the first poll was done). A source
         added by SIGHUP (``at_start_up=False``) just polls: rejected credentials then are a
         ``source.auth_failed`` like any later rejection, not a reason to stop the daemon.
+        ``start_delay``: seconds to wait before the first poll (many sources start spread
+        over one interval, see :func:`~printfleet.core.startup.start_delays`); waited once,
+        not again after a crash.
         """
         first = at_start_up
+        delayed = start_delay <= 0
 
         async def start() -> None:
-            nonlocal first
+            nonlocal first, delayed
+            if not delayed:
+                await self.clock.sleep(start_delay)
+                delayed = True
             if first:
                 delay = await poller.poll_once()
                 first = False  # only now: a first poll that crashed is tried again as first
@@ -806,9 +815,12 @@ class Daemon:
         for name, health in self.pipeline.view.health.items():
             if health.last_success_at is None or now - health.last_success_at > limit:
                 problems.append(f"source {name} not polled successfully in {limit}")
-        for poller in self.pollers:
-            if poller.name not in self.pipeline.view.health:
-                problems.append(f"source {poller.name} not polled yet")
+        # The sources, not only the pollers: /readyz is served while start-up still builds
+        # the pollers (seconds with hundreds of sources), and no poller yet is not "ready".
+        names = dict.fromkeys([*(s.name for s in self.sources), *(p.name for p in self.pollers)])
+        for name in names:
+            if name not in self.pipeline.view.health:
+                problems.append(f"source {name} not polled yet")
         if self.mqtt is not None and not self.mqtt.connected:
             problems.append("mqtt disconnected")
         return (not problems, "; ".join(problems) or "ok")

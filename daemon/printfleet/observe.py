@@ -17,6 +17,11 @@ class Observer(Protocol):
         (``timeout``, ``network``); ``endpoint`` is a bounded label such as ``/printers/``."""
         ...
 
+    def host_limit_wait(self, vendor: str, host: str, seconds: float) -> None:
+        """A request waited ``seconds`` for the request limit shared by every source of
+        ``vendor`` at ``host`` (``[limits] <vendor>_host_requests_per_second``)."""
+        ...
+
     def record_skipped(self, source: str, kind: str) -> None:
         """A malformed vendor record of ``kind`` (printer, print, ...) was skipped."""
         ...
@@ -63,6 +68,9 @@ class NullObserver:
     """Observes nothing."""
 
     def api_request(self, source: str, endpoint: str, code: str, seconds: float) -> None:
+        pass
+
+    def host_limit_wait(self, vendor: str, host: str, seconds: float) -> None:
         pass
 
     def record_skipped(self, source: str, kind: str) -> None:

@@ -188,6 +188,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="printers per vendor (default 20; 0: an empty account)",
     )
     simulate.add_argument(
+        "--accounts",
+        type=int,
+        metavar="N",
+        help="accounts per vendor, printers dealt round-robin over them; each account's "
+        "credentials are printed on an `account <i> ...` line (default 1)",
+    )
+    simulate.add_argument(
+        "--stats-file",
+        metavar="FILE",
+        help="on exit, write request counts per vendor as JSON to FILE, with the most "
+        "requests received in any one second (max_per_second)",
+    )
+    simulate.add_argument(
         "--port",
         type=int,
         metavar="P",
@@ -485,7 +498,8 @@ def _demo(args: argparse.Namespace, extra: list[str]) -> int:
 
 def _simulate(args: argparse.Namespace, extra: list[str]) -> int:
     argv: list[str] = []
-    for option in ("vendor", "printers", "port", "speed", "seed", "credentials_dir"):
+    options = ("vendor", "printers", "accounts", "port", "speed", "seed", "credentials_dir")
+    for option in (*options, "stats_file"):
         value = getattr(args, option)
         if value is not None:
             argv += [f"--{option.replace('_', '-')}", str(value)]

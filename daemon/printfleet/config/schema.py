@@ -542,6 +542,21 @@ class LimitsConfig(Section):
         description="A vendor Date header further than this from our clock is not trusted: "
         "logged once (source.clock_untrusted) and printers' staleness is judged on our clock.",
     )
+    formlabs_host_requests_per_second: float = Field(
+        90.0,
+        ge=0,
+        le=100_000,
+        description="Requests per second all Formlabs sources of one API host send together "
+        "(the vendor allows 100/s per IP; default 90%). Token requests count. 0 = no shared "
+        "limit (each source keeps its own requests_per_second).",
+    )
+    carbon_host_requests_per_second: float = Field(
+        0.0,
+        ge=0,
+        le=100_000,
+        description="Requests per second all Carbon sources of one API host send together. "
+        "0 (default) = no shared limit: Carbon documents only its per-user limit.",
+    )
 
 
 class RulesConfig(Section):

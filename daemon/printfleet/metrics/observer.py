@@ -2,9 +2,10 @@
 
 :class:`Metrics` implements :class:`~printfleet.observe.Observer`. Components call it as
 things happen; it keeps counters and histograms (``api_requests_total``,
-``api_request_duration_seconds``, ``poll_duration_seconds``, ``events_total``,
-``prints_total``, ``print_verdicts_total``, ``rule_matches_total``, ``deliveries_total``,
-``records_skipped_total``, ``records_mapped_total``, ``records_reused_total``,
+``api_request_duration_seconds``, ``host_limit_wait_seconds_total``,
+``poll_duration_seconds``, ``events_total``, ``prints_total``, ``print_verdicts_total``,
+``rule_matches_total``, ``deliveries_total``, ``records_skipped_total``,
+``records_mapped_total``, ``records_reused_total``,
 ``unknown_status_total``, ``poll_failures_total``,
 ``task_restarts_total``, ``resin_used_ml_total``, ``print_duration_seconds``)
 plus ``build_info``, all on a :class:`~prometheus_client.CollectorRegistry` the application
@@ -64,6 +65,13 @@ class Metrics:
             "Duration of vendor API requests.",
             ["source", "endpoint"],
             buckets=API_BUCKETS,
+            registry=registry,
+        )
+        self.host_limit_wait_seconds = Counter(
+            "printfleet_host_limit_wait_seconds",
+            "Seconds requests waited for the request limit shared by every source of one "
+            "vendor host ([limits] <vendor>_host_requests_per_second).",
+            ["vendor", "host"],
             registry=registry,
         )
         self.records_skipped = Counter(
@@ -157,6 +165,9 @@ class Metrics:
     def api_request(self, source: str, endpoint: str, code: str, seconds: float) -> None:
         self.api_requests.labels(source, endpoint, code).inc()
         self.api_request_duration.labels(source, endpoint).observe(seconds)
+
+    def host_limit_wait(self, vendor: str, host: str, seconds: float) -> None:
+        self.host_limit_wait_seconds.labels(vendor, host).inc(seconds)
 
     def record_skipped(self, source: str, kind: str) -> None:
         self.records_skipped.labels(source, kind).inc()

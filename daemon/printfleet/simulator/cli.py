@@ -4,6 +4,12 @@ Prints base URLs and credentials. The Carbon ``secrets.json`` goes to a private 
 (removed on exit), or with ``--credentials-dir DIR`` to ``DIR/carbon-secrets.json`` beside the
 Formlabs client secret in ``DIR/formlabs.secret``, kept after exit so a config can name them.
 
+With ``--accounts N`` (N > 1) each vendor has N accounts, the printers dealt round-robin over
+them. The lines above still describe the first account; one line per account follows,
+``account <i> <client_id> <client_secret>`` (Formlabs) or ``account <i> <client_id>
+<secrets_file>`` (Carbon, a file per account: ``carbon-secrets-<i>.json`` in the credentials
+directory), i from 1, so a bench can read them with one pattern.
+
 The command defaults to ``--protocol-clock wall``: a daemon pointed at it runs on
 real time, and with a fast fleet clock its JWTs and cursors would otherwise expire at once.
 """
@@ -12,16 +18,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import signal
 import sys
 import tempfile
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
 from printfleet.simulator.config import SimulatorConfig
-from printfleet.simulator.simulator import Simulator
+from printfleet.simulator.simulator import AccountInfo, Simulator
+from printfleet.simulator.stats import request_stats
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,6 +46,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--printers", type=_count, default=20, help="printers per vendor (20; 0: an empty account)"
+    )
+    parser.add_argument(
+        "--accounts",
+        type=_positive,
+        default=1,
+        help="accounts per vendor, the printers dealt round-robin over them (1)",
+    )
+    parser.add_argument(
+        "--stats-file",
+        type=Path,
+        metavar="FILE",
+        help="on exit, write JSON request counts per vendor to FILE, with the most requests "
+        "received in any one real second (max_per_second)",
     )
     parser.add_argument(
         "--port",
@@ -73,6 +95,13 @@ def _count(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
     return value
 
 
@@ -117,6 +146,8 @@ def _config(args: argparse.Namespace) -> SimulatorConfig:
         formlabs_port=first,
         carbon_port=first if vendors == ("carbon",) else second,
         protocol_clock=args.protocol_clock,
+        formlabs_accounts=args.accounts,
+        carbon_accounts=args.accounts,
     )
 
 
@@ -127,6 +158,7 @@ def _announce(
     formlabs_file: Path | None = None,
     *,
     temporary: bool = False,
+    carbon_files: Sequence[Path | str] = (),
 ) -> None:
     config = sim.config
     print(f"printfleet simulator: seed {config.seed}, speed x{config.speed:g}", file=out)
@@ -137,6 +169,12 @@ def _announce(
         if formlabs_file is not None:
             print(f"          client_secret_file {formlabs_file}", file=out)
         print(f"          printers       {config.formlabs_printers}", file=out)
+        if config.formlabs_accounts > 1:
+            print(f"          accounts       {config.formlabs_accounts}", file=out)
+            for i, info in enumerate(_accounts(sim, "formlabs"), start=1):
+                print(
+                    f"          account        {i} {info.client_id} {info.client_secret}", file=out
+                )
     if "carbon" in config.vendors:
         print(f"Carbon    base_url       {sim.carbon_url}", file=out)
         print(f"          client_id      {sim.carbon_secrets['client_id']}", file=out)
@@ -146,7 +184,34 @@ def _announce(
                 "          (a temp file removed on exit; --credentials-dir DIR keeps it)", file=out
             )
         print(f"          printers       {config.carbon_printers}", file=out)
+        if config.carbon_accounts > 1:
+            print(f"          accounts       {config.carbon_accounts}", file=out)
+            for i, info in enumerate(_accounts(sim, "carbon"), start=1):
+                print(
+                    f"          account        {i} {info.client_id} {carbon_files[i - 1]}", file=out
+                )
     print("Ctrl-C to stop.", file=out, flush=True)
+
+
+def _accounts(sim: Simulator, vendor: str) -> list[AccountInfo]:
+    return [info for info in sim.accounts if info.vendor == vendor]
+
+
+def _carbon_files(sim: Simulator, directory: Path | None) -> tuple[list[Path], list[Path]]:
+    """One ``secrets.json`` per Carbon account past the first: (all files, temp files)."""
+    files: list[Path] = []
+    temporary: list[Path] = []
+    for i in range(1, sim.config.carbon_accounts):
+        if directory is not None:
+            path = directory / f"carbon-secrets-{i + 1}.json"
+        else:
+            descriptor, name = tempfile.mkstemp(prefix="printfleet-carbon-", suffix=".json")
+            os.close(descriptor)
+            path = Path(name)
+            temporary.append(path)
+        sim.write_carbon_secrets(path, account=i)
+        files.append(path)
+    return files, temporary
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     secrets_path = None
     temporary = None  # the temp secrets file to remove on exit
     formlabs_file = None
+    extras: list[Path] = []  # temp secrets files of further Carbon accounts
     stop = threading.Event()
     previous = signal.getsignal(signal.SIGTERM)
     try:
@@ -178,7 +244,19 @@ def main(argv: list[str] | None = None) -> int:
             os.close(descriptor)
             sim.write_carbon_secrets(temporary)
             secrets_path = temporary
-        _announce(sim, secrets_path, sys.stdout, formlabs_file, temporary=temporary is not None)
+        carbon_files: list[Path | str] = []
+        if "carbon" in config.vendors:
+            more, extra_temporary = _carbon_files(sim, args.credentials_dir)
+            extras.extend(extra_temporary)
+            carbon_files = [secrets_path or "", *more]
+        _announce(
+            sim,
+            secrets_path,
+            sys.stdout,
+            formlabs_file,
+            temporary=temporary is not None,
+            carbon_files=carbon_files,
+        )
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, lambda *_: stop.set())
         with contextlib.suppress(KeyboardInterrupt):
@@ -188,7 +266,10 @@ def main(argv: list[str] | None = None) -> int:
         sim.stop()
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, previous)
-        if temporary is not None:
+        removable: list[str | Path] = [*([temporary] if temporary is not None else []), *extras]
+        for path in removable:
             with contextlib.suppress(OSError):
-                os.unlink(temporary)
+                os.unlink(path)
+        if args.stats_file is not None:
+            args.stats_file.write_text(json.dumps(request_stats(sim.requests), indent=2) + "\n")
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import NamedTuple, Protocol
@@ -45,13 +46,15 @@ class VendorApi(Protocol):
 
 
 class RequestRecord(NamedTuple):
-    """One served request: simulated time, vendor, method, request target, status (0 = reset)."""
+    """One served request: simulated time, vendor, method, request target, status (0 = reset),
+    and when it came on the real monotonic clock (for requests-per-real-second counts)."""
 
     time: datetime
     vendor: str
     method: str
     path: str
     status: int
+    monotonic: float = 0.0
 
 
 class Gateway:
@@ -86,7 +89,9 @@ class Gateway:
             response = self._respond(request, now, moment)
             status = 0 if response.reset else response.status
             self._log.append(
-                RequestRecord(now, self.api.vendor, request.method, request.target, status)
+                RequestRecord(
+                    now, self.api.vendor, request.method, request.target, status, time.monotonic()
+                )
             )
         # Like any real server, say what time it is: on the fleet's clock, the clock its
         # timestamps (last_pinged_at, updated_at) were written with.

@@ -30,7 +30,7 @@ from printfleet.observe import NULL_OBSERVER, Observer
 from printfleet.sources.base import Source
 from printfleet.sources.carbon import CarbonSource
 from printfleet.sources.formlabs import FormlabsSource
-from printfleet.sources.http.budget import RequestBudget
+from printfleet.sources.http.budget import HostLimit, HostLimits, RequestBudget
 from printfleet.sources.http.client import HttpOptions
 
 FORMLABS_BUDGET_PER_HOUR = 1350
@@ -47,6 +47,7 @@ def make_source(
     observer: Observer = NULL_OBSERVER,
     credentials_dir: Path | None = None,
     limits: LimitsConfig | None = None,
+    hosts: HostLimits | None = None,
 ) -> Source:
     """The source for ``config``, sharing ``client`` (owned by the caller).
 
@@ -55,8 +56,11 @@ def make_source(
             judges ``updated_at`` staleness only when the source sets it (see SourceConfig).
         credentials_dir: where a bare secret file name is looked up (systemd's
             ``$CREDENTIALS_DIRECTORY``).
-        limits: the ``[limits]`` section (body size, JSON depth, vendor clock skew); the
-            defaults when not given.
+        limits: the ``[limits]`` section (body size, JSON depth, vendor clock skew, the
+            per-host request rates); the defaults when not given.
+        hosts: where the limit shared by all sources of one vendor host is kept; default
+            :meth:`HostLimits.shared` of ``clock``, so every source built with one clock (at
+            start-up or after a reload) shares it.
 
     Raises:
         ConfigError: a secret file is missing, unreadable, empty or malformed.
@@ -84,6 +88,11 @@ def make_source(
                 clock,
                 per_hour=config.budget_per_hour or FORMLABS_BUDGET_PER_HOUR,
                 per_second=config.requests_per_second or FORMLABS_PER_SECOND,
+                host=_host_limit(
+                    hosts or HostLimits.shared(clock),
+                    config,
+                    limits.formlabs_host_requests_per_second,
+                ),
             ),
             **http,
         )
@@ -101,9 +110,26 @@ def make_source(
         private_key=key,
         offline_after=config.offline_after,
         base_url=config.api_url,
-        budget=RequestBudget.carbon(clock, per_10s=config.requests_per_10s or CARBON_PER_10S),
+        budget=RequestBudget.carbon(
+            clock,
+            per_10s=config.requests_per_10s or CARBON_PER_10S,
+            host=_host_limit(
+                hosts or HostLimits.shared(clock), config, limits.carbon_host_requests_per_second
+            ),
+        ),
         **http,
     )
+
+
+def host_of(base_url: str) -> str:
+    """The host (and a non-default port) a source's requests go to: the key of its
+    shared limit and its ``host`` metric label; never a path, query or credential."""
+    url = httpx.URL(base_url)
+    return f"{url.host}:{url.port}" if url.port is not None else url.host
+
+
+def _host_limit(hosts: HostLimits, config: SourceConfig, rate: float) -> HostLimit | None:
+    return hosts.get(config.vendor, host_of(config.api_url), rate)
 
 
 def load_carbon_secrets(

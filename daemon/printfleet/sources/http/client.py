@@ -6,8 +6,9 @@ Everything a source sends goes through :meth:`VendorHttp.request`, split the way
 exchange, its metric and the ``Date`` offset) → :meth:`~VendorHttp._classify` (status → result
 or error). Together they
 
-1. wait (a bounded time) for the source's :class:`~printfleet.sources.http.budget.RequestBudget`,
-   and refuse to send at all while a 429 told the source to pause;
+1. wait (a bounded time) for the source's :class:`~printfleet.sources.http.budget.RequestBudget`
+   and the :class:`~printfleet.sources.http.budget.HostLimit` it shares with the other sources
+   of its vendor host, and refuse to send at all while a 429 told the source to pause;
 2. add the bearer token of an :class:`Authenticator` and, on a 401, renew it once and retry;
 3. translate failures into :mod:`printfleet.errors` (``raise ... from err``):
 
@@ -330,12 +331,15 @@ class VendorHttp:
     ) -> _Reply | _Transient:
         """One exchange within the budget, with a bearer token; a 401 renews it once.
 
-        The budget is taken before the token so that a paused source sends no token request
-        either, and again for the exchange after a renewal (it is a request like any other).
+        The token comes first and the budget right before the exchange: a token request
+        waits for the budget (and the host limit) like any other, so booking a send time and
+        then spending it on a token request first would send two requests in one place. A
+        paused source still sends no token request: that request's own budget check refuses.
         """
         while True:
-            await self._acquire(endpoint)
+            self._check_not_paused(endpoint)
             token = await auth.token() if auth is not None else None
+            await self._acquire(endpoint)
             sent = self._clock.monotonic()
             answer = await self._send_once(
                 method, url, endpoint=endpoint, params=params, data=data, token=token
@@ -466,23 +470,52 @@ class VendorHttp:
             raise BadResponse(self.source, f"{method} {endpoint} answered HTTP {status}")
         return _Transient(f"HTTP {status}", self._retry_after(response))
 
+    def _check_not_paused(self, endpoint: str) -> None:
+        paused = self._budget.pause_remaining()
+        if paused > 0:
+            raise RateLimited(self.source, f"paused after HTTP 429; not sending {endpoint}", paused)
+
     async def _acquire(self, endpoint: str) -> None:
-        """Wait for the budget (bounded), or raise RateLimited; never send during a 429 pause."""
+        """Wait for the budget and the host limit (bounded), or raise RateLimited; never send
+        during a 429 pause.
+
+        The source's own budget is waited for first, then a send time is booked with the
+        host limit (first come, first served among all sources of the host). The budget is
+        spent only when the request really goes, and checked again then: a place booked and
+        not used (another request of this source came first, a 429 braked the host, or the
+        event loop woke us so late that sending now would burst) is given up and booked
+        again, which costs one place, never an extra request.
+        """
         waited = 0.0
         while True:
-            paused = self._budget.pause_remaining()
-            if paused > 0:
-                raise RateLimited(
-                    self.source, f"paused after HTTP 429; not sending {endpoint}", paused
-                )
+            self._check_not_paused(endpoint)
             delay = self._budget.wait()
-            if delay <= 0:
-                self._budget.spend()
-                return
-            if waited + delay > self._retry.max_budget_wait_s:
-                raise RateLimited(self.source, "request budget exhausted", delay)
-            waited += delay
-            await self._clock.sleep(delay)
+            if delay > 0:
+                if waited + delay > self._retry.max_budget_wait_s:
+                    raise RateLimited(self.source, "request budget exhausted", delay)
+                waited += delay
+                await self._clock.sleep(delay)
+                continue
+            host = self._budget.host
+            if host is not None:
+                slot = host.reserve(self._retry.max_budget_wait_s - waited)
+                if slot is None:
+                    raise RateLimited(
+                        self.source,
+                        f"the shared request limit of {host.host} is busy; not sending {endpoint}",
+                        host.window_s,
+                    )
+                if slot > 0:
+                    waited += slot
+                    await self._clock.sleep(slot)
+                    self._observer.host_limit_wait(host.vendor, host.host, slot)
+                    if self._budget.wait() > 0:
+                        continue
+                    self._check_not_paused(endpoint)
+                if not host.claim():
+                    continue
+            self._budget.spend()
+            return
 
     def _log_exchange(self, method: str, endpoint: str, answer: object, seconds: float) -> None:
         """``source.request`` at debug: method, the endpoint's path (never the query, which
@@ -584,6 +617,14 @@ class VendorHttp:
                 jitter="up",
             )
         self._budget.pause(retry_after)
+        host = self._budget.host
+        if host is not None:
+            # A 429 does not say which limit it was: this account's (1500/h), which only this
+            # source must respect for Retry-After, or the host's per-IP one, which every
+            # source of the host would run into next. So every source holds back for one
+            # window of the host limit (at most Retry-After): enough for a per-IP window to
+            # empty, too short for one account's long pause to stall the others.
+            host.brake(min(retry_after, host.window_s))
         self._log.info(
             "source.rate_limited",
             endpoint=endpoint,
