@@ -211,10 +211,30 @@ class RecordCache(Generic[T]):
         self._next[key] = entry
         return entry
 
-    def keep(self, record: Mapping[str, Any], key: str, entry: Cached[T] | None) -> None:
-        """Remember a record just mapped (only records that kept their text can be compared);
-        ``None``: its mapping holds only for this fetch's time, nothing to keep."""
-        self.mapped += 1
+    def similar(self, key: str, record: Mapping[str, Any], beat: Heartbeat) -> Cached[T] | None:
+        """The last fetch's entry for ``key`` when ``record`` (which kept its text) differs
+        from it only in ``beat``'s fields; its item is then patched, not mapped again (the
+        caller keeps the patched entry with :meth:`keep` ``patched=True``)."""
+        entry = self._entries.get(key)
+        if entry is None or type(record) is not Record or not beat.only_beat(entry.text, record):
+            return None
+        return entry
+
+    def keep(
+        self,
+        record: Mapping[str, Any],
+        key: str,
+        entry: Cached[T] | None,
+        *,
+        patched: bool = False,
+    ) -> None:
+        """Remember a record just mapped, or ``patched`` from its heartbeat alone (counted as
+        reused); only records that kept their text can be compared. ``None``: its mapping
+        holds only for this fetch's time, nothing to keep."""
+        if patched:
+            self.reused += 1
+        else:
+            self.mapped += 1
         if entry is not None and type(record) is Record:
             self._next[key] = entry
 
@@ -228,6 +248,77 @@ class RecordCache(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+class Heartbeat:
+    """The fields of a vendor record that move with every heartbeat of an idle printer
+    (``keys`` of the object at ``path``): a record that differs from the last fetch's only in
+    their values is patched instead of mapped again.
+
+    Telling that is done on the text, at C speed: each key's value is cut out of both texts
+    and the rest compared. That is exact under three conditions checked here: no ``\\u``
+    escape in either text (so every key is spelled literally), each key at most once (as
+    ``"key"``, so a key cannot hide elsewhere; a string *value* spelled so also refuses), and
+    every key found in the new record's object at ``path``. Then equal rests mean the decoded
+    records are equal but for those values, in that object.
+    """
+
+    __slots__ = ("_quoted", "keys", "path")
+
+    def __init__(self, path: tuple[str, ...], keys: tuple[str, ...]) -> None:
+        self.path = path
+        self.keys = keys
+        self._quoted = tuple(f'"{key}"' for key in keys)
+
+    def holder(self, record: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """The object holding the heartbeat keys in a decoded record, if it is one."""
+        value: Any = record
+        for key in self.path:
+            value = value.get(key) if isinstance(value, dict) else None
+        return value if isinstance(value, dict) else None
+
+    def rest(self, text: str) -> str | None:
+        """``text`` with the heartbeat values cut out; ``None`` when that would not be exact."""
+        if "\\u" in text:
+            return None
+        cuts: list[tuple[int, int]] = []
+        for quoted in self._quoted:
+            at = text.find(quoted)
+            if at < 0:
+                continue
+            if text.find(quoted, at + 1) >= 0:
+                return None
+            at = _skip_space(text, at + len(quoted))
+            if not text.startswith(":", at):
+                return None  # a string value spelled like the key
+            start = _skip_space(text, at + 1)
+            try:
+                _, end = _DECODER.raw_decode(text, start)
+            except (ValueError, RecursionError):
+                return None
+            cuts.append((start, end))
+        if not cuts:
+            return text
+        cuts.sort()
+        parts: list[str] = []
+        at = 0
+        for start, end in cuts:
+            parts.append(text[at:start])
+            at = end
+        parts.append(text[at:])
+        return "".join(parts)
+
+    def only_beat(self, old: str, record: Record) -> bool:
+        """Whether ``record`` differs from the record whose text was ``old`` only in the
+        heartbeat values (an identical text counts too)."""
+        new = self.rest(record.text)
+        if new is None or new != self.rest(old):
+            return False
+        holder = self.holder(record)
+        return all(
+            quoted not in record.text or (holder is not None and key in holder)
+            for key, quoted in zip(self.keys, self._quoted, strict=True)
+        )
 
 
 def raw_record(record: Mapping[str, Any], *path: str) -> Mapping[str, Any]:
