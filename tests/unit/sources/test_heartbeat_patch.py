@@ -182,6 +182,9 @@ def test_any_other_carbon_change_maps_the_record_again() -> None:
         ('{"t":"x","s":{"p":1}}', '{"t":"y","s":{"p":1}}', False),  # not where it beats
         ('{"s":{"t":"x","t":"z"}}', '{"s":{"t":"y","t":"z"}}', False),  # a key twice
         ('{"a":"t","s":{}}', '{"a":"t","s":{}}', False),  # a value spelled as the key
+        ('{"s":{"p":1,"t":"x"}}', '{"s":{"p":2,"t":"y"}}', True),  # in any order
+        ('{"s":{"t":{"p":1}}}', '{"s":{"t":{"p":2}}}', False),  # one inside the other
+        ('{"a":1,"s":{"t":"x"}}', '{"a":1,"s":{"t":"x\\n"}}', False),  # any escape
     ],
 )
 def test_only_the_heartbeat_values_may_differ(old: str, new: str, same: bool) -> None:
