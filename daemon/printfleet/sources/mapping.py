@@ -321,14 +321,6 @@ class Heartbeat:
             cuts = [at for pair in pairs for at in pair]
         return cuts
 
-    def rest(self, text: str) -> str | None:
-        """``text`` with the heartbeat values cut out; ``None`` when that would not be exact."""
-        cuts = self.cuts(text)
-        if cuts is None:
-            return None
-        bounds = [0, *cuts, len(text)]
-        return "".join(text[bounds[i] : bounds[i + 1]] for i in range(0, len(bounds), 2))
-
     def only_beat(
         self,
         old: str,
