@@ -103,19 +103,26 @@ async def test_unchanged_records_are_counted_kept_and_still_go_offline() -> None
 
     await clock.advance(5 * 60)  # the same records, now pinged 6 minutes ago
     await poller.poll_once()
-    assert (counter(registry, "mapped"), counter(registry, "reused")) == (6, 3)
+    # Only ``online`` moved with the time: the printers are patched, not mapped again.
+    assert (counter(registry, "mapped"), counter(registry, "reused")) == (3, 6)
     offline = [e.subject for e in cycles[2].events if e.type is EventType.PRINTER_OFFLINE]
     assert sorted(offline) == ["AmberLynx", "GentleBison", "NimbleHeron"]
     await clock.advance(60)
     await poller.poll_once()  # offline now holds for good: reused again, nothing to tell
-    assert (counter(registry, "mapped"), counter(registry, "reused")) == (6, 6)
+    assert (counter(registry, "mapped"), counter(registry, "reused")) == (3, 9)
     assert cycles[3].events == ()
 
-    vendor.body = records(clock.now())  # a fresh ping: one changed byte in every record
+    vendor.body = records(clock.now())  # a fresh ping: only the heartbeat changed
     await poller.poll_once()
     online = [e.subject for e in cycles[4].events if e.type is EventType.PRINTER_ONLINE]
     assert sorted(online) == ["AmberLynx", "GentleBison", "NimbleHeron"]
-    assert counter(registry, "mapped") == 9
+    assert (counter(registry, "mapped"), counter(registry, "reused")) == (3, 12)
+    pinged = cycles[4].snapshot
+    assert pinged is not None
+    assert all(p.last_seen_at == clock.now() for p in pinged.printers.values())
+    assert pinged.printers["NimbleHeron"].raw["printer_status"]["last_pinged_at"] == (
+        clock.now().isoformat().replace("+00:00", "Z")
+    )
 
     # Kept state holds the last record's text; a removed printer's event carries no record,
     # as before.

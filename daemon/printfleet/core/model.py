@@ -400,8 +400,9 @@ class Snapshot:
     runs: Mapping[str, Print] = field(default_factory=empty_mapping)
     skipped: tuple[SkippedRecord, ...] = field(default=(), compare=False)
     queues: Mapping[str, Queue] = field(default_factory=empty_mapping)
-    #: Printer records of this fetch whose JSON text equalled the previous fetch's: not mapped
-    #: again, their ``Printer`` is the previous fetch's own object.
+    #: Printer records of this fetch not mapped again: their JSON text equalled the previous
+    #: fetch's (their ``Printer`` is the previous fetch's own object), or differed only in
+    #: heartbeat fields (the previous ``Printer`` with its heartbeat and ``online`` updated).
     reused: int = field(default=0, compare=False)
 
     def as_dict(self, *, with_raw: bool = False) -> dict[str, Any]:

@@ -82,8 +82,8 @@ class Metrics:
         )
         self.records_reused = Counter(
             "printfleet_records_reused",
-            "Printer records whose JSON text was unchanged since the source's last fetch, so "
-            "they were not mapped again.",
+            "Printer records unchanged, or changed only in heartbeat fields, since the "
+            "source's last fetch, so they were not mapped again.",
             ["source"],
             registry=registry,
         )

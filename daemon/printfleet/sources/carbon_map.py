@@ -18,6 +18,7 @@ known (a started print whose short id has not appeared yet); else the ModelPrint
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
@@ -27,6 +28,7 @@ from printfleet.core.model import (
     Printer,
     PrinterStatus,
     PrintStatus,
+    RawJson,
     SkippedRecord,
     Vendor,
     frozen_mapping,
@@ -36,8 +38,10 @@ from printfleet.core.prints import shifted
 from printfleet.sources.mapping import (
     REASON_NOT_OBJECT,
     Cached,
+    Heartbeat,
     Keyed,
     MappingError,
+    Record,
     RecordCache,
     as_float,
     as_int,
@@ -81,6 +85,10 @@ def print_key(
 #: One cache per Carbon source (:class:`RecordCache` of printers).
 PrinterCache = RecordCache[Printer]
 
+#: What an idle printer's record changes in between polls: ``updated_at`` (the simulator
+#: moves it at every 30 s heartbeat; carbon.md §11 leaves open whether the cloud does).
+HEARTBEAT: Final = Heartbeat((), ("updated_at",))
+
 
 def map_printers(
     records: Any,
@@ -112,9 +120,15 @@ def map_printers(
     printers: Keyed[Printer] = Keyed("printer")
 
     def build(record: Mapping[str, Any], serial: str) -> Printer:
-        printer = _printer(record, serial, now, offline_after)
+        known = cache.similar(serial, record, HEARTBEAT) if cache is not None else None
+        if known is not None:
+            assert isinstance(record, Record)  # similar() answers only for one
+            printer = _beat(known.item, record, now, offline_after)
+        else:
+            printer = _printer(record, serial, now, offline_after)
         if cache is not None:
-            cache.keep(record, serial, _cached(record, printer, offline_after))
+            entry = _cached(record, printer, offline_after)
+            cache.keep(record, serial, entry, patched=known is not None)
         return printer
 
     def reuse(serial: str, text: str) -> Printer | None:
@@ -134,6 +148,24 @@ def map_printers(
     if cache is not None:
         cache.finish()
     return printers.items, {}, printers.skipped
+
+
+def _beat(
+    known: Printer, record: Record, now: datetime, offline_after: timedelta | None
+) -> Printer:
+    """``known`` brought up to ``record``, which differs from its record only in ``updated_at``
+    (a cached printer has no started print, so nothing else moves with the time)."""
+    last_seen = parse_time(record.get("updated_at"))
+    run = known.current_print
+    if run is not None and isinstance(run.raw, RawJson):
+        run = replace(run, raw=raw_record(record, "prints", "current"))
+    return replace(
+        known,
+        last_seen_at=last_seen,
+        online=_online(_status(record).get("printer_state"), last_seen, now, offline_after),
+        raw=raw_record(record),
+        current_print=run,
+    )
 
 
 def _cached(
@@ -230,20 +262,11 @@ def map_prints(records: Any) -> tuple[dict[str, Print], list[SkippedRecord]]:
 def _printer(
     record: Mapping[str, Any], serial: str, now: datetime, offline_after: timedelta | None
 ) -> Printer:
-    value = record.get("status")
-    status = as_mapping(value)
-    if status is None:
-        if value is not None:
-            # A status that is not an object says nothing about the printer's state: skip the
-            # record rather than announce a change to UNKNOWN that did not happen.
-            raise MappingError("status: not an object")
-        status = EMPTY
+    status = _status(record)
     state = status.get("printer_state")
     printer_status = carbon_printer_status(state)
     last_seen = parse_time(record.get("updated_at"))
-    online = not carbon_is_offline_state(state)
-    if online and offline_after is not None:
-        online = last_seen is not None and now - last_seen <= offline_after
+    online = _online(state, last_seen, now, offline_after)
     prints = as_mapping(record.get("prints")) or EMPTY
     code = as_str(record.get("hw_type")) or "UNKNOWN"
     return Printer(
@@ -262,6 +285,27 @@ def _printer(
         queue_length=as_int(prints.get("queue_length")),
         raw=raw_record(record),
     )
+
+
+def _status(record: Mapping[str, Any]) -> Mapping[str, Any]:
+    value = record.get("status")
+    status = as_mapping(value)
+    if status is None:
+        if value is not None:
+            # A status that is not an object says nothing about the printer's state: skip the
+            # record rather than announce a change to UNKNOWN that did not happen.
+            raise MappingError("status: not an object")
+        return EMPTY
+    return status
+
+
+def _online(
+    state: Any, last_seen: datetime | None, now: datetime, offline_after: timedelta | None
+) -> bool:
+    """Not in an offline-like state and, only when ``offline_after`` is set, recently seen."""
+    if carbon_is_offline_state(state):
+        return False
+    return offline_after is None or (last_seen is not None and now - last_seen <= offline_after)
 
 
 def _current(

@@ -36,6 +36,7 @@ from printfleet.core.model import (
     Print,
     Printer,
     PrintStatus,
+    RawJson,
     SkippedRecord,
     Tank,
     Vendor,
@@ -47,8 +48,10 @@ from printfleet.sources.base import Inventory
 from printfleet.sources.mapping import (
     REASON_NOT_OBJECT,
     Cached,
+    Heartbeat,
     Keyed,
     MappingError,
+    Record,
     RecordCache,
     as_bool,
     as_float,
@@ -142,6 +145,10 @@ class MappedPrinter:
 #: One cache per Formlabs source (:class:`RecordCache` of :class:`MappedPrinter`).
 PrinterCache = RecordCache[MappedPrinter]
 
+#: What an idle printer's record changes in at each ping (every 30 s in the simulator):
+#: ``last_pinged_at`` and ``current_temperature``, which nothing is mapped from.
+HEARTBEAT: Final = Heartbeat(("printer_status",), ("last_pinged_at", "current_temperature"))
+
 
 def map_printers(
     body: Any,
@@ -177,13 +184,18 @@ def map_printers(
     runs: dict[str, MappedPrinter] = {}  # by run id: the record whose run it is
 
     def build(record: Mapping[str, Any], serial: str) -> MappedPrinter:
-        printer = _printer(record, serial, now, offline_after)
-        previous = _previous_run(record.get("previous_print_run"), serial)
-        mapped = MappedPrinter(printer, previous)
-        if previous is not None:  # only once the printer itself mapped
-            runs[previous.id] = mapped
+        known = cache.similar(serial, record, HEARTBEAT) if cache is not None else None
+        if known is not None:
+            assert isinstance(record, Record)  # similar() answers only for one
+            mapped = _beat(known.item, record, now, offline_after)
+        else:
+            printer = _printer(record, serial, now, offline_after)
+            mapped = MappedPrinter(printer, _previous_run(record.get("previous_print_run"), serial))
+        if mapped.run is not None:  # only once the printer itself mapped
+            runs[mapped.run.id] = mapped
         if cache is not None:
-            cache.keep(record, serial, _cached(record, mapped, offline_after))
+            entry = _cached(record, mapped, offline_after)
+            cache.keep(record, serial, entry, patched=known is not None)
         return mapped
 
     def reuse(serial: str, text: str) -> MappedPrinter | None:
@@ -230,6 +242,33 @@ def _name(mapped: MappedPrinter, names: Mapping[str, str]) -> None:
     mapped.named = _named_printer(mapped.printer, names)
     run = mapped.run
     mapped.named_run = name_material(run, names) if run is not None else None
+
+
+def _beat(
+    known: MappedPrinter, record: Record, now: datetime, offline_after: timedelta
+) -> MappedPrinter:
+    """``known`` brought up to ``record``, which differs from its record only in
+    :data:`HEARTBEAT`'s fields: the heartbeat, ``online`` at ``now`` and the raw text."""
+    last_seen = parse_time(_status_block(record, "printer_status").get("last_pinged_at"))
+    online = _online(last_seen, now, offline_after)
+    raw = raw_record(record)
+
+    def beat(printer: Printer) -> Printer:
+        run = printer.current_print
+        if run is not None and isinstance(run.raw, RawJson):
+            run = replace(run, raw=raw_record(record, "printer_status", "current_print_run"))
+        return replace(printer, last_seen_at=last_seen, online=online, raw=raw, current_print=run)
+
+    mapped = MappedPrinter(beat(known.printer), known.run)
+    if known.names is not None:  # named with this fetch's names or not, _name decides
+        mapped.names = known.names
+        mapped.named = mapped.printer if known.named is known.printer else beat(known.named)
+        mapped.named_run = known.named_run
+    return mapped
+
+
+def _online(last_seen: datetime | None, now: datetime, offline_after: timedelta) -> bool:
+    return last_seen is not None and now - last_seen <= offline_after
 
 
 def _cached(
@@ -440,7 +479,7 @@ def _printer(
         status=printer_status,
         status_raw=raw_text(status_value),
         phase=formlabs_printer_phase(status_value, run_status, printer_status),
-        online=last_seen is not None and now - last_seen <= offline_after,
+        online=_online(last_seen, now, offline_after),
         last_seen_at=last_seen,
         group=_group_name(record.get("group")),
         firmware=as_str(record.get("firmware_version")),

@@ -155,7 +155,7 @@ class Cached(Generic[T]):
     set) and at most ``until`` (when set).
     """
 
-    __slots__ = ("after", "extra", "item", "text", "until")
+    __slots__ = ("after", "cuts", "extra", "item", "text", "until")
 
     def __init__(
         self,
@@ -171,6 +171,8 @@ class Cached(Generic[T]):
         self.extra = extra
         self.after = after
         self.until = until
+        #: :meth:`Heartbeat.cuts` of ``text``, once asked for (``None``: not yet or refused).
+        self.cuts: list[int] | None = None
 
     def valid_at(self, now: datetime) -> bool:
         return (self.after is None or now > self.after) and (
@@ -188,11 +190,12 @@ class RecordCache(Generic[T]):
     :class:`~printfleet.core.model.RawJson` holds anyway.
     """
 
-    __slots__ = ("_entries", "_next", "mapped", "reused")
+    __slots__ = ("_cuts", "_entries", "_next", "mapped", "reused")
 
     def __init__(self) -> None:
         self._entries: dict[str, Cached[T]] = {}
         self._next: dict[str, Cached[T]] = {}
+        self._cuts: list[int] | None = None  # of the record :meth:`similar` last patched
         #: Records of the latest fetch reused and mapped (each record is one or the other).
         self.reused = 0
         self.mapped = 0
@@ -211,10 +214,38 @@ class RecordCache(Generic[T]):
         self._next[key] = entry
         return entry
 
-    def keep(self, record: Mapping[str, Any], key: str, entry: Cached[T] | None) -> None:
-        """Remember a record just mapped (only records that kept their text can be compared);
-        ``None``: its mapping holds only for this fetch's time, nothing to keep."""
-        self.mapped += 1
+    def similar(self, key: str, record: Mapping[str, Any], beat: Heartbeat) -> Cached[T] | None:
+        """The last fetch's entry for ``key`` when ``record`` (which kept its text) differs
+        from it only in ``beat``'s fields; its item is then patched, not mapped again (the
+        caller keeps the patched entry with :meth:`keep` ``patched=True``)."""
+        entry = self._entries.get(key)
+        if entry is None or type(record) is not Record:
+            return None
+        # Each text is cut once: the new one's cuts are kept for the next fetch (see keep).
+        if entry.cuts is None:
+            entry.cuts = beat.cuts(entry.text)
+        self._cuts = beat.cuts(record.text)
+        if self._cuts is None or not beat.only_beat(entry.text, record, entry.cuts, self._cuts):
+            return None
+        return entry
+
+    def keep(
+        self,
+        record: Mapping[str, Any],
+        key: str,
+        entry: Cached[T] | None,
+        *,
+        patched: bool = False,
+    ) -> None:
+        """Remember a record just mapped, or ``patched`` from its heartbeat alone (counted as
+        reused); only records that kept their text can be compared. ``None``: its mapping
+        holds only for this fetch's time, nothing to keep."""
+        if patched:
+            self.reused += 1
+            if entry is not None:
+                entry.cuts = self._cuts
+        else:
+            self.mapped += 1
         if entry is not None and type(record) is Record:
             self._next[key] = entry
 
@@ -228,6 +259,102 @@ class RecordCache(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+class Heartbeat:
+    """The fields of a vendor record that move with every heartbeat of an idle printer
+    (``keys`` of the object at ``path``): a record that differs from the last fetch's only in
+    their values is patched instead of mapped again.
+
+    Telling that is done on the text, at C speed: each key's value is cut out of both texts
+    and the rest compared. That is exact under three conditions checked here: no escape
+    (``\\``) in either text (so every key is spelled literally), each key at most once (as
+    ``"key"``, so a key cannot hide elsewhere; a string *value* spelled so also refuses), and
+    every key found in the new record's object at ``path``. Then equal rests mean the decoded
+    records are equal but for those values, in that object.
+    """
+
+    __slots__ = ("_quoted", "keys", "path")
+
+    def __init__(self, path: tuple[str, ...], keys: tuple[str, ...]) -> None:
+        self.path = path
+        self.keys = keys
+        self._quoted = tuple(f'"{key}"' for key in keys)
+
+    def holder(self, record: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """The object holding the heartbeat keys in a decoded record, if it is one."""
+        value: Any = record
+        for key in self.path:
+            value = value.get(key) if isinstance(value, dict) else None
+        return value if isinstance(value, dict) else None
+
+    def cuts(self, text: str) -> list[int] | None:
+        """Where the heartbeat values are in ``text`` (start, end, start, end, … in order);
+        ``None`` when cutting them out would not be exact."""
+        if text.find("\\") >= 0:  # one C scan; an escape could spell a key unseen
+            return None
+        cuts: list[int] = []
+        for quoted in self._quoted:
+            at = text.find(quoted)
+            if at < 0:
+                continue
+            if text.find(quoted, at + 1) >= 0:
+                return None
+            at += len(quoted)
+            if text.startswith(":", at):  # compact, or Python's ": " (else any spacing)
+                start = at + 2 if text.startswith(" ", at + 1) else at + 1
+            else:
+                at = _skip_space(text, at)
+                if not text.startswith(":", at):
+                    return None  # a string value spelled like the key
+                start = _skip_space(text, at + 1)
+            try:
+                _, end = _DECODER.raw_decode(text, start)
+            except (ValueError, RecursionError):
+                return None
+            cuts.append(start)
+            cuts.append(end)
+        if len(cuts) > 2 and not (len(cuts) == 4 and cuts[1] <= cuts[2]):
+            pairs = sorted(zip(cuts[::2], cuts[1::2], strict=True))
+            if any(pairs[i][0] < pairs[i - 1][1] for i in range(1, len(pairs))):
+                return None  # one key inside another's value
+            cuts = [at for pair in pairs for at in pair]
+        return cuts
+
+    def only_beat(
+        self,
+        old: str,
+        record: Record,
+        old_cuts: list[int] | None = None,
+        new_cuts: list[int] | None = None,
+    ) -> bool:
+        """Whether ``record`` differs from the record whose text was ``old`` only in the
+        heartbeat values (an identical text counts too); ``old_cuts``/``new_cuts``: their
+        :meth:`cuts` when known already."""
+        new = record.text
+        if new_cuts is None:
+            new_cuts = self.cuts(new)
+        if new_cuts is None:
+            return False
+        if old_cuts is None:
+            old_cuts = self.cuts(old)
+        if old_cuts is None or len(old_cuts) != len(new_cuts):
+            return False
+        o = n = 0
+        for i in range(0, len(new_cuts), 2):
+            if old[o : old_cuts[i]] != new[n : new_cuts[i]]:
+                return False
+            o, n = old_cuts[i + 1], new_cuts[i + 1]
+        if old[o:] != new[n:]:
+            return False
+        if not new_cuts:
+            return True
+        holder = self.holder(record)
+        return holder is not None and all(
+            key in holder
+            for key, quoted in zip(self.keys, self._quoted, strict=True)
+            if quoted in new
+        )
 
 
 def raw_record(record: Mapping[str, Any], *path: str) -> Mapping[str, Any]:
