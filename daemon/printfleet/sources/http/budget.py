@@ -170,10 +170,7 @@ class HostLimit:
         now = self._clock.monotonic()
         if (
             self._sent.wait(now) > 0
-            or (
-                _used(self._sent, now) >= self._burst
-                and now - self._last_sent < 0.5 / self.rate
-            )
+            or (_used(self._sent, now) >= self._burst and now - self._last_sent < 0.5 / self.rate)
             or self.brake_remaining() > 0
         ):
             return False
