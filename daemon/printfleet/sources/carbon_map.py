@@ -119,34 +119,23 @@ def map_printers(
         now = now.replace(tzinfo=UTC)
     printers: Keyed[Printer] = Keyed("printer")
 
-    def build(record: Mapping[str, Any], serial: str) -> Printer:
-        known = cache.similar(serial, record, HEARTBEAT) if cache is not None else None
-        if known is not None:
-            assert isinstance(record, Record)  # similar() answers only for one
-            printer = _beat(known.item, record, now, offline_after)
-        else:
-            printer = _printer(record, serial, now, offline_after)
-        if cache is not None:
-            entry = _cached(record, printer, offline_after)
-            cache.keep(record, serial, entry, patched=known is not None)
-        return printer
+    def full(record: Mapping[str, Any], serial: str) -> Printer:
+        return _printer(record, serial, now, offline_after)
 
-    def reuse(serial: str, text: str) -> Printer | None:
-        assert cache is not None
-        entry = cache.lookup(serial, text, now)
-        return entry.item if entry is not None else None
-
-    if cache is not None:
-        cache.begin()
-    printers.collect(
-        items,
-        key="serial",
-        missing=REASON_MISSING_SERIAL,
-        build=build,
-        reuse=reuse if cache is not None else None,
-    )
-    if cache is not None:
-        cache.finish()
+    if cache is None:
+        printers.collect(items, key="serial", missing=REASON_MISSING_SERIAL, build=full)
+    else:
+        cache.collect(
+            printers,
+            items,
+            key="serial",
+            missing=REASON_MISSING_SERIAL,
+            now=now,
+            beat=HEARTBEAT,
+            full=full,
+            patch=lambda known, record: _beat(known, record, now, offline_after),
+            entry=lambda record, printer: _cached(record, printer, offline_after),
+        )
     return printers.items, {}, printers.skipped
 
 

@@ -183,42 +183,34 @@ def map_printers(
     printers: Keyed[MappedPrinter] = Keyed("printer")
     runs: dict[str, MappedPrinter] = {}  # by run id: the record whose run it is
 
-    def build(record: Mapping[str, Any], serial: str) -> MappedPrinter:
-        known = cache.similar(serial, record, HEARTBEAT) if cache is not None else None
-        if known is not None:
-            assert isinstance(record, Record)  # similar() answers only for one
-            mapped = _beat(known.item, record, now, offline_after)
-        else:
-            printer = _printer(record, serial, now, offline_after)
-            mapped = MappedPrinter(printer, _previous_run(record.get("previous_print_run"), serial))
+    def full(record: Mapping[str, Any], serial: str) -> MappedPrinter:
+        printer = _printer(record, serial, now, offline_after)
+        return MappedPrinter(printer, _previous_run(record.get("previous_print_run"), serial))
+
+    def seen(mapped: MappedPrinter) -> None:
         if mapped.run is not None:  # only once the printer itself mapped
             runs[mapped.run.id] = mapped
-        if cache is not None:
-            entry = _cached(record, mapped, offline_after)
-            cache.keep(record, serial, entry, patched=known is not None)
+
+    def build(record: Mapping[str, Any], serial: str) -> MappedPrinter:
+        mapped = full(record, serial)
+        seen(mapped)
         return mapped
 
-    def reuse(serial: str, text: str) -> MappedPrinter | None:
-        assert cache is not None
-        entry = cache.lookup(serial, text, now)
-        if entry is None:
-            return None
-        mapped = entry.item
-        if mapped.run is not None:
-            runs[mapped.run.id] = mapped
-        return mapped
-
-    if cache is not None:
-        cache.begin()
-    printers.collect(
-        records,
-        key="serial",
-        missing=REASON_MISSING_SERIAL,
-        build=build,
-        reuse=reuse if cache is not None else None,
-    )
-    if cache is not None:
-        cache.finish()
+    if cache is None:
+        printers.collect(records, key="serial", missing=REASON_MISSING_SERIAL, build=build)
+    else:
+        cache.collect(
+            printers,
+            records,
+            key="serial",
+            missing=REASON_MISSING_SERIAL,
+            now=now,
+            beat=HEARTBEAT,
+            full=full,
+            patch=lambda known, record: _beat(known, record, now, offline_after),
+            entry=lambda record, mapped: _cached(record, mapped, offline_after),
+            seen=seen,
+        )
     names = material_names(m.printer for m in printers.items.values())
     for mapped in printers.items.values():
         _name(mapped, names)

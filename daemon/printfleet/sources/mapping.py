@@ -249,6 +249,49 @@ class RecordCache(Generic[T]):
         if entry is not None and type(record) is Record:
             self._next[key] = entry
 
+    def collect(
+        self,
+        keyed: Keyed[T],
+        records: Iterable[Any],
+        *,
+        key: str,
+        missing: str,
+        now: datetime,
+        beat: Heartbeat,
+        full: Callable[[Mapping[str, Any], str], T],
+        patch: Callable[[T, Record], T],
+        entry: Callable[[Mapping[str, Any], T], Cached[T] | None],
+        seen: Callable[[T], None] | None = None,
+    ) -> None:
+        """:meth:`Keyed.collect` through this cache, as one whole fetch: an unchanged record
+        gives its cached item, one changed only in ``beat``'s fields is ``patch``-ed from it,
+        any other is mapped in ``full``; ``entry`` says what to keep of each, ``seen`` is told
+        every item however it came."""
+
+        def build(record: Mapping[str, Any], ident: str) -> T:
+            known = self.similar(ident, record, beat)
+            if known is not None:
+                assert isinstance(record, Record)  # similar() answers only for one
+                item = patch(known.item, record)
+            else:
+                item = full(record, ident)
+            if seen is not None:
+                seen(item)
+            self.keep(record, ident, entry(record, item), patched=known is not None)
+            return item
+
+        def reuse(ident: str, text: str) -> T | None:
+            found = self.lookup(ident, text, now)
+            if found is None:
+                return None
+            if seen is not None:
+                seen(found.item)
+            return found.item
+
+        self.begin()
+        keyed.collect(records, key=key, missing=missing, build=build, reuse=reuse)
+        self.finish()
+
     def known(self) -> list[tuple[str, str]]:
         """``(key, text)`` of the last fetch's records, in the order they came."""
         return [(key, entry.text) for key, entry in self._entries.items()]
